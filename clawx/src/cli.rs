@@ -1,0 +1,272 @@
+//! The command line: `clawx dev`, `clawx serve <role>`, `clawx migrate`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clawx_common::{
+    Backends, Database, InternalAuth,
+    config::{CacheArgs, DatabaseArgs, SecretArgs, TelemetryArgs},
+    crypto::Keyring,
+    storage::Migrations,
+};
+use tokio::net::TcpListener;
+
+use crate::{Stack, StackConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "clawx", version, about = "Self-hosted messaging, identity and verification backend for AI agents")]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole suite in one process on embedded SQLite, with nothing else installed.
+    Dev(DevArgs),
+    /// Run one role, configured by flags or CLAWX_* environment variables.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the gateway listens (REST, gRPC and grpc-web on one port).
+    #[arg(long, env = "CLAWX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the SQLite files and generated secrets are kept.
+    #[arg(long, env = "CLAWX_DATA_DIR", default_value = ".clawx")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// A role `clawx serve` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Identity,
+    Messaging,
+    Groups,
+    Verify,
+    Gateway,
+}
+
+impl Role {
+    fn default_listen(self) -> SocketAddr {
+        let port = match self {
+            Role::Gateway => 8080,
+            Role::Identity => 50051,
+            Role::Messaging => 50052,
+            Role::Groups => 50053,
+            Role::Verify => 50054,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The role to run.
+    #[arg(value_enum)]
+    pub role: Role,
+    /// Address to listen on (default: gateway 127.0.0.1:8080, identity :50051, messaging :50052,
+    /// groups :50053, verify :50054).
+    #[arg(long, env = "CLAWX_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// identity service URL (gateway role).
+    #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
+    pub identity_url: String,
+    /// messaging service URL (gateway role).
+    #[arg(long, env = "CLAWX_MESSAGING_URL", default_value = "http://127.0.0.1:50052")]
+    pub messaging_url: String,
+    /// groups service URL (gateway role).
+    #[arg(long, env = "CLAWX_GROUPS_URL", default_value = "http://127.0.0.1:50053")]
+    pub groups_url: String,
+    /// verify service URL (gateway role).
+    #[arg(long, env = "CLAWX_VERIFY_URL", default_value = "http://127.0.0.1:50054")]
+    pub verify_url: String,
+}
+
+/// Gateway options shared by `dev` and `serve gateway`.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Requests per minute per account; 0 disables the limit.
+    #[arg(long, env = "CLAWX_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+    /// Account creations per minute per client IP; 0 disables the limit.
+    #[arg(long, env = "CLAWX_RATE_LIMIT_CREATE_PER_MINUTE", default_value_t = 30)]
+    pub rate_limit_create_per_minute: u32,
+    /// Unauthenticated requests per minute per client IP; 0 disables the limit.
+    #[arg(long, env = "CLAWX_RATE_LIMIT_IP_PER_MINUTE", default_value_t = 1200)]
+    pub rate_limit_ip_per_minute: u32,
+    /// XMTP node calls per minute per client IP; 0 disables the limit.
+    #[arg(long, env = "CLAWX_RATE_LIMIT_XMTP_PER_MINUTE", default_value_t = 6000)]
+    pub rate_limit_xmtp_per_minute: u32,
+    /// Largest accepted REST request body, in bytes.
+    #[arg(long, env = "CLAWX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deadline of each upstream call, in seconds.
+    #[arg(long, env = "CLAWX_UPSTREAM_TIMEOUT_SECS", default_value_t = 15)]
+    pub upstream_timeout_secs: u64,
+    /// Take the client IP from X-Forwarded-For (set only behind a trusted proxy).
+    #[arg(long, env = "CLAWX_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// Comma-separated origins allowed by CORS (browsers, grpc-web); empty allows any.
+    #[arg(long, env = "CLAWX_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+impl GatewayArgs {
+    fn apply(&self, config: &mut clawx_gateway::Config) {
+        config.limits = clawx_gateway::Limits {
+            per_account_per_minute: self.rate_limit_per_minute,
+            create_per_minute: self.rate_limit_create_per_minute,
+            per_ip_per_minute: self.rate_limit_ip_per_minute,
+            xmtp_per_minute: self.rate_limit_xmtp_per_minute,
+        };
+        config.max_body_bytes = self.max_body_bytes;
+        config.upstream_timeout = Duration::from_secs(self.upstream_timeout_secs.max(1));
+        config.trust_forwarded_for = self.trust_forwarded_for;
+        config.cors_origins = self.cors_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect();
+    }
+}
+
+/// A service role's migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MigrateTarget {
+    All,
+    Identity,
+    Messaging,
+    Groups,
+    Verify,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Which service's migrations to apply.
+    #[arg(long, value_enum, default_value_t = MigrateTarget::All)]
+    pub service: MigrateTarget,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+const SERVICE_MIGRATIONS: [(&str, MigrateTarget, Migrations); 4] = [
+    (clawx_identity::SERVICE, MigrateTarget::Identity, clawx_identity::MIGRATIONS),
+    (clawx_messaging::SERVICE, MigrateTarget::Messaging, clawx_messaging::MIGRATIONS),
+    (clawx_groups::SERVICE, MigrateTarget::Groups, clawx_groups::MIGRATIONS),
+    (clawx_verify::SERVICE, MigrateTarget::Verify, clawx_verify::MIGRATIONS),
+];
+
+/// Runs the parsed command until it finishes or a shutdown signal arrives.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => dev(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
+    }
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let secrets = crate::secrets::load_or_create(&data_dir)?;
+    let gateway = args.gateway.clone();
+    let config = StackConfig {
+        database: DatabaseArgs {
+            database_url: Some(format!("sqlite://{}/{{service}}.db", data_dir.display())),
+            database_max_connections: 8,
+            database_schema_prefix: String::new(),
+        },
+        backends: Backends::memory(),
+        auth: InternalAuth::new(secrets.require_jwt_secret()?),
+        keyring: Keyring::from_args(&secrets)?,
+        listen: args.listen,
+    };
+    let stop = clawx_common::shutdown::on_signals();
+    let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
+    stack.ready(Duration::from_secs(60)).await?;
+    let address = stack.gateway_address;
+    println!("Clawx is running: REST, gRPC and grpc-web on http://{address}");
+    println!("  data directory: {}", data_dir.display());
+    println!("  try: curl -s http://{address}/health");
+    println!("Press Ctrl-C to stop.");
+    stack.run_until(stop).await?;
+    println!("Clawx stopped.");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen = args.listen.unwrap_or_else(|| args.role.default_listen());
+    let auth = InternalAuth::new(args.secrets.require_jwt_secret()?);
+    if args.role != Role::Gateway {
+        require_database(&args.database)?;
+    }
+    let shutdown = clawx_common::shutdown::on_signals();
+    let backends = Backends::from_args(&args.cache, shutdown.clone())?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(role = ?args.role, address = %listen, "starting");
+    match args.role {
+        Role::Gateway => {
+            let upstreams = clawx_gateway::UpstreamUrls {
+                identity: args.identity_url,
+                messaging: args.messaging_url,
+                groups: args.groups_url,
+                verify: args.verify_url,
+            };
+            let mut config = clawx_gateway::Config::new(upstreams, backends, auth);
+            args.gateway.apply(&mut config);
+            clawx_gateway::run(config, listener, shutdown).await
+        }
+        Role::Identity => {
+            let config = clawx_identity::Config { database: args.database, backends, auth };
+            clawx_identity::run(config, listener, shutdown).await
+        }
+        Role::Messaging => {
+            let config = clawx_messaging::Config { database: args.database, backends, auth };
+            clawx_messaging::run(config, listener, shutdown).await
+        }
+        Role::Groups => {
+            let config = clawx_groups::Config { database: args.database, backends, auth };
+            clawx_groups::run(config, listener, shutdown).await
+        }
+        Role::Verify => {
+            let config = clawx_verify::Config { database: args.database, backends, auth };
+            clawx_verify::run(config, listener, shutdown).await
+        }
+    }
+}
+
+fn require_database(args: &DatabaseArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.database_url.is_some(),
+        "CLAWX_DATABASE_URL is not set: use postgres://user@host/db (production) or sqlite://path/{{service}}.db"
+    );
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    require_database(&args.database)?;
+    for (service, target, migrations) in SERVICE_MIGRATIONS {
+        if args.service != MigrateTarget::All && args.service != target {
+            continue;
+        }
+        let database = Database::connect(&args.database, service).await?;
+        database.migrate(&migrations).await.with_context(|| format!("{service} migrations failed"))?;
+        database.close().await;
+        println!("{service}: migrations applied");
+    }
+    Ok(())
+}

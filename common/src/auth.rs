@@ -1,0 +1,203 @@
+//! Internal authentication between Clawx roles. The gateway authenticates users at the edge and
+//! calls services with a short-lived JWT (HS256, one audience per service) naming the principal;
+//! each service verifies it and never trusts raw client headers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
+
+use crate::{config::Secret, error::{ErrorCode, ServiceError}};
+
+/// gRPC metadata key carrying the internal JWT.
+pub const INTERNAL_TOKEN_METADATA: &str = "clawx-internal-token";
+const ISSUER: &str = "clawx";
+/// Lifetime of an internal token: long enough for one call (and a long-lived stream's start),
+/// short enough that a leaked token is useless.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// How the caller proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No credentials: a public endpoint.
+    Anonymous,
+    /// An API key (`X-Api-Key` or `Authorization: Bearer`).
+    ApiKey,
+    /// A signed-expiry request (`x-auth-domain`, `x-auth-expires`, `x-auth-signature`).
+    Signature,
+    /// Another Clawx service acting on its own behalf.
+    Service,
+}
+
+/// Who a call acts for, as established by the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The account, for authenticated calls.
+    pub account_id: Option<i64>,
+    pub method: AuthMethod,
+    /// The client's IP address as the gateway saw it, for rate limits and audit logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
+impl Principal {
+    pub fn anonymous(client_ip: Option<String>) -> Principal {
+        Principal { account_id: None, method: AuthMethod::Anonymous, client_ip }
+    }
+
+    pub fn service() -> Principal {
+        Principal { account_id: None, method: AuthMethod::Service, client_ip: None }
+    }
+
+    pub fn account(account_id: i64, method: AuthMethod, client_ip: Option<String>) -> Principal {
+        Principal { account_id: Some(account_id), method, client_ip }
+    }
+
+    /// The authenticated account, or `UNAUTHORIZED`.
+    pub fn require_account(&self) -> Result<i64, ServiceError> {
+        self.account_id.ok_or_else(|| {
+            ServiceError::new(ErrorCode::Unauthorized, "authentication required: send X-Api-Key or a signed request")
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    iat: u64,
+    exp: u64,
+    #[serde(flatten)]
+    principal: Principal,
+}
+
+/// Issues and verifies internal tokens.
+#[derive(Clone)]
+pub struct InternalAuth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for InternalAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InternalAuth([redacted])")
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+}
+
+impl InternalAuth {
+    pub fn new(secret: &Secret) -> InternalAuth {
+        InternalAuth {
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+        }
+    }
+
+    /// A token for one call to the service `audience` (e.g. "identity").
+    pub fn issue(&self, audience: &str, principal: &Principal) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            iss: ISSUER.to_string(),
+            aud: audience.to_string(),
+            sub: principal.account_id.map_or_else(|| "-".to_string(), |id| id.to_string()),
+            iat: now,
+            exp: now + TOKEN_TTL.as_secs(),
+            principal: principal.clone(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// The principal of a valid token for `audience`.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<Principal, ServiceError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims.principal)
+            .map_err(|error| {
+                tracing::debug!(%error, "internal token rejected");
+                ServiceError::new(ErrorCode::Unauthorized, "missing or invalid internal token")
+            })
+    }
+
+    /// Adds a fresh token for `audience` to an outgoing request.
+    pub fn authorize<T>(&self, request: &mut Request<T>, audience: &str, principal: &Principal) {
+        let token = self.issue(audience, principal);
+        let value = MetadataValue::try_from(token).expect("a JWT is valid ASCII metadata");
+        request.metadata_mut().insert(INTERNAL_TOKEN_METADATA, value);
+    }
+
+    /// A tonic interceptor that admits only calls with a valid token for `audience` and puts
+    /// the [`Principal`] into the request extensions.
+    pub fn interceptor(&self, audience: &'static str) -> VerifyToken {
+        VerifyToken { auth: self.clone(), audience }
+    }
+}
+
+/// See [`InternalAuth::interceptor`].
+#[derive(Clone, Debug)]
+pub struct VerifyToken {
+    auth: InternalAuth,
+    audience: &'static str,
+}
+
+impl Interceptor for VerifyToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let token = request
+            .metadata()
+            .get(INTERNAL_TOKEN_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| {
+                ServiceError::new(ErrorCode::Unauthorized, "missing internal token: call Clawx through its gateway")
+                    .into_status()
+            })?;
+        let principal = self.auth.verify(token, self.audience).map_err(ServiceError::into_status)?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// The principal a verified request carries (anonymous if the interceptor did not run).
+pub fn principal_of<T>(request: &Request<T>) -> Principal {
+    request.extensions().get::<Principal>().cloned().unwrap_or_else(|| Principal::anonymous(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> InternalAuth {
+        InternalAuth::new(&Secret::new("0123456789abcdef0123456789abcdef"))
+    }
+
+    #[test]
+    fn tokens_carry_the_principal_to_their_audience_only() {
+        let principal = Principal::account(42, AuthMethod::ApiKey, Some("10.0.0.1".into()));
+        let token = auth().issue("identity", &principal);
+        assert_eq!(auth().verify(&token, "identity").unwrap(), principal);
+        assert_eq!(auth().verify(&token, "groups").unwrap_err().code, ErrorCode::Unauthorized);
+        let other = InternalAuth::new(&Secret::new("another-secret-another-secret-xx"));
+        assert!(other.verify(&token, "identity").is_err());
+        assert!(auth().verify("not-a-jwt", "identity").is_err());
+    }
+
+    #[test]
+    fn interceptor_rejects_missing_and_accepts_valid_tokens() {
+        let mut interceptor = auth().interceptor("verify");
+        let status = interceptor.call(Request::new(())).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut request = Request::new(());
+        auth().authorize(&mut request, "verify", &Principal::account(7, AuthMethod::Signature, None));
+        let admitted = interceptor.call(request).unwrap();
+        assert_eq!(principal_of(&admitted).account_id, Some(7));
+    }
+}

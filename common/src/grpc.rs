@@ -1,0 +1,63 @@
+//! gRPC plumbing shared by every service: health, reflection and serving on a listener until
+//! shutdown.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// The largest gRPC message a Clawx server accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A `grpc.health.v1.Health` server reporting SERVING for the server as a whole and for each
+/// named service.
+pub async fn health_service(
+    services: &[&str],
+) -> (HealthReporter, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    for service in services {
+        reporter.set_service_status(*service, ServingStatus::Serving).await;
+    }
+    (reporter, server)
+}
+
+/// Server reflection (v1 and v1alpha) over every Clawx and XMTP service definition.
+pub fn reflection_services() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+)> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clawx_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clawx_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// A server builder with the settings every Clawx gRPC server shares.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then lets requests in flight finish.
+pub async fn serve(router: Router, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await?;
+    Ok(())
+}
+
+/// A router with health (SERVING for each of `services`) and reflection, ready for the
+/// service's own servers.
+pub async fn base_router(services: &[&str]) -> anyhow::Result<Router> {
+    let (_reporter, health) = health_service(services).await;
+    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+    Ok(server_builder().add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha))
+}

@@ -1,0 +1,163 @@
+//! The storage, cache, rate-limiter and pub/sub suites, run against every configured backend.
+
+use std::time::Duration;
+
+use clawx_common::{
+    Database,
+    pubsub::Event,
+    storage::{EmbeddedMigration, Migrations},
+    testing::{TestDatabase, all_backends},
+};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+const PROBE_MIGRATIONS: Migrations = Migrations {
+    postgres: &[
+        EmbeddedMigration { version: 1, description: "probe", sql: "CREATE TABLE probe (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE)" },
+        EmbeddedMigration { version: 2, description: "probe_more", sql: "ALTER TABLE probe ADD COLUMN note TEXT" },
+    ],
+    sqlite: &[
+        EmbeddedMigration { version: 1, description: "probe", sql: "CREATE TABLE probe (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE)" },
+        EmbeddedMigration { version: 2, description: "probe_more", sql: "ALTER TABLE probe ADD COLUMN note TEXT" },
+    ],
+};
+
+async fn insert(database: &Database, name: &str) -> Result<(), sqlx::Error> {
+    match database {
+        Database::Postgres(pool) => sqlx::query("INSERT INTO probe (name) VALUES ($1)").bind(name).execute(pool).await.map(|_| ()),
+        Database::Sqlite(pool) => sqlx::query("INSERT INTO probe (name) VALUES (?)").bind(name).execute(pool).await.map(|_| ()),
+    }
+}
+
+async fn count(database: &Database) -> i64 {
+    match database {
+        Database::Postgres(pool) => sqlx::query("SELECT COUNT(*) AS n FROM probe").fetch_one(pool).await.unwrap().get("n"),
+        Database::Sqlite(pool) => sqlx::query("SELECT COUNT(*) AS n FROM probe").fetch_one(pool).await.unwrap().get("n"),
+    }
+}
+
+#[tokio::test]
+async fn storage_migrates_once_isolates_services_and_maps_unique_violations() {
+    for test_db in TestDatabase::all() {
+        let backend = test_db.backend.name();
+        let alpha = Database::connect(&test_db.args, "alpha").await.unwrap();
+        assert_eq!(alpha.backend(), test_db.backend);
+        assert!(alpha.ping().await, "{backend}: ping");
+        alpha.migrate(&PROBE_MIGRATIONS).await.unwrap();
+        // Running again is a no-op, and a second pool sees the same data.
+        alpha.migrate(&PROBE_MIGRATIONS).await.unwrap();
+        insert(&alpha, "one").await.unwrap();
+        let error = insert(&alpha, "one").await.unwrap_err();
+        assert!(clawx_common::storage::is_unique_violation(&error), "{backend}: {error}");
+        let again = Database::connect(&test_db.args, "alpha").await.unwrap();
+        assert_eq!(count(&again).await, 1, "{backend}");
+
+        // Another service has its own schema or file: same table name, separate rows.
+        let beta = Database::connect(&test_db.args, "beta").await.unwrap();
+        beta.migrate(&PROBE_MIGRATIONS).await.unwrap();
+        assert_eq!(count(&beta).await, 0, "{backend}: services share no tables");
+        insert(&beta, "one").await.unwrap();
+
+        // A migration whose text changed after it ran is refused, not silently re-run.
+        let changed = Migrations {
+            postgres: &[EmbeddedMigration { version: 1, description: "probe", sql: "CREATE TABLE probe (id BIGINT)" }],
+            sqlite: &[EmbeddedMigration { version: 1, description: "probe", sql: "CREATE TABLE probe (id BIGINT)" }],
+        };
+        assert!(alpha.migrate(&changed).await.is_err(), "{backend}: checksum mismatch detected");
+        for database in [alpha, again, beta] {
+            database.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn cache_stores_expires_and_takes_on_every_backend() {
+    let shutdown = CancellationToken::new();
+    for (backend, backends) in all_backends(&shutdown) {
+        let cache = &backends.cache;
+        assert_eq!(cache.backend_name(), backend);
+        assert!(cache.ping().await, "{backend}: ping");
+        assert_eq!(cache.get("absent").await.unwrap(), None);
+        cache.set("k", b"v1", Duration::from_secs(30)).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]), "{backend}");
+        assert!(!cache.set_if_absent("k", b"v2", Duration::from_secs(30)).await.unwrap(), "{backend}");
+        assert!(cache.set_if_absent("fresh", b"v3", Duration::from_secs(30)).await.unwrap(), "{backend}");
+        assert_eq!(cache.take("fresh").await.unwrap().as_deref(), Some(&b"v3"[..]), "{backend}");
+        assert_eq!(cache.take("fresh").await.unwrap(), None, "{backend}: single use");
+        cache.delete("k").await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap(), None, "{backend}");
+        cache.set("short", b"x", Duration::from_millis(50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(cache.get("short").await.unwrap(), None, "{backend}: expired");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn rate_limiter_allows_a_burst_then_refuses_per_key() {
+    let shutdown = CancellationToken::new();
+    for (backend, backends) in all_backends(&shutdown) {
+        let limiter = &backends.limiter;
+        let window = Duration::from_secs(60);
+        for expected in (0..5).rev() {
+            let decision = limiter.check("ip:1", 5, window).await.unwrap();
+            assert!(decision.allowed, "{backend}");
+            assert_eq!(decision.remaining, expected, "{backend}");
+            assert_eq!(decision.limit, 5);
+        }
+        let refused = limiter.check("ip:1", 5, window).await.unwrap();
+        assert!(!refused.allowed, "{backend}");
+        assert!(refused.retry_after > Duration::from_secs(10) && refused.retry_after <= Duration::from_secs(12), "{backend}: {refused:?}");
+        assert!(limiter.check("ip:2", 5, window).await.unwrap().allowed, "{backend}: keys are independent");
+        // A fast window refills quickly.
+        for _ in 0..2 {
+            assert!(limiter.check("fast", 2, Duration::from_millis(100)).await.unwrap().allowed);
+        }
+        assert!(!limiter.check("fast", 2, Duration::from_millis(100)).await.unwrap().allowed, "{backend}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(limiter.check("fast", 2, Duration::from_millis(100)).await.unwrap().allowed, "{backend}: refilled");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn pubsub_delivers_to_subscribers_of_the_channel_only() {
+    let shutdown = CancellationToken::new();
+    for (backend, backends) in all_backends(&shutdown) {
+        let pubsub = &backends.pubsub;
+        assert!(pubsub.wait_connected(Duration::from_secs(5)).await, "{backend}: connected");
+        let mut first = pubsub.subscribe("room:a");
+        let mut second = pubsub.subscribe("room:a");
+        let mut other = pubsub.subscribe("room:b");
+        // A gap may be announced right after the Redis listener connects; skip it.
+        pubsub.publish("room:a", b"hello").await.unwrap();
+        for subscription in [&mut first, &mut second] {
+            let event = loop {
+                let event = tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await.expect("delivered").unwrap();
+                if event != Event::Gap {
+                    break event;
+                }
+            };
+            assert_eq!(event, Event::Message(b"hello"[..].into()), "{backend}");
+        }
+        pubsub.publish("room:b", b"other").await.unwrap();
+        let event = loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), other.recv()).await.expect("delivered").unwrap();
+            if event != Event::Gap {
+                break event;
+            }
+        };
+        assert_eq!(event, Event::Message(b"other"[..].into()), "{backend}: room:b got only its own message");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_told_about_the_gap() {
+    let pubsub = clawx_common::PubSub::memory();
+    let mut slow = pubsub.subscribe("busy");
+    for index in 0..2000u32 {
+        pubsub.publish("busy", &index.to_be_bytes()).await.unwrap();
+    }
+    assert_eq!(slow.recv().await, Some(Event::Gap));
+}

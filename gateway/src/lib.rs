@@ -1,0 +1,236 @@
+//! The Clawx gateway: one listener serving REST (axum), native gRPC and grpc-web (told apart by
+//! content type), authenticating callers at the edge and calling the services over gRPC with a
+//! short-lived internal JWT.
+
+pub mod auth;
+pub mod error;
+pub mod proxy;
+pub mod rest;
+pub mod upstream;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::ConnectInfo,
+    http::{HeaderName, Request, Response},
+};
+use clawx_common::{Backends, ErrorCode, InternalAuth, Principal, ServiceError};
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt, util::BoxCloneSyncService};
+use tower_http::{
+    cors::{AllowOrigin, Any, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+};
+
+pub use upstream::{UpstreamUrls, Upstreams};
+
+/// Rate limits, per minute; 0 disables a limit.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests per account (`CLAWX_RATE_LIMIT_PER_MINUTE`).
+    pub per_account_per_minute: u32,
+    /// Account creations per client IP (`CLAWX_RATE_LIMIT_CREATE_PER_MINUTE`).
+    pub create_per_minute: u32,
+    /// Unauthenticated requests per client IP (`CLAWX_RATE_LIMIT_IP_PER_MINUTE`).
+    pub per_ip_per_minute: u32,
+    /// XMTP node calls per client IP (`CLAWX_RATE_LIMIT_XMTP_PER_MINUTE`).
+    pub xmtp_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { per_account_per_minute: 600, create_per_minute: 30, per_ip_per_minute: 1200, xmtp_per_minute: 6000 }
+    }
+}
+
+/// What the gateway needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub upstreams: UpstreamUrls,
+    pub backends: Backends,
+    pub auth: InternalAuth,
+    pub limits: Limits,
+    /// Largest accepted REST body.
+    pub max_body_bytes: usize,
+    /// Deadline of each upstream call made for a REST request.
+    pub upstream_timeout: Duration,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Origins allowed by CORS; empty means any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Config {
+    pub fn new(upstreams: UpstreamUrls, backends: Backends, auth: InternalAuth) -> Config {
+        Config {
+            upstreams,
+            backends,
+            auth,
+            limits: Limits::default(),
+            max_body_bytes: 1024 * 1024,
+            upstream_timeout: Duration::from_secs(15),
+            trust_forwarded_for: false,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub upstreams: Upstreams,
+    pub backends: Backends,
+    pub config: Config,
+    pub started: Instant,
+}
+
+/// The client's IP address: the TCP peer, or the first `X-Forwarded-For` entry when trusted.
+pub fn client_ip<B>(gateway: &Gateway, request: &Request<B>) -> String {
+    if gateway.config.trust_forwarded_for
+        && let Some(forwarded) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    {
+        return forwarded.to_string();
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+impl Gateway {
+    /// Counts one request against `key`; refuses with `RATE_LIMITED` past `limit` per minute.
+    /// A limiter outage lets requests through (logged), rather than failing every call.
+    pub async fn limit(&self, key: &str, limit: u32) -> Result<Option<clawx_common::cache::RateDecision>, ServiceError> {
+        if limit == 0 {
+            return Ok(None);
+        }
+        match self.backends.limiter.check(key, limit, Duration::from_secs(60)).await {
+            Ok(decision) if decision.allowed => Ok(Some(decision)),
+            Ok(decision) => Err(ServiceError::new(
+                ErrorCode::RateLimited,
+                format!("rate limit exceeded: retry in {} s", decision.retry_after.as_secs().max(1)),
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "rate limiter unavailable; letting the request through");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The per-account (or, for anonymous calls, per-IP) limit.
+    pub async fn limit_principal(&self, principal: &Principal) -> Result<Option<clawx_common::cache::RateDecision>, ServiceError> {
+        match (principal.account_id, &principal.client_ip) {
+            (Some(account), _) => self.limit(&format!("acct:{account}"), self.config.limits.per_account_per_minute).await,
+            (None, Some(ip)) => self.limit(&format!("ip:{ip}"), self.config.limits.per_ip_per_minute).await,
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The per-IP limit of XMTP node calls.
+    pub async fn limit_xmtp(&self, client_ip: &str) -> Result<(), ServiceError> {
+        self.limit(&format!("xmtp:{client_ip}"), self.config.limits.xmtp_per_minute).await.map(|_| ())
+    }
+}
+
+type EdgeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// Sends gRPC and grpc-web requests to the gRPC stack and everything else to REST.
+#[derive(Clone)]
+struct Edge {
+    rest: EdgeService,
+    grpc: EdgeService,
+}
+
+impl Service<Request<Body>> for Edge {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let service = if proxy::is_grpc_request(request.headers()) { self.grpc.clone() } else { self.rest.clone() };
+        Box::pin(service.oneshot(request))
+    }
+}
+
+const EXPOSED_HEADERS: &[&str] =
+    &["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id", "retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"];
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = if config.cors_origins.is_empty() {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(config.cors_origins.iter().filter_map(|origin| origin.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers(EXPOSED_HEADERS.iter().map(|name| HeaderName::from_static(name)).collect::<Vec<_>>())
+        .max_age(Duration::from_secs(600))
+}
+
+/// The whole edge as one service: REST, gRPC and grpc-web.
+pub async fn app(config: Config) -> anyhow::Result<Router> {
+    let upstreams = Upstreams::new(&config.upstreams, config.auth.clone(), config.upstream_timeout)?;
+    let gateway = Arc::new(Gateway { upstreams, backends: config.backends.clone(), config: config.clone(), started: Instant::now() });
+
+    let rest = rest::router(Arc::clone(&gateway)).layer(axum::middleware::from_fn(error::render_errors));
+
+    let mut public_services: Vec<&str> = clawx_proto::PUBLIC_SERVICES.to_vec();
+    public_services.extend(clawx_proto::XMTP_SERVICES);
+    let (_reporter, health) = clawx_common::grpc::health_service(&public_services).await;
+    let (reflection_v1, reflection_v1alpha) = clawx_common::grpc::reflection_services()?;
+    let grpc_routes = tonic::service::Routes::new(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router()
+        .fallback_service(proxy::GrpcProxy { gateway: Arc::clone(&gateway) });
+    let grpc_web = tower::ServiceBuilder::new().layer(tonic_web::GrpcWebLayer::new()).service(grpc_routes);
+    let grpc = tower::service_fn(move |request: Request<Body>| {
+        let grpc_web = grpc_web.clone();
+        async move {
+            let response = grpc_web.oneshot(request).await.unwrap_or_else(|never| match never {});
+            Ok::<_, Infallible>(response.map(Body::new))
+        }
+    });
+
+    let edge = Edge { rest: BoxCloneSyncService::new(rest), grpc: BoxCloneSyncService::new(grpc) };
+    let request_id = HeaderName::from_static("x-request-id");
+    Ok(Router::new().fallback_service(edge).layer(
+        tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(cors(&config)),
+    ))
+}
+
+/// Serves the gateway on `listener` until `shutdown` fires.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = app(config).await?;
+    tracing::info!(address = %listener.local_addr()?, "gateway serving REST, gRPC and grpc-web");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

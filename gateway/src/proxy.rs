@@ -1,0 +1,97 @@
+//! gRPC and grpc-web pass-through: any call under a known package prefix is forwarded to the
+//! owning service, with no per-method code. Clawx services get the caller's credentials checked
+//! here and an internal JWT instead; XMTP node paths are forwarded without auth, rate-limited
+//! per client IP.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use clawx_common::{ErrorCode, ServiceError, auth::INTERNAL_TOKEN_METADATA};
+use tower::{Service, ServiceExt};
+
+use crate::{Gateway, upstream::Upstream};
+
+/// Headers that describe one hop and must not be forwarded.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"];
+
+/// Whether a request is gRPC or grpc-web (any `application/grpc*` content type).
+pub fn is_grpc_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+fn error_response(error: ServiceError) -> Response<tonic::body::Body> {
+    error.into_status().into_http()
+}
+
+/// The tower service behind every gRPC path the gateway does not serve itself.
+#[derive(Clone)]
+pub struct GrpcProxy {
+    pub gateway: Arc<Gateway>,
+}
+
+impl Service<Request<axum::body::Body>> for GrpcProxy {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<axum::body::Body>) -> Self::Future {
+        let gateway = Arc::clone(&self.gateway);
+        Box::pin(async move { Ok(forward(&gateway, request.map(tonic::body::Body::new)).await) })
+    }
+}
+
+async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> Response<tonic::body::Body> {
+    let path = request.uri().path().to_string();
+    let Some(upstream) = Upstream::of_grpc_path(&path) else {
+        return error_response(ServiceError::new(ErrorCode::Unimplemented, format!("unknown service in {path}")));
+    };
+    let client_ip = crate::client_ip(gateway, &request);
+    let is_xmtp = path.starts_with("/xmtp.");
+    let headers = request.headers_mut();
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.remove(INTERNAL_TOKEN_METADATA);
+
+    if is_xmtp {
+        // XMTP clients carry no Clawx credentials; protect the node by client IP instead.
+        if let Err(error) = gateway.limit_xmtp(&client_ip).await {
+            return error_response(error);
+        }
+    } else {
+        let principal = match gateway.authenticate(request.headers(), &client_ip).await {
+            Ok(principal) => principal,
+            Err(error) => return error_response(error),
+        };
+        if let Err(error) = gateway.limit_principal(&principal).await {
+            return error_response(error);
+        }
+        crate::auth::strip_credentials(request.headers_mut());
+        let token = gateway.upstreams.auth().issue(upstream.name(), &principal);
+        let token = HeaderValue::try_from(token).expect("a JWT is a valid header value");
+        request.headers_mut().insert(INTERNAL_TOKEN_METADATA, token);
+    }
+
+    *request.version_mut() = Version::HTTP_2;
+    let channel = gateway.upstreams.channel(upstream);
+    match channel.oneshot(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(upstream = upstream.name(), %error, "upstream unreachable");
+            error_response(ServiceError::new(ErrorCode::Unavailable, format!("the {} service is unavailable", upstream.name())))
+        }
+    }
+}

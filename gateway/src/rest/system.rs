@@ -1,0 +1,41 @@
+//! `/health` and `/status`.
+
+use std::sync::Arc;
+
+use axum::{Json, extract::State};
+use clawx_common::Principal;
+use clawx_proto::common::GetStatusRequest;
+use serde_json::{Value, json};
+
+use crate::{Gateway, upstream::Upstream};
+
+/// `GET /health`: the gateway is up.
+pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    Json(json!({"ok": true, "uptime": gateway.started.elapsed().as_secs_f64()}))
+}
+
+/// `GET /status`: live checks of the services' databases and of Redis.
+pub async fn status(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    let principal = Principal::service();
+    let upstreams = &gateway.upstreams;
+    let checks = Upstream::ALL.map(|upstream| {
+        let request = upstreams.request(upstream, &principal, GetStatusRequest {});
+        async move {
+            let reply = match upstream {
+                Upstream::Identity => upstreams.identity().get_status(request).await,
+                Upstream::Messaging => upstreams.messaging().get_status(request).await,
+                Upstream::Groups => upstreams.groups().get_status(request).await,
+                Upstream::Verify => upstreams.verify().get_status(request).await,
+            };
+            reply.map(|reply| reply.into_inner().database_ok).unwrap_or(false)
+        }
+    });
+    let (databases, redis) = tokio::join!(futures::future::join_all(checks), async {
+        match &gateway.backends.cache {
+            clawx_common::Cache::Redis(_) => gateway.backends.cache.ping().await,
+            clawx_common::Cache::Memory(_) => false,
+        }
+    });
+    let db = databases.iter().all(|ok| *ok);
+    Json(json!({"status": {"http": true, "db": db, "redis": redis}}))
+}

@@ -43,6 +43,30 @@ pub struct DevArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// Identity options shared by `dev` and `serve identity`.
+#[derive(Args, Debug, Clone)]
+pub struct IdentityArgs {
+    /// Public base URL of this installation, named in wallet-link messages (EIP-4361);
+    /// default: the gateway's address.
+    #[arg(long, env = "CLAWX_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How far ahead a signed request's expiry may be, in days.
+    #[arg(long, env = "CLAWX_SIGNATURE_HORIZON_DAYS", default_value_t = 30)]
+    pub signature_horizon_days: u64,
+}
+
+impl IdentityArgs {
+    fn settings(&self, default_public_url: &str) -> clawx_identity::Settings {
+        clawx_identity::Settings {
+            public_url: self.public_url.clone().unwrap_or_else(|| default_public_url.to_string()),
+            signature_horizon: Duration::from_secs(self.signature_horizon_days.clamp(1, 365) * 86_400),
+            ..clawx_identity::Settings::default()
+        }
+    }
 }
 
 /// A role `clawx serve` can run.
@@ -85,6 +109,8 @@ pub struct ServeArgs {
     pub secrets: SecretArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// identity service URL (gateway role).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
@@ -194,6 +220,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         auth: InternalAuth::new(secrets.require_jwt_secret()?),
         keyring: Keyring::from_args(&secrets)?,
         listen: args.listen,
+        public_url: args.identity.public_url.clone(),
+        signature_horizon: args.identity.settings("").signature_horizon,
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -231,7 +259,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clawx_gateway::run(config, listener, shutdown).await
         }
         Role::Identity => {
-            let config = clawx_identity::Config { database: args.database, backends, auth };
+            let keyring = Keyring::from_args(&args.secrets)?;
+            let settings = args.identity.settings("http://127.0.0.1:8080");
+            let config = clawx_identity::Config { database: args.database, backends, auth, keyring, settings };
             clawx_identity::run(config, listener, shutdown).await
         }
         Role::Messaging => {

@@ -19,6 +19,10 @@ pub struct StackConfig {
     pub keyring: Keyring,
     /// Where the gateway listens (port 0 for any free port).
     pub listen: SocketAddr,
+    /// Public base URL; `None` means the gateway's own address.
+    pub public_url: Option<String>,
+    /// How far ahead a signed request's expiry may be.
+    pub signature_horizon: Duration,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -72,6 +76,12 @@ impl Stack {
             database: config.database.clone(),
             backends: config.backends.clone(),
             auth: config.auth.clone(),
+            keyring: config.keyring.clone(),
+            settings: clawx_identity::Settings {
+                public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{gateway_address}")),
+                signature_horizon: config.signature_horizon,
+                ..clawx_identity::Settings::default()
+            },
         };
         let messaging_config = clawx_messaging::Config {
             database: config.database.clone(),

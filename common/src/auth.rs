@@ -17,6 +17,36 @@ const ISSUER: &str = "clawx";
 /// short enough that a leaked token is useless.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 
+/// Pub/sub channel on which the identity service announces revoked credentials (a JSON
+/// [`CredentialsRevoked`]); gateways drop what they cached for that account.
+pub const CREDENTIALS_REVOKED_CHANNEL: &str = "auth.revoked";
+
+/// The announcement on [`CREDENTIALS_REVOKED_CHANNEL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsRevoked {
+    pub account_id: i64,
+}
+
+/// Prefix of API keys.
+pub const API_KEY_PREFIX: &str = "clx_";
+
+/// The stored form of an API key: lowercase hex SHA-256. Keys carry 192 random bits, so a fast
+/// hash is enough.
+pub fn api_key_hash(api_key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(api_key.as_bytes()))
+}
+
+/// Whether text has the shape of a Clawx API key (`clx_` and 48 hex digits).
+pub fn looks_like_api_key(text: &str) -> bool {
+    text.strip_prefix(API_KEY_PREFIX).is_some_and(|rest| rest.len() == 48 && rest.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+/// The shared-cache key of an authenticated API key.
+pub fn api_key_cache_key(key_hash: &str) -> String {
+    format!("auth:key:{key_hash}")
+}
+
 /// How the caller proved who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -44,6 +44,8 @@ impl TestStack {
             auth: auth.clone(),
             keyring: Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring"),
             listen: "127.0.0.1:0".parse().expect("address"),
+            public_url: None,
+            signature_horizon: Duration::from_secs(30 * 86_400),
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

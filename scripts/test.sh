@@ -77,15 +77,79 @@ ensure_redis() {
   export CLAWX_TEST_REDIS_URL="redis://127.0.0.1:6379"
 }
 
+TOOLS="$ROOT/target/test-tools"
+
+# Python command-line tools the suite drives, in a private venv when they are not on PATH.
+ensure_python_tool() { # ensure_python_tool <command> <pip requirement>
+  if command -v "$1" >/dev/null 2>&1; then return; fi
+  if [ ! -x "$TOOLS/venv/bin/pip" ]; then
+    mkdir -p "$TOOLS"
+    if ! python3 -m venv "$TOOLS/venv" >/dev/null 2>&1; then
+      apt_install python3-venv python3-pip
+      python3 -m venv "$TOOLS/venv"
+    fi
+  fi
+  if [ ! -x "$TOOLS/venv/bin/$1" ]; then
+    log "installing $2"
+    "$TOOLS/venv/bin/pip" install -q "$2"
+  fi
+  export PATH="$TOOLS/venv/bin:$PATH"
+}
+
+# Starts `clawx dev` on a free port with a fresh data directory; sets CLAWX_DEV_PID and
+# CLAWX_DEV_URL.
+start_dev() {
+  local data log
+  data=$(mktemp -d)
+  log="$data/clawx.log"
+  CLAWX_RATE_LIMIT_PER_MINUTE=0 CLAWX_RATE_LIMIT_CREATE_PER_MINUTE=0 CLAWX_RATE_LIMIT_IP_PER_MINUTE=0 \
+    "$ROOT/target/debug/clawx" dev --listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
+  CLAWX_DEV_PID=$!
+  local deadline=$((SECONDS + 60))
+  until CLAWX_DEV_URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$log" | head -n 1) && [ -n "$CLAWX_DEV_URL" ]; do
+    if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$CLAWX_DEV_PID" 2>/dev/null; then
+      cat "$log" >&2; echo "clawx dev did not start" >&2; return 1
+    fi
+    sleep 0.5
+  done
+}
+
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+http_post() { python3 -c "import sys,urllib.request; print(urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='POST')).read().decode())" "$1"; }
+
+run_schemathesis() {
+  ensure_python_tool schemathesis "schemathesis==4.32.5"
+  cargo build -q -p clawx
+  start_dev || return 1
+  local key status=0
+  key=$(http_post "$CLAWX_DEV_URL/account/create" | json_field api_key)
+  # Bounded: a fixed number of examples per operation, and a wall-clock limit.
+  timeout 900 schemathesis --config-file "$ROOT/scripts/schemathesis.toml" run "$CLAWX_DEV_URL/openapi.json" \
+    --checks all -H "X-Api-Key: $key" --max-examples "${CLAWX_SCHEMATHESIS_EXAMPLES:-25}" --workers 2 \
+    --suppress-health-check filter_too_much || status=$?
+  kill -INT "$CLAWX_DEV_PID" 2>/dev/null; wait "$CLAWX_DEV_PID" 2>/dev/null || true
+  return $status
+}
+
 log "checking PostgreSQL and Redis"
 ensure_postgres
 ensure_redis
 export CLAWX_TEST_REQUIRE_BACKENDS=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
+FAILED=""
 log "running the test suite (SQLite + memory and PostgreSQL + Redis)"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || FAILED="$FAILED cargo-tests"
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || FAILED="$FAILED cargo-tests"
 fi
+
+log "checking the REST API against its OpenAPI document (schemathesis)"
+run_schemathesis || FAILED="$FAILED schemathesis"
+
+if [ -n "$FAILED" ]; then
+  log "FAILED:$FAILED"
+  exit 1
+fi
+log "all test steps passed"

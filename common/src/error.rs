@@ -62,7 +62,7 @@ error_codes! {
     Unavailable => ("UNAVAILABLE", Unavailable, 503),
     Timeout => ("TIMEOUT", DeadlineExceeded, 504),
     Internal => ("INTERNAL", Internal, 500),
-    LimitExceeded => ("LIMIT_EXCEEDED", FailedPrecondition, 400),
+    LimitExceeded => ("LIMIT_EXCEEDED", FailedPrecondition, 409),
     // identity
     HandleTaken => ("HANDLE_TAKEN", AlreadyExists, 409),
     AlreadyRegistered => ("ALREADY_REGISTERED", AlreadyExists, 409),

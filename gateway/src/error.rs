@@ -8,7 +8,6 @@
 //! Validation errors add `"field"`.
 
 use axum::{
-    Json,
     extract::Request,
     http::{HeaderValue, StatusCode},
     middleware::Next,
@@ -125,23 +124,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Middleware: renders pending errors in the family shape of the request path.
+/// Middleware: renders pending errors in the family shape of the request path, keeping the
+/// response's status, headers and extensions.
 pub async fn render_errors(request: Request, next: Next) -> Response {
     let family = Family::of_path(request.uri().path());
-    let mut response = next.run(request).await;
-    if let Some(PendingError(error)) = response.extensions_mut().remove::<PendingError>() {
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
-        let mut rendered = (status, Json(error_body(&error, family))).into_response();
-        for (name, value) in headers.iter() {
-            if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
-                rendered.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        rendered.extensions_mut().insert(error.code);
-        return rendered;
-    }
-    response
+    let response = next.run(request).await;
+    let (mut parts, body) = response.into_parts();
+    let Some(PendingError(error)) = parts.extensions.remove::<PendingError>() else {
+        return Response::from_parts(parts, body);
+    };
+    let bytes = serde_json::to_vec(&error_body(&error, family)).expect("JSON of a JSON value");
+    parts.headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.extensions.insert(error.code);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod observe;
 pub mod proxy;
 pub mod rest;
 pub mod upstream;
@@ -92,6 +93,7 @@ pub struct Gateway {
     pub backends: Backends,
     pub config: Config,
     pub started: Instant,
+    pub auth_cache: Arc<auth::AuthCache>,
 }
 
 /// The client's IP address: the TCP peer, or the first `X-Forwarded-For` entry when trusted.
@@ -114,19 +116,19 @@ pub fn client_ip<B>(gateway: &Gateway, request: &Request<B>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// A refused rate-limit check.
+pub type Refused = clawx_common::cache::RateDecision;
+
 impl Gateway {
-    /// Counts one request against `key`; refuses with `RATE_LIMITED` past `limit` per minute.
-    /// A limiter outage lets requests through (logged), rather than failing every call.
-    pub async fn limit(&self, key: &str, limit: u32) -> Result<Option<clawx_common::cache::RateDecision>, ServiceError> {
+    /// Counts one request against `key`; refuses past `limit` per minute (0: no limit). A
+    /// limiter outage lets requests through (logged) rather than failing every call.
+    pub async fn limit(&self, key: &str, limit: u32) -> Result<Option<clawx_common::cache::RateDecision>, Refused> {
         if limit == 0 {
             return Ok(None);
         }
         match self.backends.limiter.check(key, limit, Duration::from_secs(60)).await {
             Ok(decision) if decision.allowed => Ok(Some(decision)),
-            Ok(decision) => Err(ServiceError::new(
-                ErrorCode::RateLimited,
-                format!("rate limit exceeded: retry in {} s", decision.retry_after.as_secs().max(1)),
-            )),
+            Ok(decision) => Err(decision),
             Err(error) => {
                 tracing::warn!(%error, "rate limiter unavailable; letting the request through");
                 Ok(None)
@@ -135,18 +137,21 @@ impl Gateway {
     }
 
     /// The per-account (or, for anonymous calls, per-IP) limit.
-    pub async fn limit_principal(&self, principal: &Principal) -> Result<Option<clawx_common::cache::RateDecision>, ServiceError> {
+    pub async fn limit_principal(&self, principal: &Principal) -> Result<Option<clawx_common::cache::RateDecision>, Refused> {
         match (principal.account_id, &principal.client_ip) {
             (Some(account), _) => self.limit(&format!("acct:{account}"), self.config.limits.per_account_per_minute).await,
             (None, Some(ip)) => self.limit(&format!("ip:{ip}"), self.config.limits.per_ip_per_minute).await,
             (None, None) => Ok(None),
         }
     }
+}
 
-    /// The per-IP limit of XMTP node calls.
-    pub async fn limit_xmtp(&self, client_ip: &str) -> Result<(), ServiceError> {
-        self.limit(&format!("xmtp:{client_ip}"), self.config.limits.xmtp_per_minute).await.map(|_| ())
-    }
+/// The error of a refused rate-limit check, for gRPC callers.
+pub fn refused_error(decision: &Refused) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::RateLimited,
+        format!("rate limit exceeded: retry in {} s", decision.retry_after.as_secs_f64().ceil().max(1.0) as u64),
+    )
 }
 
 type EdgeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -190,10 +195,20 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// The whole edge as one service: REST, gRPC and grpc-web.
-pub async fn app(config: Config) -> anyhow::Result<Router> {
+/// The whole edge as one service: REST, gRPC and grpc-web. Background listeners stop with
+/// `shutdown`.
+pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<Router> {
     let upstreams = Upstreams::new(&config.upstreams, config.auth.clone(), config.upstream_timeout)?;
-    let gateway = Arc::new(Gateway { upstreams, backends: config.backends.clone(), config: config.clone(), started: Instant::now() });
+    observe::prometheus();
+    let auth_cache = Arc::new(auth::AuthCache::default());
+    auth::AuthCache::listen(&auth_cache, &config.backends.pubsub, shutdown);
+    let gateway = Arc::new(Gateway {
+        upstreams,
+        backends: config.backends.clone(),
+        config: config.clone(),
+        started: Instant::now(),
+        auth_cache,
+    });
 
     let rest = rest::router(Arc::clone(&gateway)).layer(axum::middleware::from_fn(error::render_errors));
 
@@ -221,13 +236,14 @@ pub async fn app(config: Config) -> anyhow::Result<Router> {
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
             .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(axum::middleware::from_fn(observe::observe))
             .layer(cors(&config)),
     ))
 }
 
 /// Serves the gateway on `listener` until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let app = app(config).await?;
+    let app = app(config, shutdown.clone()).await?;
     tracing::info!(address = %listener.local_addr()?, "gateway serving REST, gRPC and grpc-web");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -20,6 +20,9 @@ use crate::{Gateway, upstream::Upstream};
 /// Headers that describe one hop and must not be forwarded.
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"];
 
+/// gRPC methods that create identities, limited per client IP like their REST routes.
+const CREATION_PATHS: &[&str] = &["/clawx.identity.v1.IdentityService/CreateAccount"];
+
 /// Whether a request is gRPC or grpc-web (any `application/grpc*` content type).
 pub fn is_grpc_request(headers: &HeaderMap) -> bool {
     headers
@@ -68,16 +71,21 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
 
     if is_xmtp {
         // XMTP clients carry no Clawx credentials; protect the node by client IP instead.
-        if let Err(error) = gateway.limit_xmtp(&client_ip).await {
-            return error_response(error);
+        if let Err(refused) = gateway.limit(&format!("xmtp:{client_ip}"), gateway.config.limits.xmtp_per_minute).await {
+            return error_response(crate::refused_error(&refused));
         }
     } else {
         let principal = match gateway.authenticate(request.headers(), &client_ip).await {
             Ok(principal) => principal,
             Err(error) => return error_response(error),
         };
-        if let Err(error) = gateway.limit_principal(&principal).await {
-            return error_response(error);
+        if CREATION_PATHS.contains(&path.as_str())
+            && let Err(refused) = gateway.limit(&format!("create:{client_ip}"), gateway.config.limits.create_per_minute).await
+        {
+            return error_response(crate::refused_error(&refused));
+        }
+        if let Err(refused) = gateway.limit_principal(&principal).await {
+            return error_response(crate::refused_error(&refused));
         }
         crate::auth::strip_credentials(request.headers_mut());
         let token = gateway.upstreams.auth().issue(upstream.name(), &principal);

@@ -106,3 +106,98 @@ impl TestStack {
         self.shutdown.cancel();
     }
 }
+
+/// A REST call's status, headers and JSON body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// Asserts an error reply: status, machine code, a human message, and the family shape.
+    pub fn expect_error(&self, status: u16, code: &str, context: &str) -> &Reply {
+        assert_eq!(self.status, status, "{context}: {}", self.body);
+        assert_eq!(self.body["code"], code, "{context}: {}", self.body);
+        assert!(self.body["error"].as_str().is_some_and(|text| !text.is_empty()), "{context}: {}", self.body);
+        self
+    }
+
+    pub fn expect_ok(&self, context: &str) -> &serde_json::Value {
+        assert_eq!(self.status, 200, "{context}: {}", self.body);
+        &self.body
+    }
+}
+
+/// Credentials for a REST call.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Key(String),
+    Bearer(String),
+    Signed { domain: String, expires: String, signature: String },
+}
+
+impl TestStack {
+    /// Sends a request with optional credentials and JSON body.
+    pub async fn call(&self, method: reqwest::Method, path: &str, auth: &Auth, body: Option<serde_json::Value>) -> Reply {
+        let mut request = self.http.request(method, self.url(path));
+        request = match auth {
+            Auth::None => request,
+            Auth::Key(key) => request.header("x-api-key", key),
+            Auth::Bearer(key) => request.header("authorization", format!("Bearer {key}")),
+            Auth::Signed { domain, expires, signature } => request
+                .header("x-auth-domain", domain)
+                .header("x-auth-expires", expires)
+                .header("x-auth-signature", signature),
+        };
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("gateway reachable");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into())) };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, auth: &Auth) -> Reply {
+        self.call(reqwest::Method::GET, path, auth, None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &Auth, body: serde_json::Value) -> Reply {
+        self.call(reqwest::Method::POST, path, auth, Some(body)).await
+    }
+
+    /// Creates an account; returns its API key and the create reply's body.
+    pub async fn create_account(&self) -> (String, serde_json::Value) {
+        let reply = self.call(reqwest::Method::POST, "/account/create", &Auth::None, None).await;
+        let body = reply.expect_ok("create account").clone();
+        (body["api_key"].as_str().expect("api_key").to_string(), body)
+    }
+
+    /// Creates an account and registers `handle`; returns its API key.
+    pub async fn registered(&self, handle: &str) -> String {
+        let (key, _) = self.create_account().await;
+        let reply = self.post("/account/register", &Auth::Key(key.clone()), serde_json::json!({"handle": handle, "name": format!("{handle} name")})).await;
+        reply.expect_ok("register");
+        key
+    }
+}
+
+impl TestStack {
+    /// Starts another gateway replica in front of the same services and backends; returns its
+    /// base URL.
+    pub async fn second_gateway(&self) -> String {
+        let stack = self.stack.as_ref().expect("running");
+        let url = |name: &str| self.service_address(name);
+        let upstreams = clawx_gateway::UpstreamUrls { identity: url("identity"), messaging: url("messaging"), groups: url("groups"), verify: url("verify") };
+        let config = clawx_gateway::Config::new(upstreams, stack.backends.clone(), self.auth.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move { clawx_gateway::run(config, listener, shutdown).await.expect("second gateway") });
+        format!("http://{address}")
+    }
+}

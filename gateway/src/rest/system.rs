@@ -39,3 +39,10 @@ pub async fn status(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     let db = databases.iter().all(|ok| *ok);
     Json(json!({"status": {"http": true, "db": db, "redis": redis}}))
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    let handle = crate::observe::prometheus();
+    handle.run_upkeep();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+}

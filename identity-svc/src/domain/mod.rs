@@ -260,10 +260,10 @@ impl Identity {
 
     pub async fn list_users(&self, search: &str, limit: Option<u32>, offset: u32) -> ServiceResult<Vec<AccountRecord>> {
         let limit = limit.unwrap_or(DEFAULT_USERS_LIMIT).min(MAX_USERS_LIMIT);
-        let search = search.trim();
         if search.chars().count() > 100 {
             return Err(ServiceError::invalid("search", "search must be at most 100 characters"));
         }
+        let search = search.trim();
         let query = UserQuery {
             search: (!search.is_empty()).then(|| search.to_lowercase()),
             limit,

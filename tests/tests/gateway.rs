@@ -1,0 +1,247 @@
+//! Gateway behaviour across routes: rate limits, revocation on every replica, gRPC and
+//! grpc-web with both kinds of credentials, docs and metrics.
+
+use std::time::Duration;
+
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use clawx_proto::identity::{GetMeRequest, identity_service_client::IdentityServiceClient};
+use clawx_tests::{Auth, TestStack};
+use prost::Message;
+use reqwest::Method;
+use serde_json::json;
+use tonic::{Code, metadata::MetadataValue};
+
+fn sign(wallet: &PrivateKeySigner, message: &str) -> String {
+    format!("0x{}", hex::encode(wallet.sign_message_sync(message.as_bytes()).unwrap().as_bytes()))
+}
+
+/// Links a fresh wallet to the account of `key` and returns signed-request credentials.
+async fn signed_credentials(stack: &TestStack, key: &str, domain: &str) -> (String, String, String) {
+    let auth = Auth::Key(key.to_string());
+    let wallet = PrivateKeySigner::random();
+    let address = wallet.address().to_checksum(None);
+    let challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &auth).await.body.clone();
+    let message = challenge["message"].as_str().unwrap();
+    stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, message)})).await.expect_ok("link");
+    let expiry = (clawx_common::time::now_ms() + 600_000).to_string();
+    let reply = stack.get(&format!("/api/user/{domain}/signature?expiry={expiry}&device=true"), &Auth::None).await;
+    let signature = sign(&wallet, reply.body["message"].as_str().unwrap());
+    (domain.to_string(), expiry, signature)
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_headers() {
+    let stacks = TestStack::all_with(|config| {
+        config.limits.per_account_per_minute = 3;
+        config.limits.create_per_minute = 2;
+        config.limits.per_ip_per_minute = 4;
+    })
+    .await;
+    for stack in stacks {
+        let name = stack.name;
+        // Account creation, per client IP (each creation also counts as an anonymous call).
+        let first = stack.call(Method::POST, "/account/create", &Auth::None, None).await;
+        let first_key = first.expect_ok(name)["api_key"].as_str().unwrap().to_string();
+        let second = stack.call(Method::POST, "/account/create", &Auth::None, None).await;
+        let second_key = second.expect_ok(name)["api_key"].as_str().unwrap().to_string();
+        let refused = stack.call(Method::POST, "/account/create", &Auth::None, None).await;
+        refused.expect_error(429, "RATE_LIMITED", name);
+        assert_eq!(refused.body["ok"], false);
+        let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&retry_after), "{name}: {retry_after}");
+        assert_eq!(refused.headers["ratelimit-limit"], "2");
+        assert_eq!(refused.headers["ratelimit-remaining"], "0");
+
+        // Per account: each key's account has its own budget.
+        for remaining in ["2", "1", "0"] {
+            let reply = stack.get("/account/me", &Auth::Key(first_key.clone())).await;
+            reply.expect_ok(name);
+            assert_eq!(reply.headers["ratelimit-limit"], "3", "{name}");
+            assert_eq!(reply.headers["ratelimit-remaining"], remaining, "{name}");
+            assert!(reply.headers.contains_key("ratelimit-reset"));
+        }
+        let refused = stack.get("/account/me", &Auth::Key(first_key.clone())).await;
+        refused.expect_error(429, "RATE_LIMITED", name);
+        assert!(refused.headers.contains_key("retry-after"));
+        let other = stack.get("/account/me", &Auth::Key(second_key)).await;
+        other.expect_ok(name);
+        assert_eq!(other.headers["ratelimit-remaining"], "2", "{name}: independent budgets");
+
+        // Anonymous calls, per client IP: two creations already spent half of it.
+        stack.get("/users", &Auth::None).await.expect_ok(name);
+        stack.get("/users", &Auth::None).await.expect_ok(name);
+        stack.get("/users", &Auth::None).await.expect_error(429, "RATE_LIMITED", name);
+        // Operations endpoints are not limited.
+        assert_eq!(stack.get("/health", &Auth::None).await.status, 200);
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn revocation_reaches_every_gateway_replica() {
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let other_gateway = stack.second_gateway().await;
+        let key = stack.registered("replicated").await;
+        let spare = stack.post("/account/keys", &Auth::Key(key.clone()), json!({"name": "spare"})).await.body.clone();
+        let spare_key = spare["api_key"].as_str().unwrap().to_string();
+        let (domain, expires, signature) = signed_credentials(&stack, &key, "replicated").await;
+
+        // Both replicas have both credentials cached.
+        let me_on = |base: String, auth: Auth| {
+            let http = stack.http.clone();
+            async move {
+                let mut request = http.get(format!("{base}/account/me"));
+                request = match auth {
+                    Auth::Key(key) => request.header("x-api-key", key),
+                    Auth::Signed { domain, expires, signature } => request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature),
+                    _ => request,
+                };
+                request.send().await.unwrap().status().as_u16()
+            }
+        };
+        let signed = Auth::Signed { domain: domain.clone(), expires: expires.clone(), signature: signature.clone() };
+        for base in [stack.base_url.clone(), other_gateway.clone()] {
+            assert_eq!(me_on(base.clone(), Auth::Key(spare_key.clone())).await, 200, "{name}");
+            assert_eq!(me_on(base, signed.clone()).await, 200, "{name}");
+        }
+
+        // Revoke the spare key on the first replica; the second one refuses it too.
+        let id = spare["id"].as_str().unwrap();
+        assert_eq!(stack.call(Method::DELETE, &format!("/account/keys/{id}"), &Auth::Key(key.clone()), None).await.status, 204);
+        assert_eq!(me_on(stack.base_url.clone(), Auth::Key(spare_key.clone())).await, 401, "{name}: the serving replica");
+        assert_eq!(eventually_status(&me_on, &other_gateway, Auth::Key(spare_key.clone()), 401).await, 401, "{name}: the other replica");
+
+        // Unlink the wallet on the second replica; the first one refuses the signature.
+        let wallets = stack.get("/account/wallets", &Auth::Key(key.clone())).await.body.clone();
+        let address = wallets["wallets"][0]["address"].as_str().unwrap().to_string();
+        let response = stack.http.delete(format!("{other_gateway}/account/wallets/{address}")).header("x-api-key", &key).send().await.unwrap();
+        assert_eq!(response.status(), 204);
+        assert_eq!(eventually_status(&me_on, &stack.base_url, signed.clone(), 401).await, 401, "{name}: signature revoked everywhere");
+        stack.stop().await;
+    }
+}
+
+/// The status of `call` once it reaches `expected`, trying for at most half a second (pub/sub
+/// delivery between replicas takes milliseconds).
+async fn eventually_status<F, Fut>(call: &F, base: &str, auth: Auth, expected: u16) -> u16
+where
+    F: Fn(String, Auth) -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let status = call(base.to_string(), auth.clone()).await;
+        if status == expected || tokio::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn grpc_and_grpc_web_with_api_keys_and_signed_requests() {
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let key = stack.registered("grpcuser").await;
+        let (domain, expires, signature) = signed_credentials(&stack, &key, "grpcuser").await;
+        let mut client = IdentityServiceClient::new(stack.channel().await);
+
+        // Native gRPC: API key in metadata (x-api-key or authorization), or signed headers.
+        let mut request = tonic::Request::new(GetMeRequest {});
+        request.metadata_mut().insert("x-api-key", MetadataValue::try_from(key.as_str()).unwrap());
+        assert_eq!(client.get_me(request).await.unwrap().into_inner().handle.as_deref(), Some("grpcuser"), "{name}");
+        let mut request = tonic::Request::new(GetMeRequest {});
+        request.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {key}")).unwrap());
+        assert!(client.get_me(request).await.is_ok(), "{name}");
+        let mut request = tonic::Request::new(GetMeRequest {});
+        request.metadata_mut().insert("x-auth-domain", MetadataValue::try_from(domain.as_str()).unwrap());
+        request.metadata_mut().insert("x-auth-expires", MetadataValue::try_from(expires.as_str()).unwrap());
+        request.metadata_mut().insert("x-auth-signature", MetadataValue::try_from(signature.as_str()).unwrap());
+        assert_eq!(client.get_me(request).await.unwrap().into_inner().handle.as_deref(), Some("grpcuser"), "{name}");
+
+        // Missing and bad credentials, with the Clawx code in metadata.
+        let status = client.get_me(tonic::Request::new(GetMeRequest {})).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+        let mut request = tonic::Request::new(GetMeRequest {});
+        request.metadata_mut().insert("x-api-key", MetadataValue::from_static("clx_000000000000000000000000000000000000000000000000"));
+        let status = client.get_me(request).await.unwrap_err();
+        assert_eq!(status.metadata().get("clawx-error-code").unwrap(), "UNAUTHORIZED", "{name}");
+        let mut request = tonic::Request::new(GetMeRequest {});
+        request.metadata_mut().insert("x-auth-domain", MetadataValue::try_from(domain.as_str()).unwrap());
+        request.metadata_mut().insert("x-auth-expires", MetadataValue::from_static("1"));
+        request.metadata_mut().insert("x-auth-signature", MetadataValue::try_from(signature.as_str()).unwrap());
+        let status = client.get_me(request).await.unwrap_err();
+        assert_eq!(status.metadata().get("clawx-error-code").unwrap(), "SIGNATURE_EXPIRED", "{name}");
+        // A client cannot pass itself off as the gateway or another service.
+        let mut request = tonic::Request::new(clawx_proto::identity::ResolveAccountsRequest { ids: vec![1], ..Default::default() });
+        request.metadata_mut().insert("x-api-key", MetadataValue::try_from(key.as_str()).unwrap());
+        request.metadata_mut().insert("clawx-internal-token", MetadataValue::from_static("forged"));
+        let status = client.resolve_accounts(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{name}: service-only call");
+
+        // grpc-web (raw frames, as a browser sends them), with an API key and with a signature.
+        for headers in [
+            vec![("x-api-key", key.clone())],
+            vec![("x-auth-domain", domain.clone()), ("x-auth-expires", expires.clone()), ("x-auth-signature", signature.clone())],
+        ] {
+            let mut request = stack
+                .http
+                .post(stack.url("/clawx.identity.v1.IdentityService/GetMe"))
+                .header("content-type", "application/grpc-web+proto")
+                .header("x-grpc-web", "1")
+                .body(vec![0u8, 0, 0, 0, 0]);
+            for (header, value) in &headers {
+                request = request.header(*header, value);
+            }
+            let body = request.send().await.unwrap().bytes().await.unwrap();
+            assert_eq!(body[0], 0, "{name}: data frame first");
+            let length = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+            let profile = clawx_proto::identity::Profile::decode(&body[5..5 + length]).unwrap();
+            assert_eq!(profile.handle.as_deref(), Some("grpcuser"), "{name}");
+            assert!(String::from_utf8_lossy(&body[5 + length..]).contains("grpc-status:0"), "{name}");
+        }
+        // Browsers' CORS preflight for grpc-web is answered.
+        let preflight = stack
+            .http
+            .request(Method::OPTIONS, stack.url("/clawx.identity.v1.IdentityService/GetMe"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-grpc-web,x-api-key")
+            .send()
+            .await
+            .unwrap();
+        assert!(preflight.status().is_success(), "{name}");
+        assert!(preflight.headers().contains_key("access-control-allow-origin"));
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn docs_openapi_and_metrics_are_served() {
+    let stack = TestStack::embedded().await;
+    let spec = stack.get("/openapi.json", &Auth::None).await;
+    let body = spec.expect_ok("openapi");
+    assert_eq!(body["openapi"], "3.1.0");
+    for path in ["/account/create", "/account/register", "/account/me", "/users", "/users/{handle}", "/account/keys", "/account/keys/{id}",
+        "/account/wallets", "/account/wallets/challenge", "/account/wallets/{address}", "/account/domains", "/account/domains/{name}",
+        "/api/user/{domain}/signature", "/health", "/status"] {
+        assert!(body["paths"].get(path).is_some(), "documented: {path}");
+    }
+    assert!(body["components"]["securitySchemes"].get("ApiKey").is_some());
+    let docs = stack.http.get(stack.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger"), "Swagger UI page");
+    let script = stack.http.get(stack.url("/docs/swagger-ui-bundle.js")).send().await.unwrap();
+    assert_eq!(script.status(), 200, "assets are vendored, served offline");
+    let config = stack.http.get(stack.url("/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    assert!(config.contains("openapi.json"), "{config}");
+
+    stack.get("/users", &Auth::None).await;
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("clawx_http_requests_total{method=\"GET\",route=\"/users\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("clawx_http_request_duration_seconds_bucket"), "latency histogram");
+    stack.stop().await;
+}

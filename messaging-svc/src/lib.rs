@@ -1,6 +1,7 @@
 //! The Clawx messaging service.
 
 mod grpc;
+pub mod node;
 
 use clawx_common::{Backends, InternalAuth, ServiceContext, config::DatabaseArgs, storage::Migrations};
 use clawx_proto::messaging::messaging_service_server::MessagingServiceServer;

@@ -148,6 +148,19 @@ fi
 log "checking the REST API against its OpenAPI document (schemathesis)"
 run_schemathesis || FAILED="$FAILED schemathesis"
 
+ensure_node() {
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then return; fi
+  log "installing Node.js"
+  apt_install nodejs npm
+}
+
+log "XMTP interop with real @xmtp/node-sdk clients: clawx dev (SQLite)"
+ensure_node
+cargo build -q -p clawx
+"$ROOT/scripts/interop.sh" dev || FAILED="$FAILED interop-dev"
+log "XMTP interop with real @xmtp/node-sdk clients: clawx serve roles (PostgreSQL + Redis)"
+"$ROOT/scripts/interop.sh" serve || FAILED="$FAILED interop-serve"
+
 if [ -n "$FAILED" ]; then
   log "FAILED:$FAILED"
   exit 1

@@ -1,6 +1,4 @@
 //! Rule-by-rule tests with locally generated keys (libxmtp v1.9.0 semantics).
-use ed25519_dalek::SigningKey as EdKey;
-use k256::ecdsa::SigningKey as EcKey;
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -11,136 +9,12 @@ use tls_codec::Serialize as _;
 use clawx_messaging::node::validate::assoc::{self, AssocError, AssociationState, MemberId, MemberKind, Policy};
 use clawx_messaging::node::validate::keypackage::{self, KeyPackageError};
 use clawx_messaging::node::validate::mlsmsg;
-use clawx_proto::xmtp::identity::associations::{self as pb, identity_action::Kind, member_identifier, signature::Signature as S};
+use clawx_proto::xmtp::identity::associations::{self as pb, identity_action::Kind, signature::Signature as S};
 use clawx_proto::xmtp::identity::MlsCredential;
 use clawx_messaging::node::validate::text::{self, ActionText, Subject};
 
-// ------------------------------------------------------------------ signers
-
-struct Wallet(EcKey);
-impl Wallet {
-    fn new() -> Self {
-        Wallet(EcKey::random(&mut rand::rngs::OsRng))
-    }
-    fn address(&self) -> String {
-        let pt = self.0.verifying_key().to_encoded_point(false);
-        let h = alloy_primitives::keccak256(&pt.as_bytes()[1..]);
-        format!("0x{}", hex::encode(&h[12..]))
-    }
-    fn sign(&self, text: &str) -> pb::Signature {
-        let digest = alloy_primitives::eip191_hash_message(text.as_bytes());
-        let (sig, recid) = self.0.sign_prehash_recoverable(digest.as_slice()).unwrap();
-        let mut b = sig.to_bytes().to_vec();
-        b.push(27 + recid.to_byte());
-        pb::Signature { signature: Some(S::Erc191(pb::RecoverableEcdsaSignature { bytes: b })) }
-    }
-    fn id(&self) -> pb::MemberIdentifier {
-        pb::MemberIdentifier { kind: Some(member_identifier::Kind::EthereumAddress(self.address())) }
-    }
-}
-
-struct Inst(EdKey);
-impl Inst {
-    fn new() -> Self {
-        Inst(EdKey::generate(&mut rand::rngs::OsRng))
-    }
-    fn key(&self) -> Vec<u8> {
-        self.0.verifying_key().to_bytes().to_vec()
-    }
-    fn sign(&self, text: &str) -> pb::Signature {
-        let sig = self
-            .0
-            .sign_prehashed(Sha512::new().chain_update(text.as_bytes()), Some(b"IDENTITY UPDATE SIGNATURE"))
-            .unwrap();
-        pb::Signature {
-            signature: Some(S::InstallationKey(pb::RecoverableEd25519Signature { bytes: sig.to_bytes().to_vec(), public_key: self.key() })),
-        }
-    }
-    fn id(&self) -> pb::MemberIdentifier {
-        pb::MemberIdentifier { kind: Some(member_identifier::Kind::InstallationPublicKey(self.key())) }
-    }
-}
-
-enum Signer<'a> {
-    W(&'a Wallet),
-    I(&'a Inst),
-    Raw(pb::Signature),
-}
-impl Signer<'_> {
-    fn sign(&self, t: &str) -> pb::Signature {
-        match self {
-            Signer::W(w) => w.sign(t),
-            Signer::I(i) => i.sign(t),
-            Signer::Raw(s) => s.clone(),
-        }
-    }
-}
-
-/// One action to build; signatures are produced over the final text.
-enum A<'a> {
-    Create(String, u64, Signer<'a>),
-    Add(pb::MemberIdentifier, Signer<'a> /*existing*/, Signer<'a> /*new*/),
-    Revoke(pb::MemberIdentifier, Signer<'a>),
-    Change(String, Signer<'a>),
-}
-
-fn subject(m: &pb::MemberIdentifier) -> Subject<'_> {
-    match m.kind.as_ref().unwrap() {
-        member_identifier::Kind::EthereumAddress(a) => Subject::Ethereum(a),
-        member_identifier::Kind::InstallationPublicKey(k) => Subject::Installation(k),
-        member_identifier::Kind::Passkey(p) => Subject::Passkey(&p.key),
-    }
-}
-
-fn build(inbox: &str, ts: u64, actions: Vec<A<'_>>) -> pb::IdentityUpdate {
-    let lines: Vec<ActionText<'_>> = actions
-        .iter()
-        .map(|a| match a {
-            A::Create(id, _, _) => ActionText::CreateInbox(Subject::Ethereum(id)),
-            A::Add(m, _, _) => ActionText::Add(subject(m)),
-            A::Revoke(m, _) => ActionText::Revoke(subject(m)),
-            A::Change(id, _) => ActionText::ChangeRecovery(Subject::Ethereum(id)),
-        })
-        .collect();
-    let t = text::signature_text(inbox, ts, &lines);
-    let acts = actions
-        .iter()
-        .map(|a| pb::IdentityAction {
-            kind: Some(match a {
-                A::Create(id, nonce, s) => Kind::CreateInbox(pb::CreateInbox {
-                    initial_identifier: id.clone(),
-                    nonce: *nonce,
-                    initial_identifier_signature: Some(s.sign(&t)),
-                    initial_identifier_kind: 1,
-                    relying_party: None,
-                }),
-                A::Add(m, e, n) => Kind::Add(pb::AddAssociation {
-                    new_member_identifier: Some(m.clone()),
-                    existing_member_signature: Some(e.sign(&t)),
-                    new_member_signature: Some(n.sign(&t)),
-                    relying_party: None,
-                }),
-                A::Revoke(m, s) => Kind::Revoke(pb::RevokeAssociation { member_to_revoke: Some(m.clone()), recovery_identifier_signature: Some(s.sign(&t)) }),
-                A::Change(id, s) => Kind::ChangeRecoveryAddress(pb::ChangeRecoveryAddress {
-                    new_recovery_identifier: id.clone(),
-                    existing_recovery_identifier_signature: Some(s.sign(&t)),
-                    new_recovery_identifier_kind: 1,
-                    relying_party: None,
-                }),
-            }),
-        })
-        .collect();
-    pb::IdentityUpdate { actions: acts, client_timestamp_ns: ts, inbox_id: inbox.to_string() }
-}
-
-fn apply(st: Option<AssociationState>, u: &pb::IdentityUpdate) -> Result<AssociationState, AssocError> {
-    assoc::apply_update(st, &assoc::verify_update(u, &Policy::default())?)
-}
-
-static TS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_700_000_000_000_000_000);
-fn ts() -> u64 {
-    TS.fetch_add(1_000_000_007, std::sync::atomic::Ordering::Relaxed)
-}
+mod support;
+use support::*;
 
 /// create inbox (nonce 1) with wallet + installation, like node-sdk's first registration.
 fn new_inbox(w: &Wallet, i: &Inst) -> (String, AssociationState) {
@@ -438,26 +312,6 @@ fn passkey_inbox() {
 }
 
 // ------------------------------------------------------------------ key packages
-
-const CS: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
-
-fn make_kp(cs: Ciphersuite, identity: Vec<u8>, app_id: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
-    let provider = OpenMlsRustCrypto::default();
-    let signer = SignatureKeyPair::new(cs.signature_algorithm()).unwrap();
-    let credential: Credential = BasicCredential::new(identity).into();
-    // KP extensions (LastResort) must be listed in the leaf capabilities, or validate() fails
-    // with UnsupportedExtension.
-    let caps = Capabilities::new(None, Some(&[cs]), Some(&[ExtensionType::LastResort, ExtensionType::ApplicationId]), None, None);
-    let mut b = KeyPackage::builder().leaf_node_capabilities(caps);
-    if let Some(a) = app_id {
-        b = b.leaf_node_extensions(Extensions::single(Extension::ApplicationId(ApplicationIdExtension::new(a))).unwrap());
-    }
-    let bundle = b
-        .key_package_extensions(Extensions::single(Extension::LastResort(LastResortExtension::default())).unwrap())
-        .build(cs, &provider, &signer, CredentialWithKey { credential, signature_key: signer.public().to_vec().into() })
-        .unwrap();
-    (bundle.key_package().tls_serialize_detached().unwrap(), signer.public().to_vec())
-}
 
 #[test]
 fn key_package_rules() {

@@ -245,3 +245,23 @@ async fn docs_openapi_and_metrics_are_served() {
     assert!(metrics.contains("clawx_http_request_duration_seconds_bucket"), "latency histogram");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn xmtp_node_paths_are_forwarded_without_auth_and_limited_per_ip() {
+    use clawx_proto::xmtp::identity::api::v1::{GetInboxIdsRequest, get_inbox_ids_request, identity_api_client::IdentityApiClient};
+    let stacks = TestStack::all_with(|config| config.limits.xmtp_per_minute = 3).await;
+    for stack in stacks {
+        let name = stack.name;
+        let mut client = IdentityApiClient::new(stack.channel().await);
+        let request = || GetInboxIdsRequest {
+            requests: vec![get_inbox_ids_request::Request { identifier: "0x0000000000000000000000000000000000000001".into(), identifier_kind: 1 }],
+        };
+        for _ in 0..3 {
+            let reply = client.get_inbox_ids(request()).await.unwrap().into_inner();
+            assert_eq!(reply.responses[0].inbox_id, None, "{name}: answered by the node, no credentials needed");
+        }
+        let status = client.get_inbox_ids(request()).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{name}: {status:?}");
+        stack.stop().await;
+    }
+}

@@ -1,0 +1,212 @@
+//! Subscriptions: replay everything after the client's cursor, then go live, with no gap and
+//! no duplicate, across replicas.
+//!
+//! Writers publish `(id, previous id on the topic, message)` on the topic's pub/sub channel
+//! after their transaction commits. A subscriber listens before it replays, remembers the last
+//! id it delivered per topic, delivers a live message directly when nothing can be missing
+//! before it (`previous id <= delivered`), and otherwise reads the missing ids from the
+//! database. Lost notifications ([`Event::Gap`]: a Redis reconnect, a slow subscriber) make it
+//! re-read every topic.
+
+use std::{pin::Pin, sync::Arc};
+
+use clawx_common::pubsub::{Event, PubSub};
+use futures::{Stream, StreamExt, stream::SelectAll};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{MAX_PAGE, Node, NodeError, NodeResult, group_message, store::Direction, welcome_message};
+
+/// Largest message carried inside a notification; bigger ones are read from the database.
+const MAX_INLINE_BYTES: usize = 64 * 1024;
+/// Topics one subscription may watch.
+pub const MAX_FILTERS: usize = 10_000;
+
+pub fn group_channel(group_id: &[u8]) -> String {
+    format!("xmtp.g.{}", hex::encode(group_id))
+}
+
+pub fn welcome_channel(installation_key: &[u8]) -> String {
+    format!("xmtp.w.{}", hex::encode(installation_key))
+}
+
+/// Announces a stored item to the subscribers of its topic.
+pub async fn notify(pubsub: &PubSub, channel: &str, id: i64, previous_id: i64, message: &impl Message) {
+    let mut payload = Vec::with_capacity(16 + message.encoded_len());
+    payload.extend_from_slice(&id.to_be_bytes());
+    payload.extend_from_slice(&previous_id.to_be_bytes());
+    if message.encoded_len() <= MAX_INLINE_BYTES {
+        message.encode(&mut payload).expect("a Vec grows as needed");
+    }
+    if let Err(error) = pubsub.publish(channel, &payload).await {
+        // Subscribers on other replicas catch up at their next notification or gap.
+        tracing::warn!(%error, channel, "could not notify subscribers");
+    }
+}
+
+/// A notification as received.
+struct Notice<T> {
+    id: i64,
+    previous_id: i64,
+    message: Option<T>,
+}
+
+fn decode_notice<T: Message + Default>(payload: &[u8]) -> Option<Notice<T>> {
+    if payload.len() < 16 {
+        return None;
+    }
+    let id = i64::from_be_bytes(payload[..8].try_into().ok()?);
+    let previous_id = i64::from_be_bytes(payload[8..16].try_into().ok()?);
+    let message = if payload.len() > 16 { T::decode(&payload[16..]).ok() } else { None };
+    Some(Notice { id, previous_id, message })
+}
+
+/// What a subscription streams: group messages by group id, or welcomes by installation key.
+pub trait Topic: Send + Sync + 'static {
+    type Item: Message + Default + Clone + Send + 'static;
+
+    fn channel(key: &[u8]) -> String;
+
+    /// Items after `cursor`, oldest first, with their ids.
+    fn after(node: &Node, key: &[u8], cursor: i64) -> impl Future<Output = NodeResult<Vec<(i64, Self::Item)>>> + Send;
+}
+
+/// Group messages by group id.
+pub struct GroupTopic;
+
+impl Topic for GroupTopic {
+    type Item = clawx_proto::xmtp::mls::api::v1::GroupMessage;
+
+    fn channel(key: &[u8]) -> String {
+        group_channel(key)
+    }
+
+    async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Vec<(i64, Self::Item)>> {
+        let stored = node.store().group_messages(key, cursor, Direction::Ascending, MAX_PAGE * 5).await?;
+        Ok(stored.iter().map(|message| (message.id, group_message(message, true))).collect())
+    }
+}
+
+/// Welcomes by installation key.
+pub struct WelcomeTopic;
+
+impl Topic for WelcomeTopic {
+    type Item = clawx_proto::xmtp::mls::api::v1::WelcomeMessage;
+
+    fn channel(key: &[u8]) -> String {
+        welcome_channel(key)
+    }
+
+    async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Vec<(i64, Self::Item)>> {
+        let stored = node.store().welcomes(key, cursor, Direction::Ascending, MAX_PAGE * 5).await?;
+        stored.iter().map(|welcome| Ok((welcome.id, welcome_message(welcome)?))).collect()
+    }
+}
+
+type Sink<T> = mpsc::Sender<Result<T, tonic::Status>>;
+type Tagged = Pin<Box<dyn Stream<Item = (usize, Event)> + Send>>;
+
+/// One watched topic and the last id delivered on it.
+struct Watched {
+    key: Vec<u8>,
+    delivered: i64,
+}
+
+/// Sends every item after the watched cursor, page by page; false when the client is gone.
+async fn catch_up<T: Topic>(node: &Node, watched: &mut Watched, sink: &Sink<T::Item>) -> NodeResult<bool> {
+    loop {
+        let page = T::after(node, &watched.key, watched.delivered).await?;
+        let full = page.len() as u32 >= MAX_PAGE * 5;
+        for (id, item) in page {
+            if sink.send(Ok(item)).await.is_err() {
+                return Ok(false);
+            }
+            watched.delivered = id;
+        }
+        if !full {
+            return Ok(true);
+        }
+    }
+}
+
+/// Runs one subscription until the client goes away or the service shuts down.
+pub async fn run<T: Topic>(node: Arc<Node>, filters: Vec<(Vec<u8>, u64)>, sink: Sink<T::Item>, shutdown: CancellationToken) {
+    if let Err(error) = serve::<T>(&node, filters, &sink, shutdown).await {
+        let status = match error {
+            NodeError::Invalid(message) => tonic::Status::invalid_argument(message),
+            NodeError::Exhausted(message) => tonic::Status::resource_exhausted(message),
+            NodeError::Internal => tonic::Status::internal("internal error"),
+        };
+        let _ = sink.send(Err(status)).await;
+    }
+}
+
+async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<T::Item>, shutdown: CancellationToken) -> NodeResult<()> {
+    // One entry per topic, from the smallest cursor asked for it.
+    let mut by_key: std::collections::BTreeMap<Vec<u8>, i64> = std::collections::BTreeMap::new();
+    for (key, cursor) in filters {
+        let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
+        by_key.entry(key).and_modify(|existing| *existing = (*existing).min(cursor)).or_insert(cursor);
+    }
+    let mut watched: Vec<Watched> = by_key.into_iter().map(|(key, delivered)| Watched { key, delivered }).collect();
+
+    // Listen first, then replay: anything stored meanwhile is seen by one or the other.
+    let mut events: SelectAll<Tagged> = SelectAll::new();
+    for (index, topic) in watched.iter().enumerate() {
+        let subscription = node.pubsub().subscribe(&T::channel(&topic.key));
+        let stream = futures::stream::unfold(subscription, |mut subscription| async move {
+            subscription.recv().await.map(|event| (event, subscription))
+        });
+        events.push(Box::pin(stream.map(move |event| (index, event))));
+    }
+    for topic in &mut watched {
+        if !catch_up::<T>(node, topic, sink).await? {
+            return Ok(());
+        }
+    }
+
+    loop {
+        let event = tokio::select! {
+            () = sink.closed() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
+            event = events.next(), if !events.is_empty() => event,
+        };
+        let Some((index, event)) = event else {
+            // No topics, or pub/sub is gone: wait for the client or shutdown.
+            tokio::select! {
+                () = sink.closed() => return Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        };
+        match event {
+            Event::Message(payload) => {
+                let Some(notice) = decode_notice::<T::Item>(&payload) else { continue };
+                let topic = &mut watched[index];
+                if notice.id <= topic.delivered {
+                    continue;
+                }
+                match notice.message {
+                    Some(message) if notice.previous_id <= topic.delivered => {
+                        if sink.send(Ok(message)).await.is_err() {
+                            return Ok(());
+                        }
+                        topic.delivered = notice.id;
+                    }
+                    _ => {
+                        if !catch_up::<T>(node, topic, sink).await? {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Event::Gap => {
+                for topic in &mut watched {
+                    if !catch_up::<T>(node, topic, sink).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The SQL of the node store, shared by both dialects (sqlx binds `$N` the same way on
+//! PostgreSQL and SQLite). [`node_store!`] instantiates it with a dialect's transaction start,
+//! row-locking clause and id allocation.
+
+use sha2::{Digest, Sha256};
+
+/// `$start, $start+1, ...` for `count` bind parameters.
+pub(crate) fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The deduplication key of a stored item: sha256 of its topic and content.
+pub(crate) fn content_hash(topic: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update((topic.len() as u64).to_be_bytes());
+    hasher.update(topic);
+    hasher.update(data);
+    hasher.finalize().to_vec()
+}
+
+macro_rules! node_store {
+    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $next_id:literal) => {
+        use std::collections::BTreeMap;
+
+        use async_trait::async_trait;
+        use sqlx::Row;
+
+        use $crate::node::store::{
+            Direction, InboxPosition, Inserted, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError, StoreResult,
+            StoredCommitLogEntry, StoredGroupMessage, StoredIdentityUpdate, StoredWelcome,
+            sql::{content_hash, placeholders},
+        };
+
+        type DbRow = <$db as sqlx::Database>::Row;
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        const MESSAGE_COLUMNS: &str = "id, group_id, created_ns, data, sender_hmac, should_push, is_commit";
+
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $name {
+            pub fn new(pool: sqlx::Pool<$db>) -> Self {
+                $name { pool }
+            }
+        }
+
+        fn message_from_row(row: &DbRow) -> Result<StoredGroupMessage, sqlx::Error> {
+            Ok(StoredGroupMessage {
+                id: row.try_get("id")?,
+                group_id: row.try_get("group_id")?,
+                created_ns: row.try_get("created_ns")?,
+                data: row.try_get("data")?,
+                sender_hmac: row.try_get("sender_hmac")?,
+                should_push: row.try_get("should_push")?,
+                is_commit: row.try_get("is_commit")?,
+            })
+        }
+
+        fn welcome_from_row(row: &DbRow) -> Result<StoredWelcome, sqlx::Error> {
+            Ok(StoredWelcome {
+                id: row.try_get("id")?,
+                installation_key: row.try_get("installation_key")?,
+                created_ns: row.try_get("created_ns")?,
+                message: row.try_get("message")?,
+            })
+        }
+
+        fn update_from_row(row: &DbRow) -> Result<StoredIdentityUpdate, sqlx::Error> {
+            Ok(StoredIdentityUpdate {
+                sequence_id: row.try_get("sequence_id")?,
+                inbox_id: row.try_get("inbox_id")?,
+                server_timestamp_ns: row.try_get("server_timestamp_ns")?,
+                update_bytes: row.try_get("update_bytes")?,
+            })
+        }
+
+        fn commit_log_from_row(row: &DbRow) -> Result<StoredCommitLogEntry, sqlx::Error> {
+            Ok(StoredCommitLogEntry {
+                id: row.try_get("id")?,
+                group_id: row.try_get("group_id")?,
+                entry: row.try_get("entry")?,
+                signature: row.try_get("signature")?,
+            })
+        }
+
+        async fn next_id(tx: &mut Tx) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar($next_id).fetch_one(&mut **tx).await
+        }
+
+        /// Locks (creating if needed) the group rows, in key order so concurrent batches cannot
+        /// deadlock; returns each group's last message and commit-log ids.
+        async fn lock_groups(tx: &mut Tx, group_ids: impl Iterator<Item = Vec<u8>>) -> Result<BTreeMap<Vec<u8>, (i64, i64)>, sqlx::Error> {
+            let mut locked = BTreeMap::new();
+            for group_id in group_ids.collect::<std::collections::BTreeSet<_>>() {
+                sqlx::query("INSERT INTO xmtp_groups (group_id) VALUES ($1) ON CONFLICT (group_id) DO NOTHING")
+                    .bind(&group_id)
+                    .execute(&mut **tx)
+                    .await?;
+                let row = sqlx::query(concat!("SELECT last_message_id, last_commit_log_id FROM xmtp_groups WHERE group_id = $1 ", $for_update))
+                    .bind(&group_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                locked.insert(group_id, (row.try_get("last_message_id")?, row.try_get("last_commit_log_id")?));
+            }
+            Ok(locked)
+        }
+
+        #[async_trait]
+        impl NodeStore for $name {
+            async fn upsert_key_package(&self, installation_key: &[u8], inbox_id: &str, key_package: &[u8], not_after: i64, now_ms: i64) -> StoreResult<()> {
+                let result = sqlx::query(
+                    "INSERT INTO xmtp_installations (installation_key, inbox_id, key_package, key_package_not_after, key_package_updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (installation_key) DO UPDATE SET \
+                     inbox_id = excluded.inbox_id, key_package = excluded.key_package, \
+                     key_package_not_after = excluded.key_package_not_after, key_package_updated_at = excluded.key_package_updated_at \
+                     WHERE xmtp_installations.inbox_id IS NULL OR xmtp_installations.inbox_id = excluded.inbox_id",
+                )
+                .bind(installation_key)
+                .bind(inbox_id)
+                .bind(key_package)
+                .bind(not_after)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                if result.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("the installation key belongs to another inbox"));
+                }
+                Ok(())
+            }
+
+            async fn key_packages(&self, installation_keys: &[Vec<u8>]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+                if installation_keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Only placeholders are formatted into the statement.
+                let statement = format!(
+                    "SELECT installation_key, key_package FROM xmtp_installations WHERE key_package IS NOT NULL AND installation_key IN ({})",
+                    placeholders(1, installation_keys.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for key in installation_keys {
+                    query = query.bind(key);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
+                let mut found = Vec::with_capacity(rows.len());
+                for row in rows {
+                    found.push((row.try_get("installation_key")?, row.try_get("key_package")?));
+                }
+                Ok(found)
+            }
+
+            async fn insert_group_messages(&self, messages: &[NewGroupMessage], created_ns: i64) -> StoreResult<Vec<Inserted<StoredGroupMessage>>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut last = lock_groups(&mut tx, messages.iter().map(|message| message.group_id.clone())).await?;
+                let mut inserted = Vec::with_capacity(messages.len());
+                for message in messages {
+                    let id = next_id(&mut tx).await?;
+                    let result = sqlx::query(
+                        "INSERT INTO xmtp_group_messages (id, group_id, created_ns, data, sender_hmac, should_push, is_commit, content_hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (content_hash) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(&message.group_id)
+                    .bind(created_ns)
+                    .bind(&message.data)
+                    .bind(&message.sender_hmac)
+                    .bind(message.should_push)
+                    .bind(message.is_commit)
+                    .bind(content_hash(&message.group_id, &message.data))
+                    .execute(&mut *tx)
+                    .await?;
+                    if result.rows_affected() == 0 {
+                        continue;
+                    }
+                    let entry = last.get_mut(&message.group_id).expect("locked above");
+                    let previous_id = std::mem::replace(&mut entry.0, id);
+                    inserted.push(Inserted {
+                        item: StoredGroupMessage {
+                            id,
+                            group_id: message.group_id.clone(),
+                            created_ns,
+                            data: message.data.clone(),
+                            sender_hmac: message.sender_hmac.clone(),
+                            should_push: message.should_push,
+                            is_commit: message.is_commit,
+                        },
+                        previous_id,
+                    });
+                }
+                for (group_id, (last_message_id, _)) in &last {
+                    sqlx::query("UPDATE xmtp_groups SET last_message_id = $2 WHERE group_id = $1 AND last_message_id < $2")
+                        .bind(group_id)
+                        .bind(last_message_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredGroupMessage>> {
+                let statement = match direction {
+                    Direction::Ascending => format!("SELECT {MESSAGE_COLUMNS} FROM xmtp_group_messages WHERE group_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3"),
+                    Direction::Descending => format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM xmtp_group_messages WHERE group_id = $1 AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3"
+                    ),
+                };
+                let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .bind(group_id)
+                    .bind(cursor)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(message_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn newest_group_messages(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<Option<StoredGroupMessage>>> {
+                if group_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let statement = format!(
+                    "SELECT m.id, m.group_id, m.created_ns, m.data, m.sender_hmac, m.should_push, m.is_commit \
+                     FROM xmtp_groups g JOIN xmtp_group_messages m ON m.id = g.last_message_id WHERE g.group_id IN ({})",
+                    placeholders(1, group_ids.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for group_id in group_ids {
+                    query = query.bind(group_id);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
+                let mut newest = std::collections::HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let message = message_from_row(row)?;
+                    newest.insert(message.group_id.clone(), message);
+                }
+                Ok(group_ids.iter().map(|group_id| newest.get(group_id).cloned()).collect())
+            }
+
+            async fn insert_welcomes(&self, welcomes: &[NewWelcome], created_ns: i64) -> StoreResult<Vec<Inserted<StoredWelcome>>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut last = BTreeMap::new();
+                for key in welcomes.iter().map(|welcome| welcome.installation_key.clone()).collect::<std::collections::BTreeSet<_>>() {
+                    sqlx::query("INSERT INTO xmtp_installations (installation_key) VALUES ($1) ON CONFLICT (installation_key) DO NOTHING")
+                        .bind(&key)
+                        .execute(&mut *tx)
+                        .await?;
+                    let last_id: i64 = sqlx::query_scalar(concat!("SELECT last_welcome_id FROM xmtp_installations WHERE installation_key = $1 ", $for_update))
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    last.insert(key, last_id);
+                }
+                let mut inserted = Vec::with_capacity(welcomes.len());
+                for welcome in welcomes {
+                    let id = next_id(&mut tx).await?;
+                    let result = sqlx::query(
+                        "INSERT INTO xmtp_welcomes (id, installation_key, created_ns, message, content_hash) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (content_hash) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(&welcome.installation_key)
+                    .bind(created_ns)
+                    .bind(&welcome.message)
+                    .bind(content_hash(&welcome.installation_key, &welcome.message))
+                    .execute(&mut *tx)
+                    .await?;
+                    if result.rows_affected() == 0 {
+                        continue;
+                    }
+                    let previous_id = std::mem::replace(last.get_mut(&welcome.installation_key).expect("locked above"), id);
+                    inserted.push(Inserted {
+                        item: StoredWelcome { id, installation_key: welcome.installation_key.clone(), created_ns, message: welcome.message.clone() },
+                        previous_id,
+                    });
+                }
+                for (key, last_id) in &last {
+                    sqlx::query("UPDATE xmtp_installations SET last_welcome_id = $2 WHERE installation_key = $1 AND last_welcome_id < $2")
+                        .bind(key)
+                        .bind(last_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredWelcome>> {
+                let statement = match direction {
+                    Direction::Ascending => {
+                        "SELECT id, installation_key, created_ns, message FROM xmtp_welcomes WHERE installation_key = $1 AND id > $2 ORDER BY id ASC LIMIT $3"
+                    }
+                    Direction::Descending => {
+                        "SELECT id, installation_key, created_ns, message FROM xmtp_welcomes WHERE installation_key = $1 AND ($2 = 0 OR id < $2) \
+                         ORDER BY id DESC LIMIT $3"
+                    }
+                };
+                let rows = sqlx::query(statement)
+                    .bind(installation_key)
+                    .bind(cursor)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(welcome_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn identity_log(&self, inbox_id: &str) -> StoreResult<(Option<InboxPosition>, Vec<StoredIdentityUpdate>)> {
+                // One read transaction, so the position and the log agree.
+                let mut tx = self.pool.begin().await?;
+                let position = sqlx::query("SELECT last_sequence_id, update_count FROM xmtp_inboxes WHERE inbox_id = $1")
+                    .bind(inbox_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| -> Result<InboxPosition, sqlx::Error> {
+                        Ok(InboxPosition { last_sequence_id: row.try_get("last_sequence_id")?, update_count: i64::from(row.try_get::<i32, _>("update_count")?) })
+                    })
+                    .transpose()?;
+                let rows = sqlx::query(
+                    "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates WHERE inbox_id = $1 ORDER BY sequence_id",
+                )
+                .bind(inbox_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((position, rows.iter().map(update_from_row).collect::<Result<_, _>>()?))
+            }
+
+            async fn append_identity_update(
+                &self,
+                inbox_id: &str,
+                expected: Option<InboxPosition>,
+                update_bytes: &[u8],
+                linked_addresses: &[String],
+                unlinked_addresses: &[String],
+                server_timestamp_ns: i64,
+            ) -> StoreResult<StoredIdentityUpdate> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                match expected {
+                    None => {
+                        let created = sqlx::query(
+                            "INSERT INTO xmtp_inboxes (inbox_id, last_sequence_id, update_count) VALUES ($1, 0, 0) ON CONFLICT (inbox_id) DO NOTHING",
+                        )
+                        .bind(inbox_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        if created.rows_affected() == 0 {
+                            return Err(StoreError::Conflict("the inbox log moved"));
+                        }
+                    }
+                    Some(expected) => {
+                        let row = sqlx::query(concat!("SELECT last_sequence_id, update_count FROM xmtp_inboxes WHERE inbox_id = $1 ", $for_update))
+                            .bind(inbox_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        let current = row
+                            .map(|row| -> Result<InboxPosition, sqlx::Error> {
+                                Ok(InboxPosition {
+                                    last_sequence_id: row.try_get("last_sequence_id")?,
+                                    update_count: i64::from(row.try_get::<i32, _>("update_count")?),
+                                })
+                            })
+                            .transpose()?;
+                        if current != Some(expected) {
+                            return Err(StoreError::Conflict("the inbox log moved"));
+                        }
+                    }
+                }
+                let sequence_id = next_id(&mut tx).await?;
+                sqlx::query("INSERT INTO xmtp_identity_updates (sequence_id, inbox_id, server_timestamp_ns, update_bytes) VALUES ($1, $2, $3, $4)")
+                    .bind(sequence_id)
+                    .bind(inbox_id)
+                    .bind(server_timestamp_ns)
+                    .bind(update_bytes)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE xmtp_inboxes SET last_sequence_id = $2, update_count = update_count + 1 WHERE inbox_id = $1")
+                    .bind(inbox_id)
+                    .bind(sequence_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for address in unlinked_addresses {
+                    sqlx::query(
+                        "UPDATE xmtp_address_log SET revocation_sequence_id = $3 WHERE address = $1 AND inbox_id = $2 AND revocation_sequence_id IS NULL",
+                    )
+                    .bind(address)
+                    .bind(inbox_id)
+                    .bind(sequence_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for address in linked_addresses {
+                    sqlx::query("INSERT INTO xmtp_address_log (address, inbox_id, association_sequence_id) VALUES ($1, $2, $3)")
+                        .bind(address)
+                        .bind(inbox_id)
+                        .bind(sequence_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(StoredIdentityUpdate { sequence_id, inbox_id: inbox_id.to_string(), server_timestamp_ns, update_bytes: update_bytes.to_vec() })
+            }
+
+            async fn identity_updates_after(&self, requests: &[(String, i64)]) -> StoreResult<Vec<Vec<StoredIdentityUpdate>>> {
+                let mut responses = Vec::with_capacity(requests.len());
+                for (inbox_id, after) in requests {
+                    let rows = sqlx::query(
+                        "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates \
+                         WHERE inbox_id = $1 AND sequence_id > $2 ORDER BY sequence_id",
+                    )
+                    .bind(inbox_id)
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    responses.push(rows.iter().map(update_from_row).collect::<Result<_, _>>()?);
+                }
+                Ok(responses)
+            }
+
+            async fn inbox_ids(&self, addresses: &[String]) -> StoreResult<Vec<Option<String>>> {
+                let mut found = Vec::with_capacity(addresses.len());
+                for address in addresses {
+                    let inbox_id: Option<String> = sqlx::query_scalar(
+                        "SELECT inbox_id FROM xmtp_address_log WHERE address = $1 AND revocation_sequence_id IS NULL \
+                         ORDER BY association_sequence_id DESC LIMIT 1",
+                    )
+                    .bind(address)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    found.push(inbox_id);
+                }
+                Ok(found)
+            }
+
+            async fn insert_commit_log(&self, entries: &[NewCommitLogEntry]) -> StoreResult<Vec<StoredCommitLogEntry>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut last = lock_groups(&mut tx, entries.iter().map(|entry| entry.group_id.clone())).await?;
+                let mut stored = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let id = next_id(&mut tx).await?;
+                    sqlx::query("INSERT INTO xmtp_commit_log (id, group_id, entry, signature) VALUES ($1, $2, $3, $4)")
+                        .bind(id)
+                        .bind(&entry.group_id)
+                        .bind(&entry.entry)
+                        .bind(&entry.signature)
+                        .execute(&mut *tx)
+                        .await?;
+                    last.get_mut(&entry.group_id).expect("locked above").1 = id;
+                    stored.push(StoredCommitLogEntry { id, group_id: entry.group_id.clone(), entry: entry.entry.clone(), signature: entry.signature.clone() });
+                }
+                for (group_id, (_, last_commit_log_id)) in &last {
+                    sqlx::query("UPDATE xmtp_groups SET last_commit_log_id = $2 WHERE group_id = $1 AND last_commit_log_id < $2")
+                        .bind(group_id)
+                        .bind(last_commit_log_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn commit_log(&self, group_id: &[u8], cursor: i64, limit: u32) -> StoreResult<Vec<StoredCommitLogEntry>> {
+                let rows = sqlx::query("SELECT id, group_id, entry, signature FROM xmtp_commit_log WHERE group_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3")
+                    .bind(group_id)
+                    .bind(cursor)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(commit_log_from_row).collect::<Result<_, _>>()?)
+            }
+        }
+    };
+}
+pub(crate) use node_store;

@@ -1,0 +1,513 @@
+//! The XMTP node over gRPC, as XMTP clients call it: validation rejections, paging,
+//! subscriptions that replay then go live (also across two replicas), identity logs. Runs on
+//! SQLite + memory and on PostgreSQL + Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use clawx_common::{Backends, InternalAuth, Secret, testing::TestDatabase};
+use clawx_proto::xmtp::{
+    identity::{
+        api::v1::{
+            GetIdentityUpdatesRequest, GetInboxIdsRequest, PublishIdentityUpdateRequest, VerifySmartContractWalletSignatureRequestSignature,
+            VerifySmartContractWalletSignaturesRequest, get_identity_updates_request, get_inbox_ids_request, identity_api_client::IdentityApiClient,
+        },
+        associations::{self as pb, signature::Signature as S},
+    },
+    mls::api::v1::{
+        FetchKeyPackagesRequest, GetNewestGroupMessageRequest, GroupMessage, GroupMessageInput, KeyPackageUpload, PagingInfo,
+        QueryGroupMessagesRequest, QueryWelcomeMessagesRequest, SendGroupMessagesRequest, SendWelcomeMessagesRequest, SortDirection,
+        SubscribeGroupMessagesRequest, SubscribeWelcomeMessagesRequest, UploadKeyPackageRequest, WelcomeMessageInput, group_message,
+        group_message_input, mls_api_client::MlsApiClient, subscribe_group_messages_request, subscribe_welcome_messages_request, welcome_message,
+        welcome_message_input,
+    },
+};
+use support::*;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, transport::Channel};
+
+struct Replica {
+    mls: MlsApiClient<Channel>,
+    identity: IdentityApiClient<Channel>,
+}
+
+struct Harness {
+    name: &'static str,
+    replicas: Vec<Replica>,
+    shutdown: CancellationToken,
+    _database: TestDatabase,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &CancellationToken) -> Replica {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = clawx_messaging::Config {
+        database: database.args.clone(),
+        backends,
+        auth: InternalAuth::new(&Secret::new("node-test-secret-node-test-secret")),
+    };
+    let token = shutdown.clone();
+    tokio::spawn(async move { clawx_messaging::run(config, listener, token).await.unwrap() });
+    let channel = loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{address}")).unwrap().connect().await {
+            break channel;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut mls = MlsApiClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
+    // Ready once migrations ran.
+    while mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![] }).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Replica { mls, identity: IdentityApiClient::new(channel) }
+}
+
+/// Every backend flavour, each with `replicas` messaging services on the same data.
+async fn harnesses(replicas: usize) -> Vec<Harness> {
+    let mut all = Vec::new();
+    let shutdown = CancellationToken::new();
+    let database = TestDatabase::sqlite();
+    let backends = Backends::memory();
+    let mut started = Vec::new();
+    for _ in 0..replicas {
+        started.push(start_replica(&database, backends.clone(), &shutdown).await);
+    }
+    all.push(Harness { name: "sqlite+memory", replicas: started, shutdown, _database: database });
+
+    if let (Some(database), Ok(url)) = (TestDatabase::postgres(), std::env::var("CLAWX_TEST_REDIS_URL")) {
+        let shutdown = CancellationToken::new();
+        let prefix = format!("clawx-node-test-{}", rand::random::<u64>());
+        let mut started = Vec::new();
+        for _ in 0..replicas {
+            // Each replica has its own Redis connections, as separate processes would.
+            let backends = Backends::redis(&url, &prefix, shutdown.clone()).unwrap();
+            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
+            started.push(start_replica(&database, backends, &shutdown).await);
+        }
+        all.push(Harness { name: "postgres+redis", replicas: started, shutdown, _database: database });
+    } else {
+        assert!(std::env::var("CLAWX_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"), "PostgreSQL and Redis are required");
+    }
+    all
+}
+
+fn v1(message: &GroupMessage) -> &group_message::V1 {
+    match message.version.as_ref().unwrap() {
+        group_message::Version::V1(v1) => v1,
+    }
+}
+
+fn input(data: Vec<u8>) -> GroupMessageInput {
+    GroupMessageInput {
+        version: Some(group_message_input::Version::V1(group_message_input::V1 { data, sender_hmac: vec![7; 32], should_push: true })),
+    }
+}
+
+fn paging(direction: SortDirection, limit: u32, id_cursor: u64) -> Option<PagingInfo> {
+    Some(PagingInfo { direction: direction as i32, limit, id_cursor })
+}
+
+fn expect_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, needle: &str, context: &str) {
+    let status = result.expect_err(context);
+    assert_eq!(status.code(), Code::InvalidArgument, "{context}: {status:?}");
+    assert!(status.message().contains(needle), "{context}: {:?} lacks {needle:?}", status.message());
+}
+
+#[tokio::test]
+async fn key_packages_are_validated_and_the_latest_wins() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let inbox = "ab".repeat(32);
+        let signer = installation_signer();
+        let installation_key = signer.public().to_vec();
+        let upload = |key_package: Vec<u8>| UploadKeyPackageRequest {
+            key_package: Some(KeyPackageUpload { key_package_tls_serialized: key_package }),
+            is_inbox_id_credential: true,
+        };
+
+        let first = key_package_with(&signer, &inbox);
+        mls.upload_key_package(upload(first.clone())).await.unwrap();
+        let fetched = mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![installation_key.clone(), vec![9; 32]] }).await.unwrap().into_inner();
+        assert_eq!(fetched.key_packages.len(), 2, "{name}: positional");
+        assert_eq!(fetched.key_packages[0].key_package_tls_serialized, first, "{name}");
+        assert!(fetched.key_packages[1].key_package_tls_serialized.is_empty(), "{name}: unknown key");
+
+        let second = key_package_with(&signer, &inbox);
+        mls.upload_key_package(upload(second.clone())).await.unwrap();
+        let fetched = mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![installation_key.clone()] }).await.unwrap().into_inner();
+        assert_eq!(fetched.key_packages[0].key_package_tls_serialized, second, "{name}: latest wins");
+
+        // Rejections store nothing.
+        expect_invalid(mls.upload_key_package(upload(vec![])).await, "no key package", name);
+        expect_invalid(mls.upload_key_package(UploadKeyPackageRequest { key_package: None, is_inbox_id_credential: true }).await, "no key package", name);
+        expect_invalid(mls.upload_key_package(upload(vec![1, 2, 3])).await, "invalid key package", name);
+        let mut tampered = second.clone();
+        let last = tampered.len() - 3;
+        tampered[last] ^= 1;
+        expect_invalid(mls.upload_key_package(upload(tampered)).await, "invalid key package", name);
+        let mut trailing = second.clone();
+        trailing.push(0);
+        expect_invalid(mls.upload_key_package(upload(trailing)).await, "invalid key package", name);
+        expect_invalid(mls.upload_key_package(upload(key_package_with(&signer, &"cd".repeat(32)))).await, "another inbox", &format!("{name}: rebinding"));
+        let (not_xmtp, _) = make_kp(CS, b"not an MlsCredential".to_vec(), None);
+        expect_invalid(mls.upload_key_package(upload(not_xmtp)).await, "invalid key package", name);
+        let fetched = mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![installation_key] }).await.unwrap().into_inner();
+        assert_eq!(fetched.key_packages[0].key_package_tls_serialized, second, "{name}: unchanged by rejections");
+    }
+}
+
+#[tokio::test]
+async fn group_messages_are_framed_deduplicated_and_paged_like_an_xmtp_node() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let group = b"group-one-16byte".to_vec();
+        let other = b"group-two-16byte".to_vec();
+        let messages = group_messages(&group, 5);
+        mls.send_group_messages(SendGroupMessagesRequest { messages: messages.iter().cloned().map(input).collect() }).await.unwrap();
+        mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(group_messages(&other, 1).remove(0))] }).await.unwrap();
+
+        let query = |group_id: &[u8], paging_info| QueryGroupMessagesRequest { group_id: group_id.to_vec(), paging_info };
+        let all = mls.query_group_messages(query(&group, paging(SortDirection::Ascending, 0, 0))).await.unwrap().into_inner();
+        assert_eq!(all.messages.len(), 5, "{name}");
+        let ids: Vec<u64> = all.messages.iter().map(|message| v1(message).id).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{name}: increasing ids {ids:?}");
+        assert_eq!(all.paging_info.unwrap(), PagingInfo { direction: SortDirection::Ascending as i32, limit: 100, id_cursor: 0 }, "{name}: not full");
+        for (index, message) in all.messages.iter().enumerate() {
+            let message = v1(message);
+            assert_eq!(message.group_id, group, "{name}: group id from the framing");
+            assert_eq!(message.is_commit, index == 0, "{name}: commit flag from the framing");
+            assert_eq!(message.data, messages[index]);
+            assert_eq!((message.sender_hmac.clone(), message.should_push), (vec![7; 32], true));
+            assert!(message.created_ns > 1_700_000_000_000_000_000, "{name}: server time in ns");
+        }
+
+        // Pages: a full page carries the cursor of the next one.
+        let page = mls.query_group_messages(query(&group, paging(SortDirection::Ascending, 2, 0))).await.unwrap().into_inner();
+        assert_eq!(page.messages.iter().map(|m| v1(m).id).collect::<Vec<_>>(), ids[..2]);
+        assert_eq!(page.paging_info.as_ref().unwrap().id_cursor, ids[1], "{name}");
+        let page = mls.query_group_messages(query(&group, paging(SortDirection::Ascending, 2, ids[1]))).await.unwrap().into_inner();
+        assert_eq!(page.messages.iter().map(|m| v1(m).id).collect::<Vec<_>>(), ids[2..4]);
+        let newest_first = mls.query_group_messages(query(&group, paging(SortDirection::Descending, 2, 0))).await.unwrap().into_inner();
+        assert_eq!(newest_first.messages.iter().map(|m| v1(m).id).collect::<Vec<_>>(), vec![ids[4], ids[3]], "{name}");
+        let older = mls.query_group_messages(query(&group, paging(SortDirection::Descending, 100, ids[3]))).await.unwrap().into_inner();
+        assert_eq!(older.messages.iter().map(|m| v1(m).id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]], "{name}");
+        let unspecified = mls.query_group_messages(query(&group, None)).await.unwrap().into_inner();
+        assert_eq!(v1(&unspecified.messages[0]).id, ids[4], "{name}: no direction means newest first");
+
+        // The newest message per group, without content unless asked.
+        let newest = mls
+            .get_newest_group_message(GetNewestGroupMessageRequest { group_ids: vec![group.clone(), b"nothing-here-yet".to_vec(), other.clone()], include_content: false })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(newest.responses.len(), 3, "{name}: positional");
+        let first = v1(newest.responses[0].group_message.as_ref().unwrap());
+        assert_eq!((first.id, first.data.is_empty()), (ids[4], true), "{name}");
+        assert!(newest.responses[1].group_message.is_none());
+        assert_eq!(v1(newest.responses[2].group_message.as_ref().unwrap()).group_id, other);
+
+        // A resent message is stored once; a bad message in a batch stores nothing.
+        mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(messages[4].clone())] }).await.unwrap();
+        let more = group_messages(&group, 3);
+        expect_invalid(mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(more[1].clone()), input(vec![0, 1, 0, 2, 9])] }).await, "invalid group message 1", name);
+        expect_invalid(mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(more[1].clone()), input(vec![])] }).await, "invalid group message 1", name);
+        expect_invalid(mls.send_group_messages(SendGroupMessagesRequest { messages: vec![GroupMessageInput { version: None }] }).await, "missing v1", name);
+        expect_invalid(mls.send_group_messages(SendGroupMessagesRequest { messages: vec![] }).await, "no group messages", name);
+        let mut trailing = messages[1].clone();
+        trailing.push(0);
+        expect_invalid(mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(trailing)] }).await, "invalid group message", name);
+        let after = mls.query_group_messages(query(&group, paging(SortDirection::Ascending, 0, 0))).await.unwrap().into_inner();
+        assert_eq!(after.messages.len(), 5, "{name}: nothing stored by rejected calls, no duplicate");
+        expect_invalid(mls.query_group_messages(query(&[], None)).await, "group id", name);
+    }
+}
+
+fn welcome_v1(installation_key: &[u8], data: &[u8], hpke: &[u8], algorithm: i32) -> WelcomeMessageInput {
+    WelcomeMessageInput {
+        version: Some(welcome_message_input::Version::V1(welcome_message_input::V1 {
+            installation_key: installation_key.to_vec(),
+            data: data.to_vec(),
+            hpke_public_key: hpke.to_vec(),
+            wrapper_algorithm: algorithm,
+            welcome_metadata: b"metadata".to_vec(),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn welcomes_are_checked_stored_and_paged() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let key = vec![3u8; 32];
+        let pointer = WelcomeMessageInput {
+            version: Some(welcome_message_input::Version::WelcomePointer(welcome_message_input::WelcomePointer {
+                installation_key: key.clone(),
+                welcome_pointer: b"pointer".to_vec(),
+                hpke_public_key: vec![5; 1216],
+                wrapper_algorithm: 2,
+            })),
+        };
+        mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome_v1(&key, b"welcome-1", &[4; 1216], 2), pointer.clone()] }).await.unwrap();
+        // Symmetric-key welcomes (targets of pointers) carry no HPKE key.
+        mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome_v1(&key, b"welcome-2", &[], 3)] }).await.unwrap();
+
+        for (bad, needle) in [
+            (welcome_v1(&key, b"", &[4; 32], 2), "data is empty"),
+            (welcome_v1(&key, b"x", &[], 2), "hpke_public_key is empty"),
+            (welcome_v1(&[], b"x", &[4; 32], 2), "installation key"),
+            (WelcomeMessageInput { version: None }, "missing version"),
+        ] {
+            expect_invalid(mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome_v1(&key, b"fine", &[4; 32], 2), bad] }).await, needle, name);
+        }
+        let mut wrong_wrapper = pointer.clone();
+        if let Some(welcome_message_input::Version::WelcomePointer(p)) = wrong_wrapper.version.as_mut() {
+            p.wrapper_algorithm = 1;
+        }
+        expect_invalid(mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![wrong_wrapper] }).await, "X-Wing", name);
+
+        let page = mls
+            .query_welcome_messages(QueryWelcomeMessagesRequest { installation_key: key.clone(), paging_info: paging(SortDirection::Ascending, 0, 0) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.messages.len(), 3, "{name}: the rejected batches stored nothing");
+        match page.messages[0].version.as_ref().unwrap() {
+            welcome_message::Version::V1(v1) => {
+                assert_eq!((v1.data.as_slice(), v1.wrapper_algorithm, v1.welcome_metadata.as_slice()), (&b"welcome-1"[..], 2, &b"metadata"[..]), "{name}");
+                assert_eq!(v1.hpke_public_key.len(), 1216);
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(matches!(page.messages[1].version, Some(welcome_message::Version::WelcomePointer(_))), "{name}");
+        let empty = mls.query_welcome_messages(QueryWelcomeMessagesRequest { installation_key: vec![8; 32], paging_info: None }).await.unwrap().into_inner();
+        assert!(empty.messages.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_replay_then_go_live_without_gaps_or_duplicates() {
+    for harness in harnesses(2).await {
+        let name = harness.name;
+        let mut writer = harness.replicas[1].mls.clone();
+        let mut reader = harness.replicas[0].mls.clone();
+        let group = b"subscribed-group".to_vec();
+        let messages = group_messages(&group, 40);
+        writer.send_group_messages(SendGroupMessagesRequest { messages: messages[..3].iter().cloned().map(input).collect() }).await.unwrap();
+        let stored = writer
+            .query_group_messages(QueryGroupMessagesRequest { group_id: group.clone(), paging_info: paging(SortDirection::Ascending, 0, 0) })
+            .await
+            .unwrap()
+            .into_inner()
+            .messages;
+        let first_id = v1(&stored[0]).id;
+
+        // Subscribe on one replica from after the first message; write on the other, concurrently.
+        let filter = subscribe_group_messages_request::Filter { group_id: group.clone(), id_cursor: first_id };
+        let mut stream = reader.subscribe_group_messages(SubscribeGroupMessagesRequest { filters: vec![filter] }).await.unwrap().into_inner();
+        let writes = tokio::spawn({
+            let mut writer = writer.clone();
+            let messages = messages.clone();
+            async move {
+                for message in &messages[3..] {
+                    writer.send_group_messages(SendGroupMessagesRequest { messages: vec![input(message.clone())] }).await.unwrap();
+                }
+            }
+        });
+        let mut received = Vec::new();
+        while received.len() < 39 {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("delivered in time").unwrap().unwrap();
+            received.push(v1(&message).clone());
+        }
+        writes.await.unwrap();
+        let ids: Vec<u64> = received.iter().map(|message| message.id).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{name}: ordered, no duplicates: {ids:?}");
+        assert_eq!(received.iter().map(|message| message.data.clone()).collect::<Vec<_>>(), messages[1..].to_vec(), "{name}: nothing missed");
+        assert!(tokio::time::timeout(Duration::from_millis(300), stream.message()).await.is_err(), "{name}: nothing extra");
+        drop(stream);
+
+        // An empty filter list stays open; welcomes stream the same way.
+        let mut idle = reader.subscribe_group_messages(SubscribeGroupMessagesRequest { filters: vec![] }).await.unwrap().into_inner();
+        assert!(tokio::time::timeout(Duration::from_millis(300), idle.message()).await.is_err(), "{name}: open, silent");
+        let key = vec![6u8; 32];
+        writer.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome_v1(&key, b"w1", &[1; 32], 2)] }).await.unwrap();
+        let filter = subscribe_welcome_messages_request::Filter { installation_key: key.clone(), id_cursor: 0 };
+        let mut welcomes = reader.subscribe_welcome_messages(SubscribeWelcomeMessagesRequest { filters: vec![filter] }).await.unwrap().into_inner();
+        writer.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome_v1(&key, b"w2", &[1; 32], 2)] }).await.unwrap();
+        for expected in [&b"w1"[..], b"w2"] {
+            let welcome = tokio::time::timeout(Duration::from_secs(10), welcomes.message()).await.expect("in time").unwrap().unwrap();
+            let Some(welcome_message::Version::V1(v1)) = welcome.version else { panic!("{name}") };
+            assert_eq!(v1.data, expected, "{name}: replayed, then live");
+        }
+        // The stream keeps serving after its client went away and came back.
+        drop(welcomes);
+        writer.send_group_messages(SendGroupMessagesRequest { messages: vec![input(group_messages(&group, 1).remove(0))] }).await.unwrap();
+    }
+}
+
+fn publish(update: pb::IdentityUpdate) -> PublishIdentityUpdateRequest {
+    PublishIdentityUpdateRequest { identity_update: Some(update) }
+}
+
+async fn log_len(identity: &mut IdentityApiClient<Channel>, inbox: &str) -> usize {
+    let request = GetIdentityUpdatesRequest { requests: vec![get_identity_updates_request::Request { inbox_id: inbox.to_string(), sequence_id: 0 }] };
+    identity.get_identity_updates(request).await.unwrap().into_inner().responses[0].updates.len()
+}
+
+async fn inbox_of(identity: &mut IdentityApiClient<Channel>, address: &str) -> Option<String> {
+    let request = GetInboxIdsRequest { requests: vec![get_inbox_ids_request::Request { identifier: address.to_string(), identifier_kind: 1 }] };
+    identity.get_inbox_ids(request).await.unwrap().into_inner().responses[0].inbox_id.clone()
+}
+
+#[tokio::test]
+async fn identity_updates_are_verified_before_they_are_stored() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut identity = harness.replicas[0].identity.clone();
+        let wallet = Wallet::new();
+        let installation = Inst::new();
+        let (inbox, registration) = registration(&wallet, &installation);
+
+        // Nothing exists before the first update; an update that is not a creation is refused.
+        let stranger = Inst::new();
+        let orphan = build(&inbox, ts(), vec![A::Add(stranger.id(), Signer::W(&wallet), Signer::I(&stranger))]);
+        expect_invalid(identity.publish_identity_update(publish(orphan)).await, "not yet created", name);
+        let empty = pb::IdentityUpdate { actions: vec![], client_timestamp_ns: ts(), inbox_id: inbox.clone() };
+        expect_invalid(identity.publish_identity_update(publish(empty.clone())).await, "not yet created", name);
+        let mut forged = registration.clone();
+        if let Some(pb::identity_action::Kind::Add(add)) = forged.actions[1].kind.as_mut()
+            && let Some(S::InstallationKey(signature)) = add.new_member_signature.as_mut().and_then(|signature| signature.signature.as_mut())
+        {
+            signature.bytes[0] ^= 1;
+        }
+        expect_invalid(identity.publish_identity_update(publish(forged)).await, "ed25519", name);
+        let mut wrong_inbox = registration.clone();
+        wrong_inbox.inbox_id = "ef".repeat(32);
+        expect_invalid(identity.publish_identity_update(publish(wrong_inbox)).await, "", name);
+        let scw = pb::Signature {
+            signature: Some(S::Erc6492(pb::SmartContractWalletSignature { account_id: format!("eip155:1:{}", wallet.address()), block_number: 1, signature: vec![1] })),
+        };
+        let contract = build(&inbox, ts(), vec![A::Create(wallet.address(), 1, Signer::Raw(scw))]);
+        expect_invalid(identity.publish_identity_update(publish(contract)).await, "unsupported", name);
+        expect_invalid(identity.publish_identity_update(PublishIdentityUpdateRequest { identity_update: None }).await, "required", name);
+        assert_eq!(log_len(&mut identity, &inbox).await, 0, "{name}: nothing stored");
+
+        // The registration creates the inbox and maps the wallet to it (any case).
+        identity.publish_identity_update(publish(registration.clone())).await.unwrap();
+        assert_eq!(log_len(&mut identity, &inbox).await, 1, "{name}");
+        assert_eq!(inbox_of(&mut identity, &wallet.address().to_uppercase().replace("0X", "0x")).await.as_deref(), Some(inbox.as_str()), "{name}");
+        // A retried publish is answered OK and stored once; an empty update is a no-op.
+        identity.publish_identity_update(publish(registration.clone())).await.unwrap();
+        identity.publish_identity_update(publish(empty)).await.unwrap();
+        assert_eq!(log_len(&mut identity, &inbox).await, 1, "{name}: idempotent");
+        expect_invalid(identity.publish_identity_update(publish(build(&inbox, ts(), vec![A::Create(wallet.address(), 1, Signer::W(&wallet))]))).await, "Multiple create", name);
+
+        // Link a second wallet (signed by the installation), then revoke it (by the recovery wallet).
+        let second = Wallet::new();
+        let link = build(&inbox, ts(), vec![A::Add(second.id(), Signer::I(&installation), Signer::W(&second))]);
+        identity.publish_identity_update(publish(link.clone())).await.unwrap();
+        assert_eq!(inbox_of(&mut identity, &second.address()).await.as_deref(), Some(inbox.as_str()), "{name}: linked");
+        let not_recovery = build(&inbox, ts(), vec![A::Revoke(second.id(), Signer::W(&second))]);
+        expect_invalid(identity.publish_identity_update(publish(not_recovery)).await, "Missing existing member", name);
+        let revoke = build(&inbox, ts(), vec![A::Revoke(second.id(), Signer::W(&wallet))]);
+        identity.publish_identity_update(publish(revoke)).await.unwrap();
+        assert_eq!(inbox_of(&mut identity, &second.address()).await, None, "{name}: unlinked");
+        // Replaying the old link (same signatures) is refused.
+        let mut replayed = link.clone();
+        replayed.client_timestamp_ns += 1;
+        expect_invalid(identity.publish_identity_update(publish(replayed)).await, "", name);
+        assert_eq!(log_len(&mut identity, &inbox).await, 3, "{name}");
+
+        // Updates after a sequence id, and unknown inboxes.
+        let request = GetIdentityUpdatesRequest {
+            requests: vec![
+                get_identity_updates_request::Request { inbox_id: inbox.clone(), sequence_id: 0 },
+                get_identity_updates_request::Request { inbox_id: "00".repeat(32), sequence_id: 0 },
+            ],
+        };
+        let responses = identity.get_identity_updates(request).await.unwrap().into_inner().responses;
+        assert_eq!(responses[1].updates.len(), 0, "{name}");
+        let sequence_ids: Vec<u64> = responses[0].updates.iter().map(|update| update.sequence_id).collect();
+        assert!(sequence_ids.windows(2).all(|pair| pair[0] < pair[1]), "{name}");
+        assert_eq!(responses[0].updates[0].update.as_ref().unwrap(), &registration, "{name}: served as validated");
+        let after_first = GetIdentityUpdatesRequest { requests: vec![get_identity_updates_request::Request { inbox_id: inbox.clone(), sequence_id: sequence_ids[0] }] };
+        assert_eq!(identity.get_identity_updates(after_first).await.unwrap().into_inner().responses[0].updates.len(), 2, "{name}");
+
+        let verify = VerifySmartContractWalletSignaturesRequest {
+            signatures: vec![VerifySmartContractWalletSignatureRequestSignature::default(), VerifySmartContractWalletSignatureRequestSignature::default()],
+        };
+        let responses = identity.verify_smart_contract_wallet_signatures(verify).await.unwrap().into_inner().responses;
+        assert_eq!(responses.len(), 2, "{name}: one answer per signature");
+        assert!(responses.iter().all(|response| !response.is_valid && response.error.is_some()));
+    }
+}
+
+#[tokio::test]
+async fn an_inbox_log_is_capped() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut identity = harness.replicas[0].identity.clone();
+        let wallet = Wallet::new();
+        let installation = Inst::new();
+        let (inbox, registration) = registration(&wallet, &installation);
+        identity.publish_identity_update(publish(registration)).await.unwrap();
+        for _ in 1..256 {
+            let next = Inst::new();
+            identity.publish_identity_update(publish(build(&inbox, ts(), vec![A::Add(next.id(), Signer::W(&wallet), Signer::I(&next))]))).await.unwrap();
+        }
+        let one_more = Inst::new();
+        let status = identity
+            .publish_identity_update(publish(build(&inbox, ts(), vec![A::Add(one_more.id(), Signer::W(&wallet), Signer::I(&one_more))])))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{name}: {status:?}");
+        assert_eq!(log_len(&mut identity, &inbox).await, 256, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn real_libxmtp_writes_are_accepted_in_order() {
+    let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/xmtp"));
+    let sorted = |dir: &str| {
+        let mut files: Vec<(u64, Vec<u8>)> = std::fs::read_dir(fixtures.join(dir))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                (name.split('_').nth(1).unwrap().parse().unwrap(), std::fs::read(&path).unwrap())
+            })
+            .collect();
+        files.sort_by_key(|(sequence, _)| *sequence);
+        files
+    };
+    let clients: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures.join("capture_clients.json")).unwrap()).unwrap();
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut identity = harness.replicas[0].identity.clone();
+        let mut mls = harness.replicas[0].mls.clone();
+        for (sequence, bytes) in sorted("identity_updates") {
+            let request = <PublishIdentityUpdateRequest as prost::Message>::decode(bytes.as_slice()).unwrap();
+            identity.publish_identity_update(request).await.unwrap_or_else(|status| panic!("{name}: update {sequence}: {status:?}"));
+        }
+        let alice = clients["alice"]["inboxId"].as_str().unwrap();
+        assert_eq!(log_len(&mut identity, alice).await, 6, "{name}");
+        let address = clients["alice"]["address"].as_str().unwrap();
+        assert_eq!(inbox_of(&mut identity, address).await.as_deref(), Some(alice), "{name}");
+        for (sequence, bytes) in sorted("group_messages") {
+            mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(bytes)] }).await.unwrap_or_else(|status| panic!("{name}: message {sequence}: {status:?}"));
+        }
+        let dm = hex::decode(clients["dmGroupId"].as_str().unwrap()).unwrap();
+        let stored = mls.query_group_messages(QueryGroupMessagesRequest { group_id: dm, paging_info: paging(SortDirection::Ascending, 0, 0) }).await.unwrap().into_inner();
+        assert!(stored.messages.len() >= 3, "{name}: the DM's messages");
+        assert!(stored.messages.iter().any(|message| v1(message).is_commit) && stored.messages.iter().any(|message| !v1(message).is_commit));
+    }
+}

@@ -27,7 +27,9 @@ pub enum Event {
     Gap,
 }
 
-const SUBSCRIBER_BUFFER: usize = 1024;
+/// Events buffered per channel for its slowest subscriber; one that falls further behind gets
+/// [`Event::Gap`] and re-reads from the source of truth.
+const SUBSCRIBER_BUFFER: usize = 64;
 
 pub struct Hub {
     channels: Mutex<HashMap<String, broadcast::Sender<Event>>>,
@@ -65,9 +67,21 @@ impl Hub {
     }
 }
 
-/// A live subscription to one channel.
+/// A live subscription to one channel. Dropping the last subscription of a channel frees it.
 pub struct Subscription {
     receiver: broadcast::Receiver<Event>,
+    channel: String,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut channels = self.hub.channels.lock().expect("hub lock");
+        // This receiver still counts until the end of this function.
+        if channels.get(&self.channel).is_some_and(|sender| sender.receiver_count() <= 1) {
+            channels.remove(&self.channel);
+        }
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -130,7 +144,15 @@ impl PubSub {
         let hub = match self {
             PubSub::Memory(hub) | PubSub::Redis(hub, _) => hub,
         };
-        Subscription { receiver: hub.subscribe(channel) }
+        Subscription { receiver: hub.subscribe(channel), channel: channel.to_string(), hub: Arc::clone(hub) }
+    }
+
+    /// How many channels have live subscribers in this process.
+    pub fn channel_count(&self) -> usize {
+        let hub = match self {
+            PubSub::Memory(hub) | PubSub::Redis(hub, _) => hub,
+        };
+        hub.channels.lock().expect("hub lock").len()
     }
 
     /// Publishes `payload` to every subscriber of `channel` on every replica.

@@ -156,8 +156,26 @@ async fn pubsub_delivers_to_subscribers_of_the_channel_only() {
 async fn a_slow_subscriber_is_told_about_the_gap() {
     let pubsub = clawx_common::PubSub::memory();
     let mut slow = pubsub.subscribe("busy");
-    for index in 0..2000u32 {
+    for index in 0..200u32 {
         pubsub.publish("busy", &index.to_be_bytes()).await.unwrap();
     }
     assert_eq!(slow.recv().await, Some(Event::Gap));
+}
+
+#[tokio::test]
+async fn channels_are_freed_when_their_last_subscriber_leaves() {
+    let pubsub = clawx_common::PubSub::memory();
+    let first = pubsub.subscribe("a");
+    let second = pubsub.subscribe("a");
+    let other = pubsub.subscribe("b");
+    assert_eq!(pubsub.channel_count(), 2);
+    drop(first);
+    assert_eq!(pubsub.channel_count(), 2, "a still has a subscriber");
+    drop(second);
+    assert_eq!(pubsub.channel_count(), 1, "a is gone");
+    drop(other);
+    assert_eq!(pubsub.channel_count(), 0);
+    // Publishing to a channel nobody listens to keeps nothing.
+    pubsub.publish("c", b"x").await.unwrap();
+    assert_eq!(pubsub.channel_count(), 0);
 }

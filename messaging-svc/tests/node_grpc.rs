@@ -35,6 +35,7 @@ struct Replica {
 struct Harness {
     name: &'static str,
     replicas: Vec<Replica>,
+    backends: Backends,
     shutdown: CancellationToken,
     _database: TestDatabase,
 }
@@ -79,19 +80,22 @@ async fn harnesses(replicas: usize) -> Vec<Harness> {
     for _ in 0..replicas {
         started.push(start_replica(&database, backends.clone(), &shutdown).await);
     }
-    all.push(Harness { name: "sqlite+memory", replicas: started, shutdown, _database: database });
+    all.push(Harness { name: "sqlite+memory", replicas: started, backends, shutdown, _database: database });
 
     if let (Some(database), Ok(url)) = (TestDatabase::postgres(), std::env::var("CLAWX_TEST_REDIS_URL")) {
         let shutdown = CancellationToken::new();
         let prefix = format!("clawx-node-test-{}", rand::random::<u64>());
         let mut started = Vec::new();
+        let mut first_backends = None;
         for _ in 0..replicas {
             // Each replica has its own Redis connections, as separate processes would.
             let backends = Backends::redis(&url, &prefix, shutdown.clone()).unwrap();
             assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
+            first_backends.get_or_insert_with(|| backends.clone());
             started.push(start_replica(&database, backends, &shutdown).await);
         }
-        all.push(Harness { name: "postgres+redis", replicas: started, shutdown, _database: database });
+        let backends = first_backends.expect("at least one replica");
+        all.push(Harness { name: "postgres+redis", replicas: started, backends, shutdown, _database: database });
     } else {
         assert!(std::env::var("CLAWX_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"), "PostgreSQL and Redis are required");
     }
@@ -135,6 +139,8 @@ async fn key_packages_are_validated_and_the_latest_wins() {
 
         let first = key_package_with(&signer, &inbox);
         mls.upload_key_package(upload(first.clone())).await.unwrap();
+        // Lifetimes have one-second resolution: make the next package expire later.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let fetched = mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![installation_key.clone(), vec![9; 32]] }).await.unwrap().into_inner();
         assert_eq!(fetched.key_packages.len(), 2, "{name}: positional");
         assert_eq!(fetched.key_packages[0].key_package_tls_serialized, first, "{name}");
@@ -144,6 +150,9 @@ async fn key_packages_are_validated_and_the_latest_wins() {
         mls.upload_key_package(upload(second.clone())).await.unwrap();
         let fetched = mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![installation_key.clone()] }).await.unwrap().into_inner();
         assert_eq!(fetched.key_packages[0].key_package_tls_serialized, second, "{name}: latest wins");
+        // Replaying the older package (still valid, self-signed) cannot roll the installation back.
+        expect_invalid(mls.upload_key_package(upload(first.clone())).await, "expires before", &format!("{name}: replayed package"));
+        mls.upload_key_package(upload(second.clone())).await.unwrap();
 
         // Rejections store nothing.
         expect_invalid(mls.upload_key_package(upload(vec![])).await, "no key package", name);
@@ -350,7 +359,67 @@ async fn subscriptions_replay_then_go_live_without_gaps_or_duplicates() {
         }
         // The stream keeps serving after its client went away and came back.
         drop(welcomes);
+        drop(idle);
         writer.send_group_messages(SendGroupMessagesRequest { messages: vec![input(group_messages(&group, 1).remove(0))] }).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_frees_what_it_held_when_its_client_leaves() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let baseline = harness.backends.pubsub.channel_count();
+        let filters: Vec<_> = (0..50u8)
+            .map(|index| subscribe_group_messages_request::Filter { group_id: vec![index; 16], id_cursor: 0 })
+            .collect();
+        let stream = mls.subscribe_group_messages(SubscribeGroupMessagesRequest { filters }).await.unwrap().into_inner();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while harness.backends.pubsub.channel_count() < baseline + 50 {
+            assert!(tokio::time::Instant::now() < deadline, "{name}: subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(stream);
+        while harness.backends.pubsub.channel_count() > baseline {
+            assert!(tokio::time::Instant::now() < deadline, "{name}: channels freed after the client left");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let too_many: Vec<_> = (0..2001u32)
+            .map(|index| subscribe_group_messages_request::Filter { group_id: index.to_be_bytes().to_vec(), id_cursor: 0 })
+            .collect();
+        expect_invalid(mls.subscribe_group_messages(SubscribeGroupMessagesRequest { filters: too_many }).await, "at most", name);
+    }
+}
+
+#[tokio::test]
+async fn commit_log_entries_must_be_signed_and_read_back_in_order() {
+    use clawx_proto::xmtp::mls::api::v1::{BatchPublishCommitLogRequest, BatchQueryCommitLogRequest, PublishCommitLogRequest, QueryCommitLogRequest};
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let signature = Some(pb::RecoverableEd25519Signature { bytes: vec![1; 64], public_key: vec![2; 32] });
+        let entry = |group: &[u8], bytes: &[u8], signature: Option<pb::RecoverableEd25519Signature>| PublishCommitLogRequest {
+            group_id: group.to_vec(),
+            serialized_commit_log_entry: bytes.to_vec(),
+            signature,
+        };
+        expect_invalid(mls.batch_publish_commit_log(BatchPublishCommitLogRequest { requests: vec![entry(b"g", b"e0", None)] }).await, "not signed", name);
+        mls.batch_publish_commit_log(BatchPublishCommitLogRequest {
+            requests: vec![entry(b"g", b"e1", signature.clone()), entry(b"g", b"e2", signature.clone()), entry(b"h", b"x", signature.clone())],
+        })
+        .await
+        .unwrap();
+        let reply = mls
+            .batch_query_commit_log(BatchQueryCommitLogRequest {
+                requests: vec![QueryCommitLogRequest { group_id: b"g".to_vec(), paging_info: paging(SortDirection::Ascending, 0, 0) }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let entries = &reply.responses[0].commit_log_entries;
+        assert_eq!(reply.responses[0].group_id, b"g", "{name}");
+        assert_eq!(entries.iter().map(|entry| entry.serialized_commit_log_entry.clone()).collect::<Vec<_>>(), vec![b"e1".to_vec(), b"e2".to_vec()], "{name}");
+        assert!(entries[0].sequence_id < entries[1].sequence_id && entries[0].signature == signature, "{name}");
     }
 }
 

@@ -21,7 +21,10 @@ use super::{MAX_PAGE, Node, NodeError, NodeResult, group_message, store::Directi
 /// Largest message carried inside a notification; bigger ones are read from the database.
 const MAX_INLINE_BYTES: usize = 64 * 1024;
 /// Topics one subscription may watch.
-pub const MAX_FILTERS: usize = 10_000;
+pub const MAX_FILTERS: usize = 2_000;
+/// How often a subscription compares its topics' heads with what it delivered, in case a
+/// notification was lost.
+const SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub fn group_channel(group_id: &[u8]) -> String {
     format!("xmtp.g.{}", hex::encode(group_id))
@@ -70,6 +73,9 @@ pub trait Topic: Send + Sync + 'static {
 
     /// Items after `cursor`, oldest first, with their ids.
     fn after(node: &Node, key: &[u8], cursor: i64) -> impl Future<Output = NodeResult<Vec<(i64, Self::Item)>>> + Send;
+
+    /// The last stored id of each topic (0 when none), in order.
+    fn heads(node: &Node, keys: &[Vec<u8>]) -> impl Future<Output = NodeResult<Vec<i64>>> + Send;
 }
 
 /// Group messages by group id.
@@ -86,6 +92,10 @@ impl Topic for GroupTopic {
         let stored = node.store().group_messages(key, cursor, Direction::Ascending, MAX_PAGE * 5).await?;
         Ok(stored.iter().map(|message| (message.id, group_message(message, true))).collect())
     }
+
+    async fn heads(node: &Node, keys: &[Vec<u8>]) -> NodeResult<Vec<i64>> {
+        Ok(node.store().group_heads(keys).await?)
+    }
 }
 
 /// Welcomes by installation key.
@@ -101,6 +111,10 @@ impl Topic for WelcomeTopic {
     async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Vec<(i64, Self::Item)>> {
         let stored = node.store().welcomes(key, cursor, Direction::Ascending, MAX_PAGE * 5).await?;
         stored.iter().map(|welcome| Ok((welcome.id, welcome_message(welcome)?))).collect()
+    }
+
+    async fn heads(node: &Node, keys: &[Vec<u8>]) -> NodeResult<Vec<i64>> {
+        Ok(node.store().welcome_heads(keys).await?)
     }
 }
 
@@ -128,6 +142,21 @@ async fn catch_up<T: Topic>(node: &Node, watched: &mut Watched, sink: &Sink<T::I
             return Ok(true);
         }
     }
+}
+
+/// Catches up the topics whose stored head is past what was delivered (one query per chunk of
+/// topics); false when the client is gone.
+async fn catch_up_behind<T: Topic>(node: &Node, watched: &mut [Watched], sink: &Sink<T::Item>) -> NodeResult<bool> {
+    for chunk in watched.chunks_mut(super::IN_LIST_CHUNK) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|topic| topic.key.clone()).collect();
+        let heads = T::heads(node, &keys).await?;
+        for (topic, head) in chunk.iter_mut().zip(heads) {
+            if head > topic.delivered && !catch_up::<T>(node, topic, sink).await? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Runs one subscription until the client goes away or the service shuts down.
@@ -166,10 +195,18 @@ async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<
         }
     }
 
+    let mut safety_net = tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_NET, SAFETY_NET);
+    safety_net.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             () = sink.closed() => return Ok(()),
             () = shutdown.cancelled() => return Ok(()),
+            _ = safety_net.tick() => {
+                if !catch_up_behind::<T>(node, &mut watched, sink).await? {
+                    return Ok(());
+                }
+                continue;
+            }
             event = events.next(), if !events.is_empty() => event,
         };
         let Some((index, event)) = event else {

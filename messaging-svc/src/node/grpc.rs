@@ -2,7 +2,13 @@
 //! wire-compatible with XMTP's own nodes. They carry no Clawx auth (XMTP clients authenticate
 //! by signatures inside the payloads); the gateway rate-limits them per client IP.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use clawx_proto::xmtp::{
     identity::{
@@ -50,24 +56,52 @@ fn status(error: NodeError) -> Status {
 type Reply<T> = Result<Response<T>, Status>;
 type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Subscriptions one messaging replica serves at once.
+pub const MAX_SUBSCRIPTIONS: usize = 20_000;
+
 /// Both XMTP node services over one [`Node`].
 #[derive(Clone)]
 pub struct XmtpNode {
     node: Arc<Node>,
     shutdown: CancellationToken,
+    subscriptions: Arc<AtomicUsize>,
+}
+
+/// Frees a subscription slot when its stream task ends.
+struct SubscriptionSlot(Arc<AtomicUsize>);
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl XmtpNode {
     pub fn new(node: Arc<Node>, shutdown: CancellationToken) -> XmtpNode {
-        XmtpNode { node, shutdown }
+        XmtpNode { node, shutdown, subscriptions: Arc::default() }
+    }
+
+    /// Subscriptions running now.
+    pub fn active_subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::SeqCst)
     }
 
     fn subscribe<T: feed::Topic>(&self, filters: Vec<(Vec<u8>, u64)>) -> Result<Feed<T::Item>, Status> {
         if filters.len() > feed::MAX_FILTERS {
             return Err(Status::invalid_argument(format!("at most {} filters per subscription", feed::MAX_FILTERS)));
         }
+        if self.subscriptions.fetch_add(1, Ordering::SeqCst) >= MAX_SUBSCRIPTIONS {
+            self.subscriptions.fetch_sub(1, Ordering::SeqCst);
+            return Err(Status::resource_exhausted("this node serves its maximum number of subscriptions; retry later"));
+        }
+        let slot = SubscriptionSlot(Arc::clone(&self.subscriptions));
         let (sink, stream) = mpsc::channel(256);
-        tokio::spawn(feed::run::<T>(Arc::clone(&self.node), filters, sink, self.shutdown.clone()));
+        let node = Arc::clone(&self.node);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            feed::run::<T>(node, filters, sink, shutdown).await;
+            drop(slot);
+        });
         Ok(Box::pin(ReceiverStream::new(stream)))
     }
 }

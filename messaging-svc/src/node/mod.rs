@@ -32,11 +32,11 @@ pub const MAX_PAGE: u32 = 100;
 /// Bounds on one request, so a single call cannot hold the database for long.
 pub const MAX_GROUP_MESSAGES_PER_CALL: usize = 1_000;
 pub const MAX_WELCOMES_PER_CALL: usize = 5_000;
-pub const MAX_KEYS_PER_CALL: usize = 10_000;
+pub const MAX_KEYS_PER_CALL: usize = 5_000;
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// Updates an inbox may accumulate (each one carries signatures; clients replay them all).
 pub const MAX_UPDATES_PER_INBOX: i64 = 256;
-const IN_LIST_CHUNK: usize = 500;
+pub(crate) const IN_LIST_CHUNK: usize = 500;
 const INBOX_CACHE_ENTRIES: usize = 10_000;
 const APPEND_ATTEMPTS: usize = 5;
 
@@ -255,10 +255,14 @@ impl Node {
         .await
         .map_err(|_| NodeError::Internal)??;
         let inserted = self.store.insert_group_messages(&messages, now_ns()).await?;
-        for stored in inserted {
-            let message = group_message(&stored.item, true);
-            feed::notify(&self.pubsub, &feed::group_channel(&stored.item.group_id), stored.item.id, stored.previous_id, &message).await;
-        }
+        // Detached, so a caller that goes away after the commit cannot silence the notification.
+        let pubsub = self.pubsub.clone();
+        tokio::spawn(async move {
+            for stored in inserted {
+                let message = group_message(&stored.item, true);
+                feed::notify(&pubsub, &feed::group_channel(&stored.item.group_id), stored.item.id, stored.previous_id, &message).await;
+            }
+        });
         Ok(())
     }
 
@@ -319,10 +323,13 @@ impl Node {
             welcomes.push(NewWelcome { installation_key, message: input.encode_to_vec() });
         }
         let inserted = self.store.insert_welcomes(&welcomes, now_ns()).await?;
-        for stored in inserted {
-            let message = welcome_message(&stored.item)?;
-            feed::notify(&self.pubsub, &feed::welcome_channel(&stored.item.installation_key), stored.item.id, stored.previous_id, &message).await;
-        }
+        let pubsub = self.pubsub.clone();
+        tokio::spawn(async move {
+            for stored in inserted {
+                let Ok(message) = welcome_message(&stored.item) else { continue };
+                feed::notify(&pubsub, &feed::welcome_channel(&stored.item.installation_key), stored.item.id, stored.previous_id, &message).await;
+            }
+        });
         Ok(())
     }
 
@@ -425,7 +432,11 @@ impl Node {
         }
         let requests: Vec<(String, i64)> =
             requests.iter().map(|(inbox, after)| (inbox.clone(), i64::try_from(*after).unwrap_or(i64::MAX))).collect();
-        Ok(self.store.identity_updates_after(&requests).await?)
+        let mut found = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(IN_LIST_CHUNK) {
+            found.extend(self.store.identity_updates_after(chunk).await?);
+        }
+        Ok(found)
     }
 
     /// The inbox of each Ethereum address (any case), in request order.
@@ -434,7 +445,11 @@ impl Node {
             return Err(invalid(format!("at most {MAX_KEYS_PER_CALL} identifiers per call")));
         }
         let lower: Vec<String> = addresses.iter().map(|address| address.to_ascii_lowercase()).collect();
-        Ok(self.store.inbox_ids(&lower).await?)
+        let mut found = Vec::with_capacity(lower.len());
+        for chunk in lower.chunks(IN_LIST_CHUNK) {
+            found.extend(self.store.inbox_ids(chunk).await?);
+        }
+        Ok(found)
     }
 
     // ------------------------------------------------------------------ commit log
@@ -447,6 +462,9 @@ impl Node {
             check_topic("group id", &entry.group_id)?;
             if entry.entry.is_empty() || entry.entry.len() > 64 * 1024 {
                 return Err(invalid(format!("commit log entry {index} must be 1 byte to 64 KiB")));
+            }
+            if entry.signature.is_none() {
+                return Err(invalid(format!("commit log entry {index} is not signed")));
             }
         }
         if entries.is_empty() {

@@ -113,8 +113,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the XMTP node keeps.
 #[async_trait]
 pub trait NodeStore: Send + Sync + std::fmt::Debug {
-    /// Stores the latest key package of an installation (`Conflict` when the installation key
-    /// was registered for another inbox).
+    /// Stores the latest key package of an installation: `Conflict` when the installation key
+    /// was registered for another inbox, or when the package expires before the stored one (an
+    /// old package replayed).
     async fn upsert_key_package(&self, installation_key: &[u8], inbox_id: &str, key_package: &[u8], not_after: i64, now_ms: i64) -> StoreResult<()>;
     /// The latest key package of each installation key that has one.
     async fn key_packages(&self, installation_keys: &[Vec<u8>]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
@@ -125,12 +126,17 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredGroupMessage>>;
     /// The newest message of each group, in request order.
     async fn newest_group_messages(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<Option<StoredGroupMessage>>>;
+    /// The last message id of each group (0 when empty), in request order.
+    async fn group_heads(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<i64>>;
+    /// The last welcome id of each installation (0 when none), in request order.
+    async fn welcome_heads(&self, installation_keys: &[Vec<u8>]) -> StoreResult<Vec<i64>>;
 
     /// Stores welcomes atomically; a welcome already stored is skipped.
     async fn insert_welcomes(&self, welcomes: &[NewWelcome], created_ns: i64) -> StoreResult<Vec<Inserted<StoredWelcome>>>;
     async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredWelcome>>;
 
-    /// The log of an inbox, oldest first, and its position (`None` before the first update).
+    /// The log of an inbox, oldest first, and its position as of that log (`None` before the
+    /// first update).
     async fn identity_log(&self, inbox_id: &str) -> StoreResult<(Option<InboxPosition>, Vec<StoredIdentityUpdate>)>;
     /// Appends an update if the log is still at `expected` (`Conflict` otherwise) and records
     /// the Ethereum addresses the update linked and unlinked.

@@ -45,6 +45,23 @@ macro_rules! node_store {
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
                 $name { pool }
             }
+
+            /// `head` per `topic` for a fixed `SELECT topic, head ... IN` prefix, in key order.
+            async fn heads(&self, prefix: &'static str, keys: &[Vec<u8>]) -> StoreResult<Vec<i64>> {
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let statement = format!("{prefix} ({})", placeholders(1, keys.len()));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for key in keys {
+                    query = query.bind(key);
+                }
+                let mut heads = std::collections::HashMap::new();
+                for row in query.fetch_all(&self.pool).await? {
+                    heads.insert(row.try_get::<Vec<u8>, _>("topic")?, row.try_get::<i64, _>("head")?);
+                }
+                Ok(keys.iter().map(|key| heads.get(key).copied().unwrap_or(0)).collect())
+            }
         }
 
         fn message_from_row(row: &DbRow) -> Result<StoredGroupMessage, sqlx::Error> {
@@ -116,7 +133,8 @@ macro_rules! node_store {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (installation_key) DO UPDATE SET \
                      inbox_id = excluded.inbox_id, key_package = excluded.key_package, \
                      key_package_not_after = excluded.key_package_not_after, key_package_updated_at = excluded.key_package_updated_at \
-                     WHERE xmtp_installations.inbox_id IS NULL OR xmtp_installations.inbox_id = excluded.inbox_id",
+                     WHERE (xmtp_installations.inbox_id IS NULL OR xmtp_installations.inbox_id = excluded.inbox_id) \
+                     AND (xmtp_installations.key_package_not_after IS NULL OR xmtp_installations.key_package_not_after <= excluded.key_package_not_after)",
                 )
                 .bind(installation_key)
                 .bind(inbox_id)
@@ -126,7 +144,14 @@ macro_rules! node_store {
                 .execute(&self.pool)
                 .await?;
                 if result.rows_affected() == 0 {
-                    return Err(StoreError::Conflict("the installation key belongs to another inbox"));
+                    let bound: Option<Option<String>> = sqlx::query_scalar("SELECT inbox_id FROM xmtp_installations WHERE installation_key = $1")
+                        .bind(installation_key)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    return Err(StoreError::Conflict(match bound {
+                        Some(Some(bound)) if bound != inbox_id => "the installation key belongs to another inbox",
+                        _ => "the key package expires before the one already stored",
+                    }));
                 }
                 Ok(())
             }
@@ -239,6 +264,14 @@ macro_rules! node_store {
                 Ok(group_ids.iter().map(|group_id| newest.get(group_id).cloned()).collect())
             }
 
+            async fn group_heads(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<i64>> {
+                self.heads("SELECT group_id AS topic, last_message_id AS head FROM xmtp_groups WHERE group_id IN", group_ids).await
+            }
+
+            async fn welcome_heads(&self, installation_keys: &[Vec<u8>]) -> StoreResult<Vec<i64>> {
+                self.heads("SELECT installation_key AS topic, last_welcome_id AS head FROM xmtp_installations WHERE installation_key IN", installation_keys).await
+            }
+
             async fn insert_welcomes(&self, welcomes: &[NewWelcome], created_ns: i64) -> StoreResult<Vec<Inserted<StoredWelcome>>> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 let mut last = BTreeMap::new();
@@ -307,24 +340,18 @@ macro_rules! node_store {
             }
 
             async fn identity_log(&self, inbox_id: &str) -> StoreResult<(Option<InboxPosition>, Vec<StoredIdentityUpdate>)> {
-                // One read transaction, so the position and the log agree.
-                let mut tx = self.pool.begin().await?;
-                let position = sqlx::query("SELECT last_sequence_id, update_count FROM xmtp_inboxes WHERE inbox_id = $1")
-                    .bind(inbox_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| -> Result<InboxPosition, sqlx::Error> {
-                        Ok(InboxPosition { last_sequence_id: row.try_get("last_sequence_id")?, update_count: i64::from(row.try_get::<i32, _>("update_count")?) })
-                    })
-                    .transpose()?;
                 let rows = sqlx::query(
                     "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates WHERE inbox_id = $1 ORDER BY sequence_id",
                 )
                 .bind(inbox_id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
-                tx.commit().await?;
-                Ok((position, rows.iter().map(update_from_row).collect::<Result<_, _>>()?))
+                let log: Vec<StoredIdentityUpdate> = rows.iter().map(update_from_row).collect::<Result<_, _>>()?;
+                // The position is derived from the rows read, so the two always agree.
+                let position = log
+                    .last()
+                    .map(|last| InboxPosition { last_sequence_id: last.sequence_id, update_count: log.len() as i64 });
+                Ok((position, log))
             }
 
             async fn append_identity_update(
@@ -403,34 +430,56 @@ macro_rules! node_store {
             }
 
             async fn identity_updates_after(&self, requests: &[(String, i64)]) -> StoreResult<Vec<Vec<StoredIdentityUpdate>>> {
-                let mut responses = Vec::with_capacity(requests.len());
-                for (inbox_id, after) in requests {
-                    let rows = sqlx::query(
-                        "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates \
-                         WHERE inbox_id = $1 AND sequence_id > $2 ORDER BY sequence_id",
-                    )
-                    .bind(inbox_id)
-                    .bind(after)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    responses.push(rows.iter().map(update_from_row).collect::<Result<_, _>>()?);
+                if requests.is_empty() {
+                    return Ok(Vec::new());
                 }
-                Ok(responses)
+                // One query for every inbox asked for; filtered by each inbox's cursor below.
+                let statement = format!(
+                    "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates \
+                     WHERE inbox_id IN ({}) ORDER BY sequence_id",
+                    placeholders(1, requests.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for (inbox_id, _) in requests {
+                    query = query.bind(inbox_id);
+                }
+                let mut by_inbox: std::collections::HashMap<String, Vec<StoredIdentityUpdate>> = std::collections::HashMap::new();
+                for row in query.fetch_all(&self.pool).await? {
+                    let update = update_from_row(&row)?;
+                    by_inbox.entry(update.inbox_id.clone()).or_default().push(update);
+                }
+                Ok(requests
+                    .iter()
+                    .map(|(inbox_id, after)| {
+                        by_inbox.get(inbox_id).map(|log| log.iter().filter(|update| update.sequence_id > *after).cloned().collect()).unwrap_or_default()
+                    })
+                    .collect())
             }
 
             async fn inbox_ids(&self, addresses: &[String]) -> StoreResult<Vec<Option<String>>> {
-                let mut found = Vec::with_capacity(addresses.len());
-                for address in addresses {
-                    let inbox_id: Option<String> = sqlx::query_scalar(
-                        "SELECT inbox_id FROM xmtp_address_log WHERE address = $1 AND revocation_sequence_id IS NULL \
-                         ORDER BY association_sequence_id DESC LIMIT 1",
-                    )
-                    .bind(address)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    found.push(inbox_id);
+                if addresses.is_empty() {
+                    return Ok(Vec::new());
                 }
-                Ok(found)
+                let statement = format!(
+                    "SELECT address, inbox_id, association_sequence_id FROM xmtp_address_log \
+                     WHERE revocation_sequence_id IS NULL AND address IN ({})",
+                    placeholders(1, addresses.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for address in addresses {
+                    query = query.bind(address);
+                }
+                // The newest unrevoked association of each address wins.
+                let mut newest: std::collections::HashMap<String, (i64, String)> = std::collections::HashMap::new();
+                for row in query.fetch_all(&self.pool).await? {
+                    let address: String = row.try_get("address")?;
+                    let sequence: i64 = row.try_get("association_sequence_id")?;
+                    let inbox_id: String = row.try_get("inbox_id")?;
+                    if newest.get(&address).is_none_or(|(best, _)| sequence > *best) {
+                        newest.insert(address, (sequence, inbox_id));
+                    }
+                }
+                Ok(addresses.iter().map(|address| newest.get(address).map(|(_, inbox_id)| inbox_id.clone())).collect())
             }
 
             async fn insert_commit_log(&self, entries: &[NewCommitLogEntry]) -> StoreResult<Vec<StoredCommitLogEntry>> {

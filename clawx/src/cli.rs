@@ -140,6 +140,13 @@ pub struct GatewayArgs {
     /// XMTP node calls per minute per client IP; 0 disables the limit.
     #[arg(long, env = "CLAWX_RATE_LIMIT_XMTP_PER_MINUTE", default_value_t = 6000)]
     pub rate_limit_xmtp_per_minute: u32,
+    /// Credentials per minute per client IP that the gateway's caches cannot answer (new or
+    /// invalid keys and signatures); 0 disables the limit.
+    #[arg(long, env = "CLAWX_RATE_LIMIT_AUTH_PER_MINUTE", default_value_t = 300)]
+    pub rate_limit_auth_per_minute: u32,
+    /// Concurrent XMTP subscription streams per client IP; 0 disables the limit.
+    #[arg(long, env = "CLAWX_XMTP_STREAMS_PER_IP", default_value_t = 200)]
+    pub xmtp_streams_per_ip: u32,
     /// Largest accepted REST request body, in bytes.
     #[arg(long, env = "CLAWX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -161,6 +168,8 @@ impl GatewayArgs {
             create_per_minute: self.rate_limit_create_per_minute,
             per_ip_per_minute: self.rate_limit_ip_per_minute,
             xmtp_per_minute: self.rate_limit_xmtp_per_minute,
+            auth_checks_per_minute: self.rate_limit_auth_per_minute,
+            xmtp_streams_per_ip: self.xmtp_streams_per_ip,
         };
         config.max_body_bytes = self.max_body_bytes;
         config.upstream_timeout = Duration::from_secs(self.upstream_timeout_secs.max(1));
@@ -222,6 +231,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         listen: args.listen,
         public_url: args.identity.public_url.clone(),
         signature_horizon: args.identity.settings("").signature_horizon,
+        challenge_ttl: clawx_identity::Settings::default().challenge_ttl,
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -260,6 +270,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Role::Identity => {
             let keyring = Keyring::from_args(&args.secrets)?;
+            if args.identity.public_url.is_none() {
+                tracing::warn!("CLAWX_PUBLIC_URL is not set: wallet-link messages will name http://127.0.0.1:8080");
+            }
             let settings = args.identity.settings("http://127.0.0.1:8080");
             let config = clawx_identity::Config { database: args.database, backends, auth, keyring, settings };
             clawx_identity::run(config, listener, shutdown).await

@@ -23,6 +23,8 @@ pub struct StackConfig {
     pub public_url: Option<String>,
     /// How far ahead a signed request's expiry may be.
     pub signature_horizon: Duration,
+    /// How long a wallet-link challenge stays valid.
+    pub challenge_ttl: Duration,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -80,7 +82,7 @@ impl Stack {
             settings: clawx_identity::Settings {
                 public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{gateway_address}")),
                 signature_horizon: config.signature_horizon,
-                ..clawx_identity::Settings::default()
+                challenge_ttl: config.challenge_ttl,
             },
         };
         let messaging_config = clawx_messaging::Config {

@@ -67,7 +67,7 @@ pub struct DatabaseArgs {
     /// `postgres://...` or `sqlite://path/to/file.db`. With SQLite each service keeps its own file:
     /// `{service}` in the path is replaced by the service name, otherwise `-<service>` is added
     /// before the extension. With PostgreSQL each service uses its own schema.
-    #[arg(long, env = "CLAWX_DATABASE_URL")]
+    #[arg(long, env = "CLAWX_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Largest number of pooled connections per service.
     #[arg(long, env = "CLAWX_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
@@ -83,7 +83,7 @@ pub struct DatabaseArgs {
 pub struct CacheArgs {
     /// `redis://host:port/db`. Without it, the cache, rate limits and pub/sub live in process
     /// memory, which is only correct for a single replica.
-    #[arg(long, env = "CLAWX_REDIS_URL")]
+    #[arg(long, env = "CLAWX_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel this installation uses.
     #[arg(long, env = "CLAWX_REDIS_PREFIX", default_value = "clawx")]

@@ -122,11 +122,22 @@ pub struct ServiceError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds to wait before retrying, for `RATE_LIMITED`.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServiceError { code, message: message.into(), field: None }
+        ServiceError { code, message: message.into(), field: None, retry_after_secs: None }
+    }
+
+    /// A `RATE_LIMITED` error asking to retry in `seconds` (at least 1).
+    pub fn rate_limited(seconds: u64) -> Self {
+        let seconds = seconds.max(1);
+        ServiceError {
+            retry_after_secs: Some(seconds),
+            ..ServiceError::new(ErrorCode::RateLimited, format!("rate limit exceeded: retry in {seconds} s"))
+        }
     }
 
     /// A `VALIDATION_FAILED` error naming the field at fault.
@@ -135,6 +146,7 @@ impl ServiceError {
             code: ErrorCode::ValidationFailed,
             message: message.into(),
             field: Some(field.to_string()),
+            retry_after_secs: None,
         }
     }
 
@@ -187,6 +199,7 @@ impl ServiceError {
                     .get(ERROR_FIELD_METADATA)
                     .and_then(|value| value.to_str().ok())
                     .map(str::to_string),
+                retry_after_secs: None,
             },
             Some(_) => ServiceError::new(ErrorCode::Internal, "internal error"),
             None => {

@@ -39,12 +39,17 @@ pub fn reflection_services() -> anyhow::Result<(
     Ok((v1, v1alpha))
 }
 
-/// A server builder with the settings every Clawx gRPC server shares.
+/// A server builder with the settings every Clawx gRPC server shares. Each call runs in a span
+/// carrying the `x-request-id` the gateway sent, so service logs join the gateway's.
 pub fn server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .trace_fn(|request| {
+            let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("");
+            tracing::info_span!("grpc", request_id = %request_id, path = %request.uri().path())
+        })
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then lets requests in flight finish.

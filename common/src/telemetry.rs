@@ -11,7 +11,7 @@ pub fn init(args: &TelemetryArgs) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match args.log_format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false))
+            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
             .try_init(),
         LogFormat::Pretty => registry.with(fmt::layer().with_target(true)).try_init(),
     };

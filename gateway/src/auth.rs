@@ -217,17 +217,26 @@ impl Gateway {
         match credentials(headers)? {
             Credentials::None => Ok(Principal::anonymous(client_ip)),
             Credentials::ApiKey(key) => {
-                let account_id = self.authenticate_key(&key).await?;
+                let account_id = self.authenticate_key(&key, client_ip.as_deref().unwrap_or("unknown")).await?;
                 Ok(Principal::account(account_id, AuthMethod::ApiKey, client_ip))
             }
             Credentials::Signature { domain, expires, signature } => {
-                let account_id = self.authenticate_signature(&domain, &expires, &signature).await?;
+                let account_id = self.authenticate_signature(&domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
                 Ok(Principal::account(account_id, AuthMethod::Signature, client_ip))
             }
         }
     }
 
-    async fn authenticate_key(&self, key: &str) -> Result<i64, ServiceError> {
+    /// Counts a credential check the caches could not answer; refuses past the per-IP limit, so
+    /// guessing keys or signatures costs the guesser, not the identity service.
+    async fn charge_credential_check(&self, client_ip: &str) -> Result<(), ServiceError> {
+        self.limit(&format!("authcheck:{client_ip}"), self.config.limits.auth_checks_per_minute)
+            .await
+            .map(|_| ())
+            .map_err(|refused| crate::refused_error(&refused))
+    }
+
+    async fn authenticate_key(&self, key: &str, client_ip: &str) -> Result<i64, ServiceError> {
         if !looks_like_api_key(key) {
             return Err(ServiceError::unauthorized("invalid API key"));
         }
@@ -249,6 +258,7 @@ impl Gateway {
         let account_id = match shared {
             Some(entry) => entry.account_id,
             None => {
+                self.charge_credential_check(client_ip).await?;
                 let request = self.upstreams.request(Upstream::Identity, &Principal::service(), AuthenticateRequest { api_key: key.to_string() });
                 let account = self.upstreams.identity().authenticate(request).await.map_err(|status| ServiceError::from_status(&status))?;
                 let account_id = account.into_inner().account_id;
@@ -266,11 +276,12 @@ impl Gateway {
         Ok(account_id)
     }
 
-    async fn authenticate_signature(&self, domain: &str, expires: &str, signature: &str) -> Result<i64, ServiceError> {
+    async fn authenticate_signature(&self, domain: &str, expires: &str, signature: &str, client_ip: &str) -> Result<i64, ServiceError> {
         let local_key = signature_cache_key(domain, expires, signature);
         if let Some(entry) = self.auth_cache.get(&local_key) {
             return Ok(entry.account_id);
         }
+        self.charge_credential_check(client_ip).await?;
         let generation = self.auth_cache.generation();
         let request = self.upstreams.request(
             Upstream::Identity,

@@ -50,7 +50,7 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
-        ApiError { code: error.code, message: error.message, field: error.field, retry_after: None }
+        ApiError { code: error.code, message: error.message, field: error.field, retry_after: error.retry_after_secs }
     }
 }
 

@@ -23,7 +23,7 @@ use axum::{
     extract::ConnectInfo,
     http::{HeaderName, Request, Response},
 };
-use clawx_common::{Backends, ErrorCode, InternalAuth, Principal, ServiceError};
+use clawx_common::{Backends, InternalAuth, Principal, ServiceError};
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,11 +46,23 @@ pub struct Limits {
     pub per_ip_per_minute: u32,
     /// XMTP node calls per client IP (`CLAWX_RATE_LIMIT_XMTP_PER_MINUTE`).
     pub xmtp_per_minute: u32,
+    /// Credentials per client IP that had to be checked with the identity service (cache
+    /// misses, which is where bad credentials land) (`CLAWX_RATE_LIMIT_AUTH_PER_MINUTE`).
+    pub auth_checks_per_minute: u32,
+    /// Concurrent XMTP subscription streams per client IP (`CLAWX_XMTP_STREAMS_PER_IP`).
+    pub xmtp_streams_per_ip: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { per_account_per_minute: 600, create_per_minute: 30, per_ip_per_minute: 1200, xmtp_per_minute: 6000 }
+        Limits {
+            per_account_per_minute: 600,
+            create_per_minute: 30,
+            per_ip_per_minute: 1200,
+            xmtp_per_minute: 6000,
+            auth_checks_per_minute: 300,
+            xmtp_streams_per_ip: 200,
+        }
     }
 }
 
@@ -94,18 +106,23 @@ pub struct Gateway {
     pub config: Config,
     pub started: Instant,
     pub auth_cache: Arc<auth::AuthCache>,
+    /// Counts requests when the shared limiter (Redis) is unreachable.
+    pub fallback_limiter: clawx_common::RateLimiter,
+    /// Open XMTP subscription streams per client IP.
+    pub streams: Arc<proxy::StreamSlots>,
+    /// The last `/status` answer, reused for a second.
+    pub status_cache: std::sync::Mutex<Option<(Instant, serde_json::Value)>>,
 }
 
-/// The client's IP address: the TCP peer, or the first `X-Forwarded-For` entry when trusted.
+/// The client's IP address: the TCP peer or, behind a trusted proxy, the address that proxy
+/// appended last to `X-Forwarded-For` (entries to its left are whatever the client sent).
 pub fn client_ip<B>(gateway: &Gateway, request: &Request<B>) -> String {
     if gateway.config.trust_forwarded_for
         && let Some(forwarded) = request
             .headers()
             .get("x-forwarded-for")
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
+            .and_then(|value| value.rsplit(',').map(str::trim).find(|entry| !entry.is_empty()))
     {
         return forwarded.to_string();
     }
@@ -126,14 +143,16 @@ impl Gateway {
         if limit == 0 {
             return Ok(None);
         }
-        match self.backends.limiter.check(key, limit, Duration::from_secs(60)).await {
-            Ok(decision) if decision.allowed => Ok(Some(decision)),
-            Ok(decision) => Err(decision),
+        let window = Duration::from_secs(60);
+        let decision = match self.backends.limiter.check(key, limit, window).await {
+            Ok(decision) => decision,
             Err(error) => {
-                tracing::warn!(%error, "rate limiter unavailable; letting the request through");
-                Ok(None)
+                // Limits stay enforced per replica while the shared limiter is down.
+                tracing::warn!(%error, "shared rate limiter unavailable; counting on this replica");
+                self.fallback_limiter.check(key, limit, window).await.expect("the memory limiter cannot fail")
             }
-        }
+        };
+        if decision.allowed { Ok(Some(decision)) } else { Err(decision) }
     }
 
     /// The per-account (or, for anonymous calls, per-IP) limit.
@@ -146,12 +165,9 @@ impl Gateway {
     }
 }
 
-/// The error of a refused rate-limit check, for gRPC callers.
+/// The error of a refused rate-limit check.
 pub fn refused_error(decision: &Refused) -> ServiceError {
-    ServiceError::new(
-        ErrorCode::RateLimited,
-        format!("rate limit exceeded: retry in {} s", decision.retry_after.as_secs_f64().ceil().max(1.0) as u64),
-    )
+    ServiceError::rate_limited(decision.retry_after.as_secs_f64().ceil() as u64)
 }
 
 type EdgeService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -187,10 +203,11 @@ fn cors(config: &Config) -> CorsLayer {
     } else {
         AllowOrigin::list(config.cors_origins.iter().filter_map(|origin| origin.parse().ok()))
     };
+    // Headers are mirrored rather than `*`: a wildcard never covers Authorization.
     CorsLayer::new()
         .allow_origin(origins)
         .allow_methods(Any)
-        .allow_headers(Any)
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .expose_headers(EXPOSED_HEADERS.iter().map(|name| HeaderName::from_static(name)).collect::<Vec<_>>())
         .max_age(Duration::from_secs(600))
 }
@@ -208,6 +225,9 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config: config.clone(),
         started: Instant::now(),
         auth_cache,
+        fallback_limiter: clawx_common::RateLimiter::memory(),
+        streams: proxy::StreamSlots::new(config.limits.xmtp_streams_per_ip),
+        status_cache: std::sync::Mutex::default(),
     });
 
     let rest = rest::router(Arc::clone(&gateway)).layer(axum::middleware::from_fn(error::render_errors));

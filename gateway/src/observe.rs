@@ -5,7 +5,9 @@ use std::{sync::OnceLock, time::Instant};
 use axum::{extract::Request, middleware::Next, response::Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{proxy::is_grpc_request, rest::RouteLabel, upstream::Upstream};
+use tracing::Instrument;
+
+use crate::{proxy::is_grpc_request, rest::RouteLabel};
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -25,19 +27,51 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// A bounded label for a gRPC path: the service name when Clawx knows it.
+tokio::task_local! {
+    /// The id of the request being served, for calls made on its behalf.
+    pub static REQUEST_ID: String;
+}
+
+/// The id of the request being served, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// gRPC services whose calls get their own metrics label; anything else is `grpc:unknown`, so
+/// clients cannot create label values at will.
+const KNOWN_GRPC_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A bounded label for a gRPC path: the service name when Clawx serves it.
 fn grpc_label(path: &str) -> String {
-    let known = path.starts_with("/grpc.") || Upstream::of_grpc_path(path).is_some();
-    match path.rsplit_once('/') {
-        Some((service, _)) if known => service.to_string(),
-        _ => "grpc:unknown".to_string(),
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let known = KNOWN_GRPC_SERVICES.contains(&service)
+        || clawx_proto::PUBLIC_SERVICES.contains(&service)
+        || clawx_proto::XMTP_SERVICES.contains(&service);
+    if known { service.to_string() } else { "grpc:unknown".to_string() }
+}
+
+/// A bounded label for an HTTP method.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
     }
 }
 
 /// Middleware: one access-log line and two metrics per request.
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_string();
     let path = request.uri().path().to_string();
     let grpc = is_grpc_request(request.headers());
     let request_id = request
@@ -46,7 +80,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let response = next.run(request).await;
+    // Everything logged while serving the request carries its id, and calls to services send it.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let response = REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span).await;
     let route = match response.extensions().get::<RouteLabel>() {
         Some(RouteLabel(route)) => route.clone(),
         None if grpc => grpc_label(&path),

@@ -4,10 +4,11 @@
 //! per client IP.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -22,6 +23,83 @@ const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "t
 
 /// gRPC methods that create identities, limited per client IP like their REST routes.
 const CREATION_PATHS: &[&str] = &["/clawx.identity.v1.IdentityService/CreateAccount"];
+/// gRPC methods that revoke credentials: the serving replica drops the caller's cached
+/// credentials before it answers, as it does for the REST routes.
+const REVOKING_PATHS: &[&str] = &[
+    "/clawx.identity.v1.IdentityService/RevokeApiKey",
+    "/clawx.identity.v1.IdentityService/UnlinkWallet",
+    "/clawx.identity.v1.IdentityService/ReleaseDomain",
+];
+
+/// Open long-lived XMTP subscription streams per client IP.
+#[derive(Debug)]
+pub struct StreamSlots {
+    open: Mutex<HashMap<String, u32>>,
+    per_ip: u32,
+}
+
+impl StreamSlots {
+    pub fn new(per_ip: u32) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots { open: Mutex::default(), per_ip })
+    }
+
+    /// A slot for one more stream from `ip`, unless it has `per_ip` open (0: no limit).
+    pub fn acquire(self: &Arc<Self>, ip: &str) -> Option<StreamSlot> {
+        let mut open = self.open.lock().expect("stream slots lock");
+        let count = open.entry(ip.to_string()).or_insert(0);
+        if self.per_ip != 0 && *count >= self.per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { slots: Arc::clone(self), ip: ip.to_string() })
+    }
+
+    pub fn open(&self, ip: &str) -> u32 {
+        self.open.lock().expect("stream slots lock").get(ip).copied().unwrap_or(0)
+    }
+}
+
+/// Held by a stream's response body; frees the slot when the stream ends or the client leaves.
+#[derive(Debug)]
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    ip: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("stream slots lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A response body that keeps a [`StreamSlot`] for as long as it is streamed.
+struct SlottedBody {
+    inner: tonic::body::Body,
+    _slot: StreamSlot,
+}
+
+impl http_body::Body for SlottedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Whether a request is gRPC or grpc-web (any `application/grpc*` content type).
 pub fn is_grpc_request(headers: &HeaderMap) -> bool {
@@ -69,10 +147,23 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
     }
     headers.remove(INTERNAL_TOKEN_METADATA);
 
+    let mut stream_slot = None;
+    let mut revoking_account = None;
     if is_xmtp {
         // XMTP clients carry no Clawx credentials; protect the node by client IP instead.
         if let Err(refused) = gateway.limit(&format!("xmtp:{client_ip}"), gateway.config.limits.xmtp_per_minute).await {
             return error_response(crate::refused_error(&refused));
+        }
+        if path.rsplit('/').next().is_some_and(|method| method.starts_with("Subscribe")) {
+            match gateway.streams.acquire(&client_ip) {
+                Some(slot) => stream_slot = Some(slot),
+                None => {
+                    return error_response(ServiceError::new(
+                        ErrorCode::RateLimited,
+                        "too many open subscriptions from this address; close some first",
+                    ));
+                }
+            }
         }
     } else {
         let principal = match gateway.authenticate(request.headers(), &client_ip).await {
@@ -87,6 +178,9 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
         if let Err(refused) = gateway.limit_principal(&principal).await {
             return error_response(crate::refused_error(&refused));
         }
+        if REVOKING_PATHS.contains(&path.as_str()) {
+            revoking_account = principal.account_id;
+        }
         crate::auth::strip_credentials(request.headers_mut());
         let token = gateway.upstreams.auth().issue(upstream.name(), &principal);
         let token = HeaderValue::try_from(token).expect("a JWT is a valid header value");
@@ -95,8 +189,15 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
 
     *request.version_mut() = Version::HTTP_2;
     let channel = gateway.upstreams.channel(upstream);
-    match channel.oneshot(request).await {
-        Ok(response) => response,
+    let forwarded = channel.oneshot(request).await;
+    if let Some(account_id) = revoking_account {
+        gateway.auth_cache.revoke_account(account_id);
+    }
+    match forwarded {
+        Ok(response) => match stream_slot {
+            Some(slot) => response.map(|inner| tonic::body::Body::new(SlottedBody { inner, _slot: slot })),
+            None => response,
+        },
         Err(error) => {
             tracing::warn!(upstream = upstream.name(), %error, "upstream unreachable");
             error_response(ServiceError::new(ErrorCode::Unavailable, format!("the {} service is unavailable", upstream.name())))

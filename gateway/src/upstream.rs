@@ -59,9 +59,12 @@ impl Upstream {
     }
 }
 
-fn endpoint(url: &str) -> anyhow::Result<Channel> {
+/// A lazily connected channel. `timeout` bounds the wait for a response's headers: whole unary
+/// calls, but only the start of a stream, so long-lived subscriptions are not cut.
+fn endpoint(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|error| anyhow::anyhow!("invalid upstream URL {url:?}: {error}"))?
+        .timeout(timeout)
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
@@ -84,10 +87,10 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(urls: &UpstreamUrls, auth: InternalAuth, timeout: Duration) -> anyhow::Result<Upstreams> {
         Ok(Upstreams {
-            identity: endpoint(&urls.identity)?,
-            messaging: endpoint(&urls.messaging)?,
-            groups: endpoint(&urls.groups)?,
-            verify: endpoint(&urls.verify)?,
+            identity: endpoint(&urls.identity, timeout)?,
+            messaging: endpoint(&urls.messaging, timeout)?,
+            groups: endpoint(&urls.groups, timeout)?,
+            verify: endpoint(&urls.verify, timeout)?,
             auth,
             timeout,
         })
@@ -106,11 +109,17 @@ impl Upstreams {
         &self.auth
     }
 
-    /// A request to `upstream` on behalf of `principal`, with the upstream call timeout.
+    /// A request to `upstream` on behalf of `principal`, with the upstream call timeout and the
+    /// id of the request being served.
     pub fn request<T>(&self, upstream: Upstream, principal: &Principal, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
         self.auth.authorize(&mut request, upstream.name(), principal);
+        if let Some(id) = crate::observe::current_request_id()
+            && let Ok(value) = tonic::metadata::MetadataValue::try_from(id)
+        {
+            request.metadata_mut().insert("x-request-id", value);
+        }
         request
     }
 

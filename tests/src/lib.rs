@@ -12,6 +12,9 @@ use clawx_common::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// Wallet-link challenges expire this fast in tests, so expiry is observable.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(3);
+
 /// A running suite and clients for it.
 pub struct TestStack {
     /// "sqlite+memory" or "postgres+redis".
@@ -46,6 +49,7 @@ impl TestStack {
             listen: "127.0.0.1:0".parse().expect("address"),
             public_url: None,
             signature_horizon: Duration::from_secs(30 * 86_400),
+            challenge_ttl: CHALLENGE_TTL,
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

@@ -265,3 +265,139 @@ async fn xmtp_node_paths_are_forwarded_without_auth_and_limited_per_ip() {
         stack.stop().await;
     }
 }
+
+#[tokio::test]
+async fn credential_guessing_is_rate_limited_per_ip() {
+    let stacks = TestStack::all_with(|config| config.limits.auth_checks_per_minute = 3).await;
+    for stack in stacks {
+        let name = stack.name;
+        let key = stack.registered("guarded").await;
+        // The valid key costs one check, then comes from the cache.
+        for _ in 0..3 {
+            stack.get("/account/me", &Auth::Key(key.clone())).await.expect_ok(name);
+        }
+        for index in 0..2 {
+            let guess = format!("clx_{:048x}", index + 1);
+            stack.get("/account/me", &Auth::Key(guess)).await.expect_error(401, "UNAUTHORIZED", name);
+        }
+        let refused = stack.get("/account/me", &Auth::Key(format!("clx_{:048x}", 99))).await;
+        refused.expect_error(429, "RATE_LIMITED", name);
+        assert!(refused.headers.contains_key("retry-after"), "{name}");
+        stack.get("/account/me", &Auth::Key(key.clone())).await.expect_ok(&format!("{name}: cached keys still work"));
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_last_forwarded_address_counts() {
+    let stack = TestStack::embedded_with(|config| {
+        config.trust_forwarded_for = true;
+        config.limits.create_per_minute = 1;
+    })
+    .await;
+    let create = |forwarded: &'static str| stack.http.post(stack.url("/account/create")).header("x-forwarded-for", forwarded).send();
+    assert_eq!(create("1.1.1.1, 10.0.0.1").await.unwrap().status(), 200);
+    assert_eq!(create("2.2.2.2, 10.0.0.1").await.unwrap().status(), 429, "what the client wrote on the left does not count");
+    assert_eq!(create("2.2.2.2, 10.0.0.2").await.unwrap().status(), 200, "another client of the proxy");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn metric_labels_are_bounded_and_cors_allows_authorization() {
+    let stack = TestStack::embedded().await;
+    stack.http.request(Method::from_bytes(b"FOO123").unwrap(), stack.url("/users")).send().await.unwrap();
+    let channel = stack.channel().await;
+    let mut junk = tonic::client::Grpc::new(channel);
+    junk.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/xmtp.junk42.Thing/Call");
+    let _ = junk
+        .unary::<clawx_proto::common::GetStatusRequest, clawx_proto::common::GetStatusRequest, _>(
+            tonic::Request::new(clawx_proto::common::GetStatusRequest {}),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("FOO123") && metrics.contains("method=\"OTHER\""), "{metrics}");
+    assert!(!metrics.contains("junk42") && metrics.contains("route=\"grpc:unknown\""), "{metrics}");
+
+    let preflight = stack
+        .http
+        .request(Method::OPTIONS, stack.url("/account/me"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    stack.stop().await;
+}
+
+fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-api-key", MetadataValue::try_from(key).unwrap());
+    request
+}
+
+#[tokio::test]
+async fn revocations_over_grpc_take_effect_at_once() {
+    use clawx_proto::identity::{CreateApiKeyRequest, RevokeApiKeyRequest};
+    let stack = TestStack::embedded().await;
+    let key = stack.registered("grpcrevoke").await;
+    let mut client = IdentityServiceClient::new(stack.channel().await);
+    let spare = client.create_api_key(with_key(&key, CreateApiKeyRequest { name: "spare".into() })).await.unwrap().into_inner();
+    client.get_me(with_key(&spare.api_key, GetMeRequest {})).await.unwrap();
+    client.revoke_api_key(with_key(&key, RevokeApiKeyRequest { id: spare.key.unwrap().id })).await.unwrap();
+    let status = client.get_me(with_key(&spare.api_key, GetMeRequest {})).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "the cached key is dropped before the revocation is answered");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn xmtp_streams_are_capped_per_ip_and_outlive_the_upstream_timeout() {
+    use clawx_proto::xmtp::mls::api::v1::{
+        SendWelcomeMessagesRequest, SubscribeWelcomeMessagesRequest, WelcomeMessageInput, mls_api_client::MlsApiClient,
+        subscribe_welcome_messages_request::Filter, welcome_message_input,
+    };
+    let stacks = TestStack::all_with(|config| {
+        config.limits.xmtp_streams_per_ip = 2;
+        config.upstream_timeout = Duration::from_secs(1);
+    })
+    .await;
+    for stack in stacks {
+        let name = stack.name;
+        let mut mls = MlsApiClient::new(stack.channel().await);
+        let subscribe = |key: u8| SubscribeWelcomeMessagesRequest { filters: vec![Filter { installation_key: vec![key; 32], id_cursor: 0 }] };
+        let mut first = mls.subscribe_welcome_messages(subscribe(1)).await.unwrap().into_inner();
+        let second = mls.subscribe_welcome_messages(subscribe(2)).await.unwrap().into_inner();
+        let status = mls.subscribe_welcome_messages(subscribe(3)).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{name}: {status:?}");
+        drop(second);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let third = loop {
+            match mls.subscribe_welcome_messages(subscribe(3)).await {
+                Ok(stream) => break stream,
+                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(status) => panic!("{name}: the slot was not freed: {status:?}"),
+            }
+        };
+        // Longer than the upstream timeout: the stream stays up and still delivers.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let welcome = WelcomeMessageInput {
+            version: Some(welcome_message_input::Version::V1(welcome_message_input::V1 {
+                installation_key: vec![1; 32],
+                data: b"late".to_vec(),
+                hpke_public_key: vec![9; 32],
+                wrapper_algorithm: 1,
+                welcome_metadata: vec![],
+            })),
+        };
+        mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome] }).await.unwrap();
+        let delivered = tokio::time::timeout(Duration::from_secs(10), first.message()).await.expect("in time").unwrap().unwrap();
+        assert!(delivered.version.is_some(), "{name}");
+        drop(third);
+        stack.stop().await;
+    }
+}

@@ -262,3 +262,73 @@ async fn wallets_domains_and_signed_requests() {
         stack.stop().await;
     }
 }
+
+#[tokio::test]
+async fn limits_expiry_and_non_canonical_signatures_over_rest() {
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let key = stack.registered("limits").await;
+        let auth = Auth::Key(key.clone());
+        // At most 20 keys per account.
+        for index in 1..20 {
+            stack.post("/account/keys", &auth, json!({"name": format!("k{index}")})).await.expect_ok(name);
+        }
+        stack.post("/account/keys", &auth, json!({"name": "one too many"})).await.expect_error(409, "LIMIT_EXCEEDED", name);
+
+        // A challenge signed too late.
+        let wallet = PrivateKeySigner::random();
+        let address = wallet.address().to_checksum(None);
+        let challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &auth).await.body.clone();
+        let message = challenge["message"].as_str().unwrap().to_string();
+        tokio::time::sleep(clawx_tests::CHALLENGE_TTL + std::time::Duration::from_millis(200)).await;
+        let reply = stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, &message)})).await;
+        reply.expect_error(400, "CHALLENGE_EXPIRED", name);
+
+        // A malleated (high-s) signed request.
+        let challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &auth).await.body.clone();
+        let message = challenge["message"].as_str().unwrap().to_string();
+        stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, &message)})).await.expect_ok(name);
+        let expiry = clawx_common::time::now_ms() + 600_000;
+        let text = stack.get(&format!("/api/user/limits/signature?expiry={expiry}&device=true"), &Auth::None).await.body["message"].as_str().unwrap().to_string();
+        let signature = hex::decode(sign(&wallet, &text).trim_start_matches("0x")).unwrap();
+        let order = alloy_primitives_order();
+        let s = u256(&signature[32..64]);
+        let mut twin = signature.clone();
+        twin[32..64].copy_from_slice(&sub(&order, &s));
+        twin[64] = if signature[64] == 27 { 28 } else { 27 };
+        let high = Auth::Signed { domain: "limits".into(), expires: expiry.to_string(), signature: format!("0x{}", hex::encode(twin)) };
+        stack.get("/account/me", &high).await.expect_error(401, "SIGNATURE_NOT_CANONICAL", name);
+
+        // Path parameters that are not UTF-8 get a coded JSON error.
+        let reply = stack.get("/users/%FF%FE", &Auth::None).await;
+        reply.expect_error(400, "VALIDATION_FAILED", name);
+        assert_eq!(reply.body["ok"], false, "{name}");
+        stack.stop().await;
+    }
+}
+
+/// The secp256k1 group order, big-endian.
+fn alloy_primitives_order() -> [u8; 32] {
+    let mut order = [0u8; 32];
+    hex::decode_to_slice("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", &mut order).unwrap();
+    order
+}
+
+fn u256(bytes: &[u8]) -> [u8; 32] {
+    bytes.try_into().unwrap()
+}
+
+/// `a - b` for big-endian 256-bit numbers with `a > b`.
+fn sub(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for index in (0..32).rev() {
+        let mut digit = i16::from(a[index]) - i16::from(b[index]) - borrow;
+        borrow = if digit < 0 { 1 } else { 0 };
+        if digit < 0 {
+            digit += 256;
+        }
+        out[index] = digit as u8;
+    }
+    out
+}

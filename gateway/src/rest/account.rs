@@ -2,17 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use clawx_proto::identity as pb;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    extract::{Account, Caller, JsonBody, QueryParams, nullable},
+    extract::{Account, Caller, JsonBody, PathParam, QueryParams, nullable},
     views,
 };
 use crate::{Gateway, error::ApiError, upstream::Upstream};
@@ -124,7 +120,7 @@ pub async fn users(State(gateway): State<Arc<Gateway>>, Caller(principal): Calle
     Ok(Json(json!({"ok": true, "users": users})))
 }
 
-pub async fn user(State(gateway): State<Arc<Gateway>>, Caller(principal): Caller, Path(handle): Path<String>) -> Reply {
+pub async fn user(State(gateway): State<Arc<Gateway>>, Caller(principal): Caller, PathParam(handle): PathParam<String>) -> Reply {
     let request = gateway.upstreams.request(Upstream::Identity, &principal, pb::GetUserRequest { handle });
     let profile = gateway.upstreams.identity().get_user(request).await?.into_inner();
     Ok(Json(views::ok_with(views::profile(profile))))
@@ -149,7 +145,7 @@ pub async fn keys(State(gateway): State<Arc<Gateway>>, account: Account) -> Repl
     Ok(Json(json!({"ok": true, "keys": keys.into_iter().map(views::api_key).collect::<Vec<_>>()})))
 }
 
-pub async fn revoke_key(State(gateway): State<Arc<Gateway>>, account: Account, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn revoke_key(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(id): PathParam<String>) -> Result<StatusCode, ApiError> {
     let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::RevokeApiKeyRequest { id });
     gateway.upstreams.identity().revoke_api_key(request).await?;
     gateway.auth_cache.revoke_account(account.id);
@@ -189,7 +185,7 @@ pub async fn wallets(State(gateway): State<Arc<Gateway>>, account: Account) -> R
     Ok(Json(json!({"ok": true, "wallets": wallets.into_iter().map(views::wallet).map(Value::Object).collect::<Vec<_>>()})))
 }
 
-pub async fn unlink_wallet(State(gateway): State<Arc<Gateway>>, account: Account, Path(address): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn unlink_wallet(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(address): PathParam<String>) -> Result<StatusCode, ApiError> {
     let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::UnlinkWalletRequest { address });
     gateway.upstreams.identity().unlink_wallet(request).await?;
     gateway.auth_cache.revoke_account(account.id);
@@ -208,7 +204,7 @@ pub async fn domains(State(gateway): State<Arc<Gateway>>, account: Account) -> R
     Ok(Json(json!({"ok": true, "domains": domains.into_iter().map(views::domain).map(Value::Object).collect::<Vec<_>>()})))
 }
 
-pub async fn release_domain(State(gateway): State<Arc<Gateway>>, account: Account, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn release_domain(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(name): PathParam<String>) -> Result<StatusCode, ApiError> {
     let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::ReleaseDomainRequest { name });
     gateway.upstreams.identity().release_domain(request).await?;
     gateway.auth_cache.revoke_account(account.id);
@@ -224,7 +220,7 @@ pub struct SignatureQuery {
 pub async fn signature_message(
     State(gateway): State<Arc<Gateway>>,
     Caller(principal): Caller,
-    Path(domain): Path<String>,
+    PathParam(domain): PathParam<String>,
     QueryParams(query): QueryParams<SignatureQuery>,
 ) -> Reply {
     let expiry_text = query.expiry.ok_or_else(|| ApiError::invalid("expiry", "expiry is required (Unix milliseconds)"))?;

@@ -103,6 +103,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// A path parameter; one that is not valid UTF-8 (or not of the expected type) is a coded 400.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(rejection) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("invalid path: {}", tidy(&rejection.body_text())))),
+        }
+    }
+}
+
 /// Whoever is calling (set by the auth middleware).
 #[derive(Clone, Debug)]
 pub struct Caller(pub Principal);

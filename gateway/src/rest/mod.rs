@@ -72,10 +72,7 @@ fn is_creation(method: &Method, path: &str) -> bool {
 }
 
 fn rate_limited(decision: &RateDecision) -> Response {
-    let seconds = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    let mut error = ApiError::new(ErrorCode::RateLimited, format!("rate limit exceeded: retry in {seconds} s"));
-    error.retry_after = Some(seconds);
-    let mut response = error.into_response();
+    let mut response = ApiError::from(crate::refused_error(decision)).into_response();
     add_rate_headers(&mut response, decision);
     response
 }

@@ -17,8 +17,8 @@ pub const HANDLE_PATTERN: &str = "^[A-Za-z0-9_-]{2,32}$";
 pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// Free text: no control characters except tab, line feed and carriage return.
 pub const TEXT_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
-/// `http(s)://host[:port][path]`, or empty to clear.
-pub const URL_PATTERN: &str = r"^(|https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,3})?([/?#][!-~]*)?)$";
+/// `http(s)://host[:port][path]` (port 1-65535), or empty to clear.
+pub const URL_PATTERN: &str = r"^(|https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?#][!-~]*)?)$";
 /// `0x` and 40 hex digits, any case.
 pub const ADDRESS_PATTERN: &str = "^0[xX][0-9a-fA-F]{40}$";
 /// A domain name with at least one dot (3-253 characters, stated with min/maxLength).
@@ -244,6 +244,18 @@ fn paths() -> Value {
             "responses": {"200": response("Component status", object(json!({
                 "status": object(json!({"http": {"type": "boolean"}, "db": {"type": "boolean"}, "redis": {"type": "boolean"}}), &["http", "db", "redis"]),
             }), &["status"]))},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics: requests by route and status, latency histograms", "tags": ["Status"], "security": none,
+            "responses": {"200": {"description": "Prometheus text format", "headers": {"x-request-id": {"$ref": REQUEST_ID}}, "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document", "tags": ["Status"], "security": none,
+            "responses": {"200": response("The OpenAPI 3.1 document", json!({"type": "object"}))},
+        }},
+        "/docs/": {"get": {
+            "summary": "Swagger UI for this document (works offline)", "tags": ["Status"], "security": none,
+            "responses": {"200": {"description": "The Swagger UI page", "headers": {"x-request-id": {"$ref": REQUEST_ID}}, "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/account/create": {"post": operation(x, "Create an account (server-held wallet, XMTP identity, first API key)", "Account", &public,
             ("200", response("Created; the api_key is shown only once", ok_object(json!({

@@ -14,8 +14,22 @@ pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!({"ok": true, "uptime": gateway.started.elapsed().as_secs_f64()}))
 }
 
+/// How long a `/status` answer is reused: probes stay cheap however often they come.
+const STATUS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `GET /status`: live checks of the services' databases and of Redis.
 pub async fn status(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
+    if let Some((at, answer)) = gateway.status_cache.lock().expect("status lock").as_ref()
+        && at.elapsed() < STATUS_REUSE
+    {
+        return Json(answer.clone());
+    }
+    let answer = check_status(&gateway).await;
+    *gateway.status_cache.lock().expect("status lock") = Some((std::time::Instant::now(), answer.clone()));
+    Json(answer)
+}
+
+async fn check_status(gateway: &Gateway) -> Value {
     let principal = Principal::service();
     let upstreams = &gateway.upstreams;
     let checks = Upstream::ALL.map(|upstream| {
@@ -37,7 +51,7 @@ pub async fn status(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
         }
     });
     let db = databases.iter().all(|ok| *ok);
-    Json(json!({"status": {"http": true, "db": db, "redis": redis}}))
+    json!({"status": {"http": true, "db": db, "redis": redis}})
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -149,25 +149,29 @@ impl Identity {
             .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists"))
     }
 
-    /// Drops every cached credential of an account, on every gateway replica.
+    /// Drops every cached credential of an account, on every gateway replica: first from the
+    /// shared cache (so a replica that hears the announcement cannot refill from it), then by
+    /// announcement; and both once more a moment later, for a replica that authenticated the
+    /// credential just before the revocation and wrote it back.
     async fn revoke_cached_credentials(&self, account_id: i64, key_hash: Option<String>) {
-        let announcement = serde_json::to_vec(&CredentialsRevoked { account_id }).expect("plain struct");
-        if let Err(error) = self.backends.pubsub.publish(CREDENTIALS_REVOKED_CHANNEL, &announcement).await {
-            tracing::error!(%error, account.id = account_id, "could not announce revoked credentials");
-        }
-        if let Some(key_hash) = key_hash {
-            let cache = self.backends.cache.clone();
-            let cache_key = api_key_cache_key(&key_hash);
-            if let Err(error) = cache.delete(&cache_key).await {
-                tracing::error!(%error, "could not drop a revoked key from the cache");
+        let backends = self.backends.clone();
+        let cache_key = key_hash.map(|hash| api_key_cache_key(&hash));
+        let revoke = move |backends: Backends, cache_key: Option<String>| async move {
+            if let Some(cache_key) = &cache_key
+                && let Err(error) = backends.cache.delete(cache_key).await
+            {
+                tracing::error!(%error, "could not drop a revoked key from the shared cache");
             }
-            // A gateway that authenticated the key just before the revocation may write it back
-            // before it hears the announcement; delete once more after it has.
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let _ = cache.delete(&cache_key).await;
-            });
-        }
+            let announcement = serde_json::to_vec(&CredentialsRevoked { account_id }).expect("plain struct");
+            if let Err(error) = backends.pubsub.publish(CREDENTIALS_REVOKED_CHANNEL, &announcement).await {
+                tracing::error!(%error, account.id = account_id, "could not announce revoked credentials");
+            }
+        };
+        revoke(backends.clone(), cache_key.clone()).await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            revoke(backends, cache_key).await;
+        });
     }
 
     /// Creates an account with a fresh wallet, its XMTP inbox id and a first API key.
@@ -514,8 +518,7 @@ impl Identity {
         })?;
         for device in [true, false] {
             let message = signed_request_message(&domain, expiry_ms, device);
-            let Some(signer) = self.recover_cached(&parsed, &message, expiry_ms - now).await else { continue };
-            if self.store.wallet_owner(&format!("{signer:#x}")).await.map_err(internal)? == Some(account_id) {
+            if self.signed_by_linked_wallet(&parsed, &message, account_id, expiry_ms - now).await? {
                 let account = self.account(account_id).await?;
                 return Ok(Authenticated { account, valid_until_ms: expiry_ms });
             }
@@ -526,23 +529,36 @@ impl Identity {
         ))
     }
 
-    /// Recovers the signer of `message`, remembering the result (a pure function of its inputs)
-    /// in the shared cache so a reused signature costs one recovery.
-    async fn recover_cached(&self, signature: &alloy_primitives::Signature, message: &str, ttl_ms: i64) -> Option<alloy_primitives::Address> {
+    /// Whether `message` was signed by a wallet linked to the account. A recovery that matched
+    /// is remembered in the shared cache (a pure function of its inputs), so a reused signature
+    /// costs one recovery; failed ones are not, so junk signatures cannot fill the cache.
+    async fn signed_by_linked_wallet(
+        &self,
+        signature: &alloy_primitives::Signature,
+        message: &str,
+        account_id: i64,
+        ttl_ms: i64,
+    ) -> ServiceResult<bool> {
         let mut hasher = Sha256::new();
         hasher.update(message.as_bytes());
         hasher.update(signature.as_bytes());
         let cache_key = format!("sigrec:{}", hex::encode(hasher.finalize()));
-        if let Ok(Some(bytes)) = self.backends.cache.get(&cache_key).await {
-            return (bytes.len() == 20).then(|| alloy_primitives::Address::from_slice(&bytes));
+        let cached = match self.backends.cache.get(&cache_key).await {
+            Ok(Some(bytes)) if bytes.len() == 20 => Some(alloy_primitives::Address::from_slice(&bytes)),
+            _ => None,
+        };
+        let Some(signer) = cached.or_else(|| recover_personal_sign(signature, message.as_bytes())) else { return Ok(false) };
+        // The link is checked every time, so an unlinked wallet stops at once.
+        if self.store.wallet_owner(&format!("{signer:#x}")).await.map_err(internal)? != Some(account_id) {
+            return Ok(false);
         }
-        let signer = recover_personal_sign(signature, message.as_bytes());
-        let value = signer.map(|address| address.to_vec()).unwrap_or_default();
-        let ttl = Duration::from_millis(ttl_ms.clamp(1, 3_600_000) as u64);
-        if let Err(error) = self.backends.cache.set(&cache_key, &value, ttl).await {
-            tracing::debug!(%error, "could not cache a signature recovery");
+        if cached.is_none() {
+            let ttl = Duration::from_millis(ttl_ms.clamp(1, 3_600_000) as u64);
+            if let Err(error) = self.backends.cache.set(&cache_key, signer.as_slice(), ttl).await {
+                tracing::debug!(%error, "could not cache a signature recovery");
+            }
         }
-        signer
+        Ok(true)
     }
 
     /// Accounts by id, handle or wallet address (for other services).

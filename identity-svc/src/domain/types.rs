@@ -124,8 +124,8 @@ fn is_host_label(label: &str) -> bool {
 }
 
 /// Whether `text` is `http(s)://host[:port][path]`: host labels of letters, digits and `-`,
-/// a port of 1-9999, then printable ASCII without spaces. The OpenAPI document states the
-/// same grammar as a pattern.
+/// a port of 1-65535 without leading zeros, then printable ASCII without spaces. The OpenAPI
+/// document states the same grammar as a pattern.
 pub fn is_profile_url(text: &str) -> bool {
     let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) else { return false };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -135,7 +135,10 @@ pub fn is_profile_url(text: &str) -> bool {
         None => (authority, None),
     };
     let port_ok = port.is_none_or(|port| {
-        (1..=4).contains(&port.len()) && port.bytes().all(|byte| byte.is_ascii_digit()) && !port.starts_with('0')
+        (1..=5).contains(&port.len())
+            && port.bytes().all(|byte| byte.is_ascii_digit())
+            && !port.starts_with('0')
+            && port.parse::<u32>().is_ok_and(|number| number <= 65_535)
     });
     port_ok && host.split('.').all(is_host_label) && path.bytes().all(|byte| (b'!'..=b'~').contains(&byte))
 }
@@ -181,10 +184,10 @@ mod tests {
     fn urls_and_texts() {
         assert_eq!(parse_url("x_url", "https://x.com/a").unwrap().as_deref(), Some("https://x.com/a"));
         assert_eq!(parse_url("x_url", "").unwrap(), None);
-        for bad in ["ftp://x.com", "javascript:alert(1)", "x.com", "http://", " https://x.com", "https://x.com/a b", "https://-x.com", "https://x..com", "https://x.com:0", "https://x.com:10000", "https://x_y.com"] {
+        for bad in ["ftp://x.com", "javascript:alert(1)", "x.com", "http://", " https://x.com", "https://x.com/a b", "https://-x.com", "https://x..com", "https://x.com:0", "https://x.com:65536", "https://x.com:080", "https://x_y.com"] {
             assert!(parse_url("x_url", bad).is_err(), "{bad}");
         }
-        for good in ["http://localhost", "https://a-b.c.d:8443/p?q=1#f", "https://x.com?x", "https://1.2.3.4"] {
+        for good in ["http://localhost", "https://a-b.c.d:8443/p?q=1#f", "https://x.com?x", "https://1.2.3.4", "https://example.com:44300/x", "http://h:65535"] {
             assert!(parse_url("x_url", good).is_ok(), "{good}");
         }
         assert!(parse_name("name", "  ", 10).is_err());

@@ -131,6 +131,12 @@ run_schemathesis() {
   return $status
 }
 
+# The test steps use python3 (JSON, free ports, a venv for schemathesis).
+if ! command -v python3 >/dev/null 2>&1; then
+  log "installing Python"
+  apt_install python3 python3-venv
+fi
+
 log "checking PostgreSQL and Redis"
 ensure_postgres
 ensure_redis

@@ -228,6 +228,12 @@ impl Database {
     }
 }
 
+/// `$start, $start+1, ...` for `count` bind parameters (for `IN (...)` lists built at run time;
+/// only placeholders, never values, are formatted into a statement).
+pub fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Whether a database error is a unique-constraint violation (PostgreSQL 23505, SQLite 2067/1555).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     match error {

@@ -20,11 +20,6 @@ macro_rules! account_columns_of_a {
 }
 pub(crate) use account_columns_of_a;
 
-/// `$start, $start+1, ...` for `count` bind parameters.
-pub(crate) fn placeholders(start: usize, count: usize) -> String {
-    (start..start + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
-}
-
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
 pub(crate) fn like_pattern(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 2);
@@ -45,13 +40,13 @@ pub(crate) const MAX_LOOKUP: usize = 500;
 macro_rules! sql_store {
     ($name:ident, $db:ty, $begin:literal, $for_update:literal) => {
         use async_trait::async_trait;
-        use clawx_common::storage::is_unique_violation;
+        use clawx_common::storage::{is_unique_violation, placeholders};
         use sqlx::Row;
 
         use $crate::store::{
             AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount,
             NewApiKey, ProfileFields, ProfilePatch, StoreError, StoreResult, UserQuery,
-            sql::{MAX_LOOKUP, account_columns, account_columns_of_a, like_pattern, placeholders},
+            sql::{MAX_LOOKUP, account_columns, account_columns_of_a, like_pattern},
         };
 
         type DbRow = <$db as sqlx::Database>::Row;

@@ -4,11 +4,6 @@
 
 use sha2::{Digest, Sha256};
 
-/// `$start, $start+1, ...` for `count` bind parameters.
-pub(crate) fn placeholders(start: usize, count: usize) -> String {
-    (start..start + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
-}
-
 /// The deduplication key of a stored item: sha256 of its topic and content.
 pub(crate) fn content_hash(topic: &[u8], data: &[u8]) -> Vec<u8> {
     let mut hasher = Sha256::new();
@@ -23,12 +18,13 @@ macro_rules! node_store {
         use std::collections::BTreeMap;
 
         use async_trait::async_trait;
+        use clawx_common::storage::placeholders;
         use sqlx::Row;
 
         use $crate::node::store::{
             Direction, InboxPosition, Inserted, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError, StoreResult,
             StoredCommitLogEntry, StoredGroupMessage, StoredIdentityUpdate, StoredWelcome,
-            sql::{content_hash, placeholders},
+            sql::content_hash,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;

@@ -424,6 +424,22 @@ fn verify_chain_id_matches(m: &Member, s: &VerifiedSig) -> Result<(), AssocError
     }
 }
 
+/// Revocations and recovery changes: a fresh signature by the recovery identifier, never a
+/// legacy one (libxmtp's checks, in its order).
+fn check_recovery_signature(state: &AssociationState, sig: &VerifiedSig) -> Result<(), AssocError> {
+    replay_check(state, &[sig])?;
+    if let Some(member) = state.members.get(&sig.signer) {
+        verify_chain_id_matches(member, sig)?;
+    }
+    if sig.kind == SigKind::LegacyDelegated {
+        return Err(AssocError::SignatureNotAllowed(MemberKind::Ethereum, SigKind::LegacyDelegated));
+    }
+    if sig.signer != state.recovery {
+        return Err(AssocError::MissingExistingMember);
+    }
+    Ok(())
+}
+
 fn apply_action(state: Option<AssociationState>, a: &VerifiedAction, ts: u64) -> Result<AssociationState, AssocError> {
     match a {
         VerifiedAction::CreateInbox { nonce, account, sig } => {
@@ -497,16 +513,7 @@ fn apply_action(state: Option<AssociationState>, a: &VerifiedAction, ts: u64) ->
         }
         VerifiedAction::Revoke { member, sig } => {
             let mut st = state.ok_or(AssocError::NotCreated)?;
-            replay_check(&st, &[sig])?;
-            if let Some(m) = st.members.get(&sig.signer) {
-                verify_chain_id_matches(m, sig)?;
-            }
-            if sig.kind == SigKind::LegacyDelegated {
-                return Err(AssocError::SignatureNotAllowed(MemberKind::Ethereum, SigKind::LegacyDelegated));
-            }
-            if sig.signer != st.recovery {
-                return Err(AssocError::MissingExistingMember);
-            }
+            check_recovery_signature(&st, sig)?;
             let children: Vec<MemberId> = st
                 .members
                 .values()
@@ -521,16 +528,7 @@ fn apply_action(state: Option<AssociationState>, a: &VerifiedAction, ts: u64) ->
         }
         VerifiedAction::ChangeRecovery { new_recovery, sig } => {
             let mut st = state.ok_or(AssocError::NotCreated)?;
-            replay_check(&st, &[sig])?;
-            if let Some(m) = st.members.get(&sig.signer) {
-                verify_chain_id_matches(m, sig)?;
-            }
-            if sig.kind == SigKind::LegacyDelegated {
-                return Err(AssocError::SignatureNotAllowed(MemberKind::Ethereum, SigKind::LegacyDelegated));
-            }
-            if sig.signer != st.recovery {
-                return Err(AssocError::MissingExistingMember);
-            }
+            check_recovery_signature(&st, sig)?;
             st.recovery = new_recovery.clone();
             Ok(st)
         }

@@ -162,14 +162,6 @@ impl AuthCache {
         entries.clear();
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.lock().expect("auth cache lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Listens for revocations until `shutdown` or until the cache is dropped.
     pub fn listen(cache: &Arc<AuthCache>, pubsub: &PubSub, shutdown: CancellationToken) {
         let mut subscription = pubsub.subscribe(CREDENTIALS_REVOKED_CHANNEL);

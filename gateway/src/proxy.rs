@@ -53,10 +53,6 @@ impl StreamSlots {
         *count += 1;
         Some(StreamSlot { slots: Arc::clone(self), ip: ip.to_string() })
     }
-
-    pub fn open(&self, ip: &str) -> u32 {
-        self.open.lock().expect("stream slots lock").get(ip).copied().unwrap_or(0)
-    }
 }
 
 /// Held by a stream's response body; frees the slot when the stream ends or the client leaves.

@@ -563,7 +563,7 @@ impl Identity {
 
     /// Accounts by id, handle or wallet address (for other services).
     pub async fn resolve(&self, ids: &[i64], handles: &[String], wallets: &[String]) -> ServiceResult<Vec<AccountRecord>> {
-        if ids.len() + handles.len() + wallets.len() > crate::store::sql_lookup_limit() {
+        if ids.len() + handles.len() + wallets.len() > crate::store::sql::MAX_LOOKUP {
             return Err(ServiceError::invalid("ids", "too many accounts in one lookup"));
         }
         let mut accounts = self.store.accounts_by_id(ids).await.map_err(internal)?;

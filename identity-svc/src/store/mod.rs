@@ -2,7 +2,7 @@
 //! sharing their SQL, and one conformance suite run against both.
 
 mod postgres;
-mod sql;
+pub(crate) mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -206,9 +206,4 @@ impl ProfilePatch {
             website_url: pick(&self.website_url, &current.website_url),
         }
     }
-}
-
-/// Largest number of accounts one lookup may name.
-pub fn sql_lookup_limit() -> usize {
-    sql::MAX_LOOKUP
 }

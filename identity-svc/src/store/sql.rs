@@ -20,6 +20,14 @@ macro_rules! account_columns_of_a {
 }
 pub(crate) use account_columns_of_a;
 
+/// API key columns read through the alias `k`, named apart from the account's.
+macro_rules! key_columns_of_k {
+    () => {
+        "k.public_id, k.account_id, k.name AS key_name, k.prefix, k.created_at AS key_created_at, k.last_used_at"
+    };
+}
+pub(crate) use key_columns_of_k;
+
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
 pub(crate) fn like_pattern(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 2);
@@ -35,7 +43,7 @@ pub(crate) fn like_pattern(text: &str) -> String {
 }
 
 /// Largest id/handle/address list accepted in one lookup.
-pub(crate) const MAX_LOOKUP: usize = 500;
+pub const MAX_LOOKUP: usize = 500;
 
 macro_rules! sql_store {
     ($name:ident, $db:ty, $begin:literal, $for_update:literal) => {
@@ -46,7 +54,7 @@ macro_rules! sql_store {
         use $crate::store::{
             AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount,
             NewApiKey, ProfileFields, ProfilePatch, StoreError, StoreResult, UserQuery,
-            sql::{MAX_LOOKUP, account_columns, account_columns_of_a, like_pattern},
+            sql::{MAX_LOOKUP, account_columns, account_columns_of_a, key_columns_of_k, like_pattern},
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -122,8 +130,6 @@ macro_rules! sql_store {
                 claimed_at: row.try_get("claimed_at")?,
             })
         }
-
-        const KEY_COLUMNS: &str = "k.public_id, k.account_id, k.name AS key_name, k.prefix, k.created_at AS key_created_at, k.last_used_at";
 
         impl $name {
             async fn accounts_where(&self, column: &str, values: Vec<AccountLookup>) -> StoreResult<Vec<AccountRecord>> {
@@ -286,9 +292,8 @@ macro_rules! sql_store {
 
             async fn account_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<(AccountRecord, ApiKeyRecord)>> {
                 let statement = concat!(
-                    "SELECT ", account_columns_of_a!(),
-                    ", k.public_id, k.account_id, k.name AS key_name, k.prefix, k.created_at AS key_created_at, k.last_used_at \
-                     FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
+                    "SELECT ", account_columns_of_a!(), ", ", key_columns_of_k!(),
+                    " FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
                 );
                 let row = sqlx::query(statement).bind(key_hash).fetch_optional(&self.pool).await?;
                 match row {
@@ -314,9 +319,7 @@ macro_rules! sql_store {
             }
 
             async fn list_api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.account_id = $1 ORDER BY k.id"
-                )))
+                let rows = sqlx::query(concat!("SELECT ", key_columns_of_k!(), " FROM api_keys k WHERE k.account_id = $1 ORDER BY k.id"))
                 .bind(account_id)
                 .fetch_all(&self.pool)
                 .await?;

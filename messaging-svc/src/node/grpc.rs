@@ -81,11 +81,6 @@ impl XmtpNode {
         XmtpNode { node, shutdown, subscriptions: Arc::default() }
     }
 
-    /// Subscriptions running now.
-    pub fn active_subscriptions(&self) -> usize {
-        self.subscriptions.load(Ordering::SeqCst)
-    }
-
     fn subscribe<T: feed::Topic>(&self, filters: Vec<(Vec<u8>, u64)>) -> Result<Feed<T::Item>, Status> {
         if filters.len() > feed::MAX_FILTERS {
             return Err(Status::invalid_argument(format!("at most {} filters per subscription", feed::MAX_FILTERS)));

@@ -12,6 +12,8 @@ use clawx_common::{
 };
 use tokio::net::TcpListener;
 
+use clawx_messaging::node::NodeLimits;
+
 use crate::{Stack, StackConfig};
 
 #[derive(Parser, Debug)]
@@ -45,6 +47,49 @@ pub struct DevArgs {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub xmtp_node: XmtpNodeArgs,
+}
+
+/// Bounds of the XMTP node, shared by `dev` and `serve messaging`.
+#[derive(Args, Debug, Clone)]
+pub struct XmtpNodeArgs {
+    /// Largest XMTP group message, in bytes.
+    #[arg(long, env = "CLAWX_XMTP_MAX_MESSAGE_BYTES", default_value_t = NodeLimits::default().max_message_bytes)]
+    pub xmtp_max_message_bytes: usize,
+    /// Largest XMTP welcome, in bytes.
+    #[arg(long, env = "CLAWX_XMTP_MAX_WELCOME_BYTES", default_value_t = NodeLimits::default().max_welcome_bytes)]
+    pub xmtp_max_welcome_bytes: usize,
+    /// Most bytes one XMTP reply carries: pages stop short of it, batch answers past it are refused.
+    #[arg(long, env = "CLAWX_XMTP_MAX_REPLY_BYTES", default_value_t = NodeLimits::default().max_reply_bytes)]
+    pub xmtp_max_reply_bytes: usize,
+    /// Commit-log entries one XMTP group may hold.
+    #[arg(long, env = "CLAWX_XMTP_COMMIT_LOG_PER_GROUP", default_value_t = NodeLimits::default().commit_log_entries_per_group)]
+    pub xmtp_commit_log_per_group: i64,
+    /// XMTP subscriptions one messaging replica serves at once.
+    #[arg(long, env = "CLAWX_XMTP_MAX_SUBSCRIPTIONS", default_value_t = NodeLimits::default().max_subscriptions)]
+    pub xmtp_max_subscriptions: usize,
+    /// Topics one messaging replica watches at once, over all its XMTP subscriptions.
+    #[arg(long, env = "CLAWX_XMTP_MAX_TOPICS", default_value_t = NodeLimits::default().max_topics)]
+    pub xmtp_max_topics: usize,
+    /// Topics one client address watches at once, over all its XMTP subscriptions.
+    #[arg(long, env = "CLAWX_XMTP_TOPICS_PER_CLIENT", default_value_t = NodeLimits::default().topics_per_client)]
+    pub xmtp_topics_per_client: usize,
+}
+
+impl XmtpNodeArgs {
+    pub fn limits(&self) -> NodeLimits {
+        NodeLimits {
+            max_message_bytes: self.xmtp_max_message_bytes.max(1024),
+            max_welcome_bytes: self.xmtp_max_welcome_bytes.max(1024),
+            max_reply_bytes: self.xmtp_max_reply_bytes.max(64 * 1024),
+            commit_log_entries_per_group: self.xmtp_commit_log_per_group.max(1),
+            max_subscriptions: self.xmtp_max_subscriptions.max(1),
+            max_topics: self.xmtp_max_topics.max(1),
+            topics_per_client: self.xmtp_topics_per_client.max(1),
+            ..NodeLimits::default()
+        }
+    }
 }
 
 /// Identity options shared by `dev` and `serve identity`.
@@ -111,6 +156,8 @@ pub struct ServeArgs {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub xmtp_node: XmtpNodeArgs,
     /// identity service URL (gateway role).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
@@ -232,6 +279,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         public_url: args.identity.public_url.clone(),
         signature_horizon: args.identity.settings("").signature_horizon,
         challenge_ttl: clawx_identity::Settings::default().challenge_ttl,
+        xmtp_node: args.xmtp_node.limits(),
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -278,7 +326,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clawx_identity::run(config, listener, shutdown).await
         }
         Role::Messaging => {
-            let config = clawx_messaging::Config { database: args.database, backends, auth };
+            let config = clawx_messaging::Config { database: args.database, backends, auth, node: args.xmtp_node.limits() };
             clawx_messaging::run(config, listener, shutdown).await
         }
         Role::Groups => {

@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod secrets;
 
+pub use clawx_messaging::node::NodeLimits as XmtpNodeLimits;
+
 use std::{net::SocketAddr, time::Duration};
 
 use clawx_common::{Backends, DRAIN_TIMEOUT, InternalAuth, config::DatabaseArgs, crypto::Keyring};
@@ -25,6 +27,8 @@ pub struct StackConfig {
     pub signature_horizon: Duration,
     /// How long a wallet-link challenge stays valid.
     pub challenge_ttl: Duration,
+    /// Bounds of the XMTP node.
+    pub xmtp_node: clawx_messaging::node::NodeLimits,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -89,6 +93,7 @@ impl Stack {
             database: config.database.clone(),
             backends: config.backends.clone(),
             auth: config.auth.clone(),
+            node: config.xmtp_node.clone(),
         };
         let groups_config = clawx_groups::Config {
             database: config.database.clone(),

@@ -20,7 +20,7 @@ use tonic::service::interceptor::InterceptedService;
 pub const SERVICE: &str = "messaging";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node");
+pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds");
 
 /// XMTP messages can be large (group commits with many members, key packages with post-quantum
 /// keys); this bounds one request.
@@ -32,6 +32,8 @@ pub struct Config {
     pub database: DatabaseArgs,
     pub backends: Backends,
     pub auth: InternalAuth,
+    /// Bounds of the XMTP node.
+    pub node: node::NodeLimits,
 }
 
 /// Serves the messaging service and the XMTP node on `listener` until `shutdown` fires.
@@ -39,7 +41,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let context = ServiceContext::open(SERVICE, &config.database, &MIGRATIONS, config.backends.clone(), config.auth.clone()).await?;
     let server = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone()))
         .max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES);
-    let node = Arc::new(node::Node::new(node::store::for_database(&context.database), config.backends.pubsub.clone()));
+    let node = Arc::new(node::Node::new(node::store::for_database(&context.database), config.backends.pubsub.clone(), config.node.clone()));
     let xmtp = node::grpc::XmtpNode::new(node, shutdown.clone());
     let mls = MlsApiServer::new(xmtp.clone())
         .max_decoding_message_size(MAX_XMTP_MESSAGE_BYTES)

@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use clawx_common::{Backends, InternalAuth, Secret, testing::TestDatabase};
+use clawx_messaging::node::NodeLimits;
 use clawx_proto::xmtp::{
     identity::{
         api::v1::{
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
 struct Replica {
+    address: std::net::SocketAddr,
     mls: MlsApiClient<Channel>,
     identity: IdentityApiClient<Channel>,
 }
@@ -46,13 +48,14 @@ impl Drop for Harness {
     }
 }
 
-async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &CancellationToken) -> Replica {
+async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &CancellationToken, limits: &NodeLimits) -> Replica {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let config = clawx_messaging::Config {
         database: database.args.clone(),
         backends,
         auth: InternalAuth::new(&Secret::new("node-test-secret-node-test-secret")),
+        node: limits.clone(),
     };
     let token = shutdown.clone();
     tokio::spawn(async move { clawx_messaging::run(config, listener, token).await.unwrap() });
@@ -67,18 +70,22 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
     while mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![] }).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Replica { mls, identity: IdentityApiClient::new(channel) }
+    Replica { address, mls, identity: IdentityApiClient::new(channel) }
 }
 
 /// Every backend flavour, each with `replicas` messaging services on the same data.
 async fn harnesses(replicas: usize) -> Vec<Harness> {
+    harnesses_with(replicas, &NodeLimits::default()).await
+}
+
+async fn harnesses_with(replicas: usize, limits: &NodeLimits) -> Vec<Harness> {
     let mut all = Vec::new();
     let shutdown = CancellationToken::new();
     let database = TestDatabase::sqlite();
     let backends = Backends::memory();
     let mut started = Vec::new();
     for _ in 0..replicas {
-        started.push(start_replica(&database, backends.clone(), &shutdown).await);
+        started.push(start_replica(&database, backends.clone(), &shutdown, limits).await);
     }
     all.push(Harness { name: "sqlite+memory", replicas: started, backends, shutdown, _database: database });
 
@@ -92,7 +99,7 @@ async fn harnesses(replicas: usize) -> Vec<Harness> {
             let backends = Backends::redis(&url, &prefix, shutdown.clone()).unwrap();
             assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
             first_backends.get_or_insert_with(|| backends.clone());
-            started.push(start_replica(&database, backends, &shutdown).await);
+            started.push(start_replica(&database, backends, &shutdown, limits).await);
         }
         let backends = first_backends.expect("at least one replica");
         all.push(Harness { name: "postgres+redis", replicas: started, backends, shutdown, _database: database });
@@ -391,35 +398,83 @@ async fn a_subscription_frees_what_it_held_when_its_client_leaves() {
     }
 }
 
+/// A commit-log entry of `group` as libxmtp publishes it: a `PlaintextCommitLogEntry` signed
+/// with plain Ed25519 by the group's commit-log key.
+fn commit_log_entry(key: &ed25519_dalek::SigningKey, group: &[u8], sequence: u64) -> clawx_proto::xmtp::mls::api::v1::PublishCommitLogRequest {
+    use ed25519_dalek::Signer as _;
+    use prost::Message as _;
+    let plaintext = clawx_proto::xmtp::mls::message_contents::PlaintextCommitLogEntry {
+        group_id: group.to_vec(),
+        commit_sequence_id: sequence,
+        last_epoch_authenticator: vec![9; 32],
+        commit_result: 1,
+        applied_epoch_number: sequence,
+        applied_epoch_authenticator: vec![8; 32],
+    }
+    .encode_to_vec();
+    let signature = pb::RecoverableEd25519Signature { bytes: key.sign(&plaintext).to_bytes().to_vec(), public_key: key.verifying_key().to_bytes().to_vec() };
+    clawx_proto::xmtp::mls::api::v1::PublishCommitLogRequest { group_id: group.to_vec(), serialized_commit_log_entry: plaintext, signature: Some(signature) }
+}
+
 #[tokio::test]
-async fn commit_log_entries_must_be_signed_and_read_back_in_order() {
-    use clawx_proto::xmtp::mls::api::v1::{BatchPublishCommitLogRequest, BatchQueryCommitLogRequest, PublishCommitLogRequest, QueryCommitLogRequest};
+async fn commit_log_entries_must_be_signed_by_the_group_key_and_read_back_in_order() {
+    use clawx_proto::xmtp::mls::api::v1::{BatchPublishCommitLogRequest, BatchQueryCommitLogRequest, QueryCommitLogRequest};
     for harness in harnesses(1).await {
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
-        let signature = Some(pb::RecoverableEd25519Signature { bytes: vec![1; 64], public_key: vec![2; 32] });
-        let entry = |group: &[u8], bytes: &[u8], signature: Option<pb::RecoverableEd25519Signature>| PublishCommitLogRequest {
-            group_id: group.to_vec(),
-            serialized_commit_log_entry: bytes.to_vec(),
-            signature,
+        let group_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let stranger = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let publish = |requests| BatchPublishCommitLogRequest { requests };
+
+        let mut unsigned = commit_log_entry(&group_key, b"g", 1);
+        unsigned.signature = None;
+        expect_invalid(mls.batch_publish_commit_log(publish(vec![unsigned])).await, "not signed", name);
+        let mut forged = commit_log_entry(&group_key, b"g", 1);
+        forged.serialized_commit_log_entry[0] ^= 1;
+        expect_invalid(mls.batch_publish_commit_log(publish(vec![forged])).await, "does not verify", name);
+        let mut elsewhere = commit_log_entry(&group_key, b"other", 1);
+        elsewhere.group_id = b"g".to_vec();
+        expect_invalid(mls.batch_publish_commit_log(publish(vec![elsewhere])).await, "another group", name);
+        let mut garbage = commit_log_entry(&group_key, b"g", 1);
+        garbage.serialized_commit_log_entry = vec![0xff; 64];
+        let signature = {
+            use ed25519_dalek::Signer as _;
+            group_key.sign(&garbage.serialized_commit_log_entry).to_bytes().to_vec()
         };
-        expect_invalid(mls.batch_publish_commit_log(BatchPublishCommitLogRequest { requests: vec![entry(b"g", b"e0", None)] }).await, "not signed", name);
-        mls.batch_publish_commit_log(BatchPublishCommitLogRequest {
-            requests: vec![entry(b"g", b"e1", signature.clone()), entry(b"g", b"e2", signature.clone()), entry(b"h", b"x", signature.clone())],
-        })
-        .await
-        .unwrap();
+        garbage.signature.as_mut().unwrap().bytes = signature;
+        expect_invalid(mls.batch_publish_commit_log(publish(vec![garbage])).await, "not a commit log entry", name);
+        let eleven: Vec<_> = (1..=11).map(|sequence| commit_log_entry(&group_key, b"g", sequence)).collect();
+        expect_invalid(mls.batch_publish_commit_log(publish(eleven)).await, "at most 10", name);
+
+        // The group's first signer owns its log; a stranger's entries are skipped, not stored.
+        mls.batch_publish_commit_log(publish(vec![commit_log_entry(&group_key, b"g", 1), commit_log_entry(&stranger, b"g", 2), commit_log_entry(&group_key, b"g", 3)]))
+            .await
+            .unwrap();
+        mls.batch_publish_commit_log(publish(vec![commit_log_entry(&stranger, b"h", 1)])).await.unwrap();
+
+        // A group asked for twice is answered once, from the smaller cursor.
+        let query = |group: &[u8], cursor| QueryCommitLogRequest { group_id: group.to_vec(), paging_info: paging(SortDirection::Ascending, 0, cursor) };
         let reply = mls
-            .batch_query_commit_log(BatchQueryCommitLogRequest {
-                requests: vec![QueryCommitLogRequest { group_id: b"g".to_vec(), paging_info: paging(SortDirection::Ascending, 0, 0) }],
-            })
+            .batch_query_commit_log(BatchQueryCommitLogRequest { requests: vec![query(b"g", 0), query(b"h", 0), query(b"g", 1 << 40)] })
             .await
             .unwrap()
             .into_inner();
-        let entries = &reply.responses[0].commit_log_entries;
+        assert_eq!(reply.responses.len(), 2, "{name}: one answer per group");
         assert_eq!(reply.responses[0].group_id, b"g", "{name}");
-        assert_eq!(entries.iter().map(|entry| entry.serialized_commit_log_entry.clone()).collect::<Vec<_>>(), vec![b"e1".to_vec(), b"e2".to_vec()], "{name}");
-        assert!(entries[0].sequence_id < entries[1].sequence_id && entries[0].signature == signature, "{name}");
+        let entries = &reply.responses[0].commit_log_entries;
+        let sequences: Vec<u64> = entries
+            .iter()
+            .map(|entry| {
+                use prost::Message as _;
+                clawx_proto::xmtp::mls::message_contents::PlaintextCommitLogEntry::decode(entry.serialized_commit_log_entry.as_slice()).unwrap().commit_sequence_id
+            })
+            .collect();
+        assert_eq!(sequences, vec![1, 3], "{name}: only the group key's entries, in order");
+        assert!(entries[0].sequence_id < entries[1].sequence_id, "{name}");
+        assert_eq!(entries[0].signature.as_ref().unwrap().public_key, group_key.verifying_key().to_bytes().to_vec(), "{name}");
+        assert_eq!(reply.responses[1].commit_log_entries.len(), 1, "{name}: another group, its own first signer");
+        let many: Vec<_> = (0..21u8).map(|index| query(&[index], 0)).collect();
+        expect_invalid(mls.batch_query_commit_log(BatchQueryCommitLogRequest { requests: many }).await, "at most 20", name);
     }
 }
 
@@ -578,5 +633,178 @@ async fn real_libxmtp_writes_are_accepted_in_order() {
         let stored = mls.query_group_messages(QueryGroupMessagesRequest { group_id: dm, paging_info: paging(SortDirection::Ascending, 0, 0) }).await.unwrap().into_inner();
         assert!(stored.messages.len() >= 3, "{name}: the DM's messages");
         assert!(stored.messages.iter().any(|message| v1(message).is_commit) && stored.messages.iter().any(|message| !v1(message).is_commit));
+    }
+}
+
+// ------------------------------------------------------------------ abuse bounds
+
+fn expect_exhausted<T: std::fmt::Debug>(result: Result<T, tonic::Status>, needle: &str, context: &str) {
+    let status = result.expect_err(context);
+    assert_eq!(status.code(), Code::ResourceExhausted, "{context}: {status:?}");
+    assert!(status.message().contains(needle), "{context}: {:?} lacks {needle:?}", status.message());
+}
+
+#[tokio::test]
+async fn repeated_keys_are_read_once_and_replies_stay_within_their_byte_budget() {
+    let limits = NodeLimits { max_reply_bytes: 1024 * 1024, ..NodeLimits::default() };
+    for harness in harnesses_with(1, &limits).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let mut identity = harness.replicas[0].identity.clone();
+        let group = b"budgeted-group-1".to_vec();
+        for _ in 0..3 {
+            mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(big_group_message(&group, 400 * 1024))] }).await.unwrap();
+        }
+
+        // A page stops before the reply would pass the budget, and says where to go on.
+        let query = |cursor| QueryGroupMessagesRequest { group_id: group.clone(), paging_info: paging(SortDirection::Ascending, 0, cursor) };
+        let first = mls.query_group_messages(query(0)).await.unwrap().into_inner();
+        assert_eq!(first.messages.len(), 2, "{name}: cut by bytes");
+        let cursor = first.paging_info.unwrap().id_cursor;
+        assert_eq!(cursor, v1(&first.messages[1]).id, "{name}: the next page's cursor");
+        let rest = mls.query_group_messages(query(cursor)).await.unwrap().into_inner();
+        assert_eq!((rest.messages.len(), rest.paging_info.unwrap().id_cursor), (1, 0), "{name}: the last page");
+
+        // The same group asked for again and again: read once, but the answer must still fit.
+        let newest = |group_ids: Vec<Vec<u8>>, include_content| GetNewestGroupMessageRequest { group_ids, include_content };
+        expect_exhausted(mls.get_newest_group_message(newest(vec![group.clone(); 3], true)).await, "would exceed", name);
+        let heads = mls.get_newest_group_message(newest(vec![group.clone(); 1000], false)).await.unwrap().into_inner();
+        assert_eq!(heads.responses.len(), 1000, "{name}: positional, without content");
+        expect_invalid(mls.get_newest_group_message(newest(vec![group.clone(); 1001], false)).await, "at most 1000", name);
+
+        // Identity logs: an inbox asked for five times is answered once; key packages stay positional.
+        let wallet = Wallet::new();
+        let installation = Inst::new();
+        let (inbox, update) = registration(&wallet, &installation);
+        identity.publish_identity_update(publish(update)).await.unwrap();
+        let ask = |inbox: &str, sequence_id| get_identity_updates_request::Request { inbox_id: inbox.to_string(), sequence_id };
+        let requests = vec![ask(&inbox, 5), ask(&inbox, 0), ask(&inbox, 7), ask(&inbox, 0), ask(&inbox, 0)];
+        let logs = identity.get_identity_updates(GetIdentityUpdatesRequest { requests }).await.unwrap().into_inner();
+        assert_eq!(logs.responses.len(), 1, "{name}: one answer per inbox");
+        assert_eq!(logs.responses[0].updates.len(), 1, "{name}: from the smallest cursor");
+        let too_many: Vec<_> = (0..101).map(|index| ask(&format!("{index:064x}"), 0)).collect();
+        expect_invalid(identity.get_identity_updates(GetIdentityUpdatesRequest { requests: too_many }).await, "at most 100", name);
+        let (key_package, installation_key) = key_package_for(&inbox);
+        mls.upload_key_package(UploadKeyPackageRequest { key_package: Some(KeyPackageUpload { key_package_tls_serialized: key_package.clone() }), is_inbox_id_credential: false })
+            .await
+            .unwrap();
+        let fetched = mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![installation_key.clone(); 3] }).await.unwrap().into_inner();
+        assert!(fetched.key_packages.iter().all(|found| found.key_package_tls_serialized == key_package) && fetched.key_packages.len() == 3, "{name}");
+        let identifiers: Vec<_> = (0..1001).map(|_| get_inbox_ids_request::Request { identifier: wallet.address(), identifier_kind: 1 }).collect();
+        expect_invalid(identity.get_inbox_ids(GetInboxIdsRequest { requests: identifiers }).await, "at most 1000", name);
+    }
+}
+
+#[tokio::test]
+async fn oversized_messages_and_welcomes_are_refused() {
+    let limits = NodeLimits { max_message_bytes: 64 * 1024, max_welcome_bytes: 64 * 1024, ..NodeLimits::default() };
+    for harness in harnesses_with(1, &limits).await {
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let group = b"oversized-group1".to_vec();
+        mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(big_group_message(&group, 60 * 1024))] }).await.unwrap();
+        let big = big_group_message(&group, 100 * 1024);
+        expect_invalid(mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(big)] }).await, "larger than 65536 bytes", name);
+        let key = vec![5u8; 32];
+        mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome_v1(&key, &[1; 60 * 1024], &[1; 32], 2)] }).await.unwrap();
+        let welcome = welcome_v1(&key, &[1; 100 * 1024], &[1; 32], 2);
+        expect_invalid(mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: vec![welcome] }).await, "larger than 65536 bytes", name);
+        let welcomes: Vec<_> = (0..101u8).map(|index| welcome_v1(&key, &[index], &[1; 32], 2)).collect();
+        expect_invalid(mls.send_welcome_messages(SendWelcomeMessagesRequest { messages: welcomes }).await, "at most 100", name);
+    }
+}
+
+#[tokio::test]
+async fn identity_updates_are_bounded_in_size_free_text_and_signatures() {
+    for harness in harnesses(1).await {
+        let name = harness.name;
+        let mut identity = harness.replicas[0].identity.clone();
+        let wallet = Wallet::new();
+        let installation = Inst::new();
+        let (inbox, update) = registration(&wallet, &installation);
+
+        // relying_party is covered by no signature: bounded, and a huge one bounds the update.
+        let with_relying_party = |bytes: usize| {
+            let mut update = update.clone();
+            let Some(pb::identity_action::Kind::CreateInbox(create)) = update.actions[0].kind.as_mut() else { panic!() };
+            create.relying_party = Some("r".repeat(bytes));
+            update
+        };
+        expect_invalid(identity.publish_identity_update(publish(with_relying_party(300))).await, "longer than 256 bytes", name);
+        expect_invalid(identity.publish_identity_update(publish(with_relying_party(20 * 1024))).await, "at most 16384 bytes", name);
+        assert_eq!(log_len(&mut identity, &inbox).await, 0, "{name}: nothing stored");
+        identity.publish_identity_update(publish(update)).await.unwrap();
+
+        // Every signature in an inbox's log is verified again when it is replayed: capped.
+        let mut refused = None;
+        for round in 0..10 {
+            let added: Vec<Inst> = (0..60).map(|_| Inst::new()).collect();
+            let actions = added.iter().map(|new| A::Add(new.id(), Signer::W(&wallet), Signer::I(new))).collect();
+            match identity.publish_identity_update(publish(build(&inbox, ts(), actions))).await {
+                Ok(_) => {}
+                Err(status) => {
+                    refused = Some((round, status));
+                    break;
+                }
+            }
+        }
+        let (round, status) = refused.expect("the log fills up");
+        assert_eq!((round, status.code()), (8, Code::ResourceExhausted), "{name}: {status:?}");
+        assert!(status.message().contains("1024 signatures"), "{name}: {status:?}");
+        assert_eq!(log_len(&mut identity, &inbox).await, 9, "{name}");
+    }
+}
+
+/// A subscription request as the gateway forwards it for `client`.
+fn from_client<T>(message: T, client: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("clawx-client-ip", client.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn subscriptions_are_admitted_per_client_address_and_fairly() {
+    let limits = NodeLimits { max_subscriptions: 2_000, topics_per_client: 3_000, ..NodeLimits::default() };
+    for harness in harnesses_with(1, &limits).await {
+        let name = harness.name;
+        let address = harness.replicas[0].address;
+        let connect = || async move { MlsApiClient::new(Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap()) };
+        let topics = |count: u32, salt: u8| -> Vec<subscribe_group_messages_request::Filter> {
+            (0..count).map(|index| subscribe_group_messages_request::Filter { group_id: [&[salt][..], &index.to_be_bytes()].concat(), id_cursor: 0 }).collect()
+        };
+        let subscribe = |mut client: MlsApiClient<Channel>, filters, ip: String| async move {
+            client.subscribe_group_messages(from_client(SubscribeGroupMessagesRequest { filters }, &ip)).await.map(|response| response.into_inner())
+        };
+
+        // Topics per client address, over all its streams; IPv6 addresses count by their /64.
+        let mut held = Vec::new();
+        held.push(subscribe(connect().await, topics(2_000, 1), "198.51.100.1".into()).await.unwrap());
+        expect_exhausted(subscribe(connect().await, topics(2_000, 2), "198.51.100.1".into()).await, "at most 3000 topics", name);
+        held.push(subscribe(connect().await, topics(2_000, 3), "198.51.100.2".into()).await.unwrap());
+        held.push(subscribe(connect().await, topics(2_000, 4), "2001:db8:0:1::1".into()).await.unwrap());
+        expect_exhausted(subscribe(connect().await, topics(2_000, 5), "2001:db8:0:1::ffff".into()).await, "at most 3000 topics", name);
+        held.clear();
+
+        // A hundred busy addresses, each opening streams until refused, leave room for the next.
+        let mut open = Vec::new();
+        let mut refusals = 0;
+        for client in 0..100u32 {
+            let channel = connect().await;
+            let ip = format!("203.0.113.{}", client % 250 + 1);
+            let ip = if client >= 250 { format!("2001:db8:{client:x}::1") } else { ip };
+            for stream in 0..40u32 {
+                match subscribe(channel.clone(), topics(1, (stream % 200) as u8 + 10), ip.clone()).await {
+                    Ok(stream) => open.push(stream),
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::ResourceExhausted, "{name}: {status:?}");
+                        refusals += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(refusals > 0 && open.len() < 2_000, "{name}: the replica filled up ({} open)", open.len());
+        let newcomer = subscribe(connect().await, topics(1, 9), "192.0.2.200".into()).await;
+        assert!(newcomer.is_ok(), "{name}: a new address still gets in: {newcomer:?}");
     }
 }

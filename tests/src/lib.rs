@@ -50,6 +50,7 @@ impl TestStack {
             public_url: None,
             signature_horizon: Duration::from_secs(30 * 86_400),
             challenge_ttl: CHALLENGE_TTL,
+            xmtp_node: clawx::XmtpNodeLimits::default(),
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

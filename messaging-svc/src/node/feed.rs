@@ -16,10 +16,20 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{MAX_PAGE, Node, NodeError, NodeResult, group_message, store::Direction, welcome_message};
+use super::{
+    MAX_PAGE, Node, NodeResult, group_message,
+    store::{Budgeted, Direction},
+    welcome_message,
+};
 
 /// Largest message carried inside a notification; bigger ones are read from the database.
 const MAX_INLINE_BYTES: usize = 64 * 1024;
+/// Items one replay page reads at most, and its byte budget (one item may exceed it).
+const REPLAY_PAGE_ITEMS: u32 = MAX_PAGE * 5;
+const REPLAY_PAGE_BYTES: usize = 1024 * 1024;
+/// Bytes a subscription may have queued for its client; past it, the subscription waits for
+/// the client to read, so a client that stops reading holds at most this much.
+pub const QUEUED_BYTES: usize = 1024 * 1024;
 /// Topics one subscription may watch.
 pub const MAX_FILTERS: usize = 2_000;
 /// How often a subscription compares its topics' heads with what it delivered, in case a
@@ -71,8 +81,9 @@ pub trait Topic: Send + Sync + 'static {
 
     fn channel(key: &[u8]) -> String;
 
-    /// Items after `cursor`, oldest first, with their ids.
-    fn after(node: &Node, key: &[u8], cursor: i64) -> impl Future<Output = NodeResult<Vec<(i64, Self::Item)>>> + Send;
+    /// A replay page of the items after `cursor`, oldest first, with their ids; `cut` when
+    /// more may follow.
+    fn after(node: &Node, key: &[u8], cursor: i64) -> impl Future<Output = NodeResult<Budgeted<(i64, Self::Item)>>> + Send;
 
     /// The last stored id of each topic (0 when none), in order.
     fn heads(node: &Node, keys: &[Vec<u8>]) -> impl Future<Output = NodeResult<Vec<i64>>> + Send;
@@ -88,9 +99,10 @@ impl Topic for GroupTopic {
         group_channel(key)
     }
 
-    async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Vec<(i64, Self::Item)>> {
-        let stored = node.store().group_messages(key, cursor, Direction::Ascending, MAX_PAGE * 5).await?;
-        Ok(stored.iter().map(|message| (message.id, group_message(message, true))).collect())
+    async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Budgeted<(i64, Self::Item)>> {
+        let page = node.store().group_messages(key, cursor, Direction::Ascending, REPLAY_PAGE_ITEMS, REPLAY_PAGE_BYTES).await?;
+        let cut = page.cut || page.items.len() as u32 >= REPLAY_PAGE_ITEMS;
+        Ok(Budgeted { items: page.items.iter().map(|message| (message.id, group_message(message, true))).collect(), cut })
     }
 
     async fn heads(node: &Node, keys: &[Vec<u8>]) -> NodeResult<Vec<i64>> {
@@ -108,9 +120,11 @@ impl Topic for WelcomeTopic {
         welcome_channel(key)
     }
 
-    async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Vec<(i64, Self::Item)>> {
-        let stored = node.store().welcomes(key, cursor, Direction::Ascending, MAX_PAGE * 5).await?;
-        stored.iter().map(|welcome| Ok((welcome.id, welcome_message(welcome)?))).collect()
+    async fn after(node: &Node, key: &[u8], cursor: i64) -> NodeResult<Budgeted<(i64, Self::Item)>> {
+        let page = node.store().welcomes(key, cursor, Direction::Ascending, REPLAY_PAGE_ITEMS, REPLAY_PAGE_BYTES).await?;
+        let cut = page.cut || page.items.len() as u32 >= REPLAY_PAGE_ITEMS;
+        let items = page.items.iter().map(|welcome| Ok((welcome.id, welcome_message(welcome)?))).collect::<NodeResult<_>>()?;
+        Ok(Budgeted { items, cut })
     }
 
     async fn heads(node: &Node, keys: &[Vec<u8>]) -> NodeResult<Vec<i64>> {
@@ -118,8 +132,46 @@ impl Topic for WelcomeTopic {
     }
 }
 
-type Sink<T> = mpsc::Sender<Result<T, tonic::Status>>;
 type Tagged = Pin<Box<dyn Stream<Item = (usize, Event)> + Send>>;
+
+/// The sending half of a subscription: a queue bounded in items and in bytes.
+pub struct Sink<T> {
+    queue: mpsc::Sender<(Result<T, tonic::Status>, u32)>,
+    window: Arc<tokio::sync::Semaphore>,
+}
+
+/// A subscription's queue: the sink its task writes to and the stream its client reads.
+pub fn queue<T: Message + Send + 'static>() -> (Sink<T>, impl Stream<Item = Result<T, tonic::Status>> + Send + 'static) {
+    let (queue, receiver) = mpsc::channel(256);
+    let window = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
+    let released = Arc::clone(&window);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(move |(item, bytes)| {
+        released.add_permits(bytes as usize);
+        item
+    });
+    (Sink { queue, window }, stream)
+}
+
+impl<T: Message> Sink<T> {
+    /// Queues an item once the client has read enough of what was queued before; `Err` when
+    /// the client is gone.
+    async fn send(&self, item: Result<T, tonic::Status>) -> Result<(), ()> {
+        let bytes = match &item {
+            Ok(message) => message.encoded_len().clamp(1, QUEUED_BYTES) as u32,
+            Err(_) => 1,
+        };
+        let permits = tokio::select! {
+            permits = self.window.acquire_many(bytes) => permits.map_err(|_| ())?,
+            () = self.queue.closed() => return Err(()),
+        };
+        permits.forget();
+        self.queue.send((item, bytes)).await.map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        self.queue.closed().await;
+    }
+}
 
 /// One watched topic and the last id delivered on it.
 struct Watched {
@@ -128,28 +180,34 @@ struct Watched {
 }
 
 /// Sends every item after the watched cursor, page by page; false when the client is gone.
+/// Each page is read under a replica-wide replay permit, released before the page is sent,
+/// so clients that read slowly cannot hold the database.
 async fn catch_up<T: Topic>(node: &Node, watched: &mut Watched, sink: &Sink<T::Item>) -> NodeResult<bool> {
     loop {
+        let permit = node.catch_up_permit().await?;
         let page = T::after(node, &watched.key, watched.delivered).await?;
-        let full = page.len() as u32 >= MAX_PAGE * 5;
-        for (id, item) in page {
+        drop(permit);
+        for (id, item) in page.items {
             if sink.send(Ok(item)).await.is_err() {
                 return Ok(false);
             }
             watched.delivered = id;
         }
-        if !full {
+        if !page.cut {
             return Ok(true);
         }
     }
 }
 
 /// Catches up the topics whose stored head is past what was delivered (one query per chunk of
-/// topics); false when the client is gone.
+/// topics, so a subscription to many quiet topics costs a few queries); false when the client
+/// is gone.
 async fn catch_up_behind<T: Topic>(node: &Node, watched: &mut [Watched], sink: &Sink<T::Item>) -> NodeResult<bool> {
     for chunk in watched.chunks_mut(super::IN_LIST_CHUNK) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|topic| topic.key.clone()).collect();
+        let permit = node.catch_up_permit().await?;
         let heads = T::heads(node, &keys).await?;
+        drop(permit);
         for (topic, head) in chunk.iter_mut().zip(heads) {
             if head > topic.delivered && !catch_up::<T>(node, topic, sink).await? {
                 return Ok(false);
@@ -162,12 +220,7 @@ async fn catch_up_behind<T: Topic>(node: &Node, watched: &mut [Watched], sink: &
 /// Runs one subscription until the client goes away or the service shuts down.
 pub async fn run<T: Topic>(node: Arc<Node>, filters: Vec<(Vec<u8>, u64)>, sink: Sink<T::Item>, shutdown: CancellationToken) {
     if let Err(error) = serve::<T>(&node, filters, &sink, shutdown).await {
-        let status = match error {
-            NodeError::Invalid(message) => tonic::Status::invalid_argument(message),
-            NodeError::Exhausted(message) => tonic::Status::resource_exhausted(message),
-            NodeError::Internal => tonic::Status::internal("internal error"),
-        };
-        let _ = sink.send(Err(status)).await;
+        let _ = sink.send(Err(error.into())).await;
     }
 }
 
@@ -189,10 +242,8 @@ async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<
         });
         events.push(Box::pin(stream.map(move |event| (index, event))));
     }
-    for topic in &mut watched {
-        if !catch_up::<T>(node, topic, sink).await? {
-            return Ok(());
-        }
+    if !catch_up_behind::<T>(node, &mut watched, sink).await? {
+        return Ok(());
     }
 
     let mut safety_net = tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_NET, SAFETY_NET);
@@ -238,10 +289,8 @@ async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<
                 }
             }
             Event::Gap => {
-                for topic in &mut watched {
-                    if !catch_up::<T>(node, topic, sink).await? {
-                        return Ok(());
-                    }
+                if !catch_up_behind::<T>(node, &mut watched, sink).await? {
+                    return Ok(());
                 }
             }
         }

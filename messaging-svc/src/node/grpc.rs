@@ -3,11 +3,10 @@
 //! by signatures inside the payloads); the gateway rate-limits them per client IP.
 
 use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use clawx_proto::xmtp::{
@@ -34,82 +33,170 @@ use clawx_proto::xmtp::{
 };
 use futures::Stream;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Node, NodeError, Page,
+    Node, NodeLimits, Page,
     feed::{self, GroupTopic, WelcomeTopic},
     store::NewCommitLogEntry,
 };
 
-fn status(error: NodeError) -> Status {
-    match error {
-        NodeError::Invalid(message) => Status::invalid_argument(message),
-        NodeError::Exhausted(message) => Status::resource_exhausted(message),
-        NodeError::Internal => Status::internal("internal error"),
-    }
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Subscriptions one messaging replica serves at once.
-pub const MAX_SUBSCRIPTIONS: usize = 20_000;
+/// The metadata the gateway sets to the client address of an XMTP call it forwards
+/// (replacing any the client sent); callers that reach the node directly are keyed by their
+/// peer address.
+pub const CLIENT_IP_METADATA: &str = clawx_common::grpc::CLIENT_IP_METADATA;
+
+/// Fair admission. A client that already holds subscriptions gets at most
+/// 1/[`FAIR_SHARE_DIVISOR`] of what the replica has free, and never the last
+/// 1/[`RESERVE_DIVISOR`] of the replica's subscriptions and topics: that reserve is for
+/// clients holding none, one subscription each. So a hundred busy addresses cannot take every
+/// slot: whoever comes next still gets in.
+const FAIR_SHARE_DIVISOR: usize = 8;
+const RESERVE_DIVISOR: usize = 16;
+
+/// What a client holds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    streams: usize,
+    topics: usize,
+}
+
+/// Admission of subscriptions: replica-wide caps on subscriptions and watched topics, a
+/// per-client topic budget, and a fair share of what is free.
+#[derive(Debug)]
+pub struct Admission {
+    limits: NodeLimits,
+    state: Mutex<(Held, HashMap<String, Held>)>,
+}
+
+/// A subscription's claim; released when dropped.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    client: String,
+    topics: usize,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.admission.state.lock().expect("admission lock");
+        let (total, clients) = &mut *state;
+        total.streams -= 1;
+        total.topics -= self.topics;
+        if let Some(held) = clients.get_mut(&self.client) {
+            held.streams -= 1;
+            held.topics -= self.topics;
+            if held.streams == 0 {
+                clients.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(limits: NodeLimits) -> Arc<Admission> {
+        Arc::new(Admission { limits, state: Mutex::default() })
+    }
+
+    /// Admits a subscription of `topics` distinct topics for `client`, or says why not.
+    pub fn admit(self: &Arc<Self>, client: &str, topics: usize) -> Result<Ticket, Status> {
+        let limits = &self.limits;
+        let mut state = self.state.lock().expect("admission lock");
+        let (total, clients) = &mut *state;
+        if total.streams >= limits.max_subscriptions || total.topics + topics > limits.max_topics {
+            return Err(Status::resource_exhausted("this node serves its maximum number of subscriptions; retry later"));
+        }
+        let held = clients.get(client).copied().unwrap_or_default();
+        if held.topics + topics > limits.topics_per_client {
+            return Err(Status::resource_exhausted(format!(
+                "subscriptions from this address may watch at most {} topics at once; close some first",
+                limits.topics_per_client
+            )));
+        }
+        if held.streams > 0 {
+            let free_streams = limits.max_subscriptions - total.streams;
+            let free_topics = limits.max_topics - total.topics;
+            let within_share = held.streams < (free_streams / FAIR_SHARE_DIVISOR).max(1)
+                && held.topics + topics <= (free_topics / FAIR_SHARE_DIVISOR).max(feed::MAX_FILTERS);
+            let leaves_reserve = free_streams > (limits.max_subscriptions / RESERVE_DIVISOR).max(1)
+                && free_topics >= topics + limits.max_topics / RESERVE_DIVISOR;
+            if !within_share || !leaves_reserve {
+                return Err(Status::resource_exhausted("this address holds its share of this node's subscriptions; close some or retry later"));
+            }
+        }
+        total.streams += 1;
+        total.topics += topics;
+        let entry = clients.entry(client.to_string()).or_default();
+        entry.streams += 1;
+        entry.topics += topics;
+        Ok(Ticket { admission: Arc::clone(self), client: client.to_string(), topics })
+    }
+}
+
+/// Whom a call counts against: the client address the gateway forwarded (IPv6 by its /64,
+/// as the gateway keys its limits), else the caller's peer address.
+fn client_key<T>(request: &Request<T>) -> String {
+    let forwarded = request.metadata().get(CLIENT_IP_METADATA).and_then(|value| value.to_str().ok()).and_then(|value| value.parse::<IpAddr>().ok());
+    let address = forwarded.or_else(|| request.remote_addr().map(|peer| peer.ip()));
+    match address {
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let segments = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", segments[0], segments[1], segments[2], segments[3])
+            }
+        },
+        Some(address) => address.to_string(),
+        None => "unknown".to_string(),
+    }
+}
 
 /// Both XMTP node services over one [`Node`].
 #[derive(Clone)]
 pub struct XmtpNode {
     node: Arc<Node>,
     shutdown: CancellationToken,
-    subscriptions: Arc<AtomicUsize>,
-}
-
-/// Frees a subscription slot when its stream task ends.
-struct SubscriptionSlot(Arc<AtomicUsize>);
-
-impl Drop for SubscriptionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    admission: Arc<Admission>,
 }
 
 impl XmtpNode {
     pub fn new(node: Arc<Node>, shutdown: CancellationToken) -> XmtpNode {
-        XmtpNode { node, shutdown, subscriptions: Arc::default() }
+        let admission = Admission::new(node.limits().clone());
+        XmtpNode { node, shutdown, admission }
     }
 
-    fn subscribe<T: feed::Topic>(&self, filters: Vec<(Vec<u8>, u64)>) -> Result<Feed<T::Item>, Status> {
+    fn subscribe<T: feed::Topic>(&self, client: &str, filters: Vec<(Vec<u8>, u64)>) -> Result<Feed<T::Item>, Status> {
         if filters.len() > feed::MAX_FILTERS {
             return Err(Status::invalid_argument(format!("at most {} filters per subscription", feed::MAX_FILTERS)));
         }
-        if self.subscriptions.fetch_add(1, Ordering::SeqCst) >= MAX_SUBSCRIPTIONS {
-            self.subscriptions.fetch_sub(1, Ordering::SeqCst);
-            return Err(Status::resource_exhausted("this node serves its maximum number of subscriptions; retry later"));
+        if let Some((index, _)) = filters.iter().enumerate().find(|(_, (key, _))| key.is_empty() || key.len() > super::MAX_TOPIC_BYTES) {
+            return Err(Status::invalid_argument(format!("filter {index}: a topic must be 1 to {} bytes", super::MAX_TOPIC_BYTES)));
         }
-        let slot = SubscriptionSlot(Arc::clone(&self.subscriptions));
-        let (sink, stream) = mpsc::channel(256);
+        let topics = filters.iter().map(|(key, _)| key.as_slice()).collect::<HashSet<_>>().len();
+        let ticket = self.admission.admit(client, topics)?;
+        let (sink, stream) = feed::queue::<T::Item>();
         let node = Arc::clone(&self.node);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             feed::run::<T>(node, filters, sink, shutdown).await;
-            drop(slot);
+            drop(ticket);
         });
-        Ok(Box::pin(ReceiverStream::new(stream)))
+        Ok(Box::pin(stream))
     }
 }
 
 #[tonic::async_trait]
 impl MlsApi for XmtpNode {
     async fn send_group_messages(&self, request: Request<SendGroupMessagesRequest>) -> Reply<()> {
-        self.node.send_group_messages(request.into_inner().messages).await.map_err(status)?;
+        self.node.send_group_messages(request.into_inner().messages).await?;
         Ok(Response::new(()))
     }
 
     async fn send_welcome_messages(&self, request: Request<SendWelcomeMessagesRequest>) -> Reply<()> {
-        self.node.send_welcomes(request.into_inner().messages).await.map_err(status)?;
+        self.node.send_welcomes(request.into_inner().messages).await?;
         Ok(Response::new(()))
     }
 
@@ -119,12 +206,12 @@ impl MlsApi for XmtpNode {
 
     async fn upload_key_package(&self, request: Request<UploadKeyPackageRequest>) -> Reply<()> {
         let key_package = request.into_inner().key_package.map(|upload| upload.key_package_tls_serialized).unwrap_or_default();
-        self.node.upload_key_package(key_package).await.map_err(status)?;
+        self.node.upload_key_package(key_package).await?;
         Ok(Response::new(()))
     }
 
     async fn fetch_key_packages(&self, request: Request<FetchKeyPackagesRequest>) -> Reply<FetchKeyPackagesResponse> {
-        let key_packages = self.node.fetch_key_packages(&request.into_inner().installation_keys).await.map_err(status)?;
+        let key_packages = self.node.fetch_key_packages(&request.into_inner().installation_keys).await?;
         Ok(Response::new(FetchKeyPackagesResponse {
             key_packages: key_packages
                 .into_iter()
@@ -144,29 +231,31 @@ impl MlsApi for XmtpNode {
     async fn query_group_messages(&self, request: Request<QueryGroupMessagesRequest>) -> Reply<QueryGroupMessagesResponse> {
         let request = request.into_inner();
         let page = Page::from_proto(request.paging_info.as_ref());
-        let (messages, paging_info) = self.node.query_group_messages(&request.group_id, page).await.map_err(status)?;
+        let (messages, paging_info) = self.node.query_group_messages(&request.group_id, page).await?;
         Ok(Response::new(QueryGroupMessagesResponse { messages, paging_info: Some(paging_info) }))
     }
 
     async fn query_welcome_messages(&self, request: Request<QueryWelcomeMessagesRequest>) -> Reply<QueryWelcomeMessagesResponse> {
         let request = request.into_inner();
         let page = Page::from_proto(request.paging_info.as_ref());
-        let (messages, paging_info) = self.node.query_welcomes(&request.installation_key, page).await.map_err(status)?;
+        let (messages, paging_info) = self.node.query_welcomes(&request.installation_key, page).await?;
         Ok(Response::new(QueryWelcomeMessagesResponse { messages, paging_info: Some(paging_info) }))
     }
 
     type SubscribeGroupMessagesStream = Feed<GroupMessage>;
 
     async fn subscribe_group_messages(&self, request: Request<SubscribeGroupMessagesRequest>) -> Reply<Self::SubscribeGroupMessagesStream> {
+        let client = client_key(&request);
         let filters = request.into_inner().filters.into_iter().map(|filter| (filter.group_id, filter.id_cursor)).collect();
-        Ok(Response::new(self.subscribe::<GroupTopic>(filters)?))
+        Ok(Response::new(self.subscribe::<GroupTopic>(&client, filters)?))
     }
 
     type SubscribeWelcomeMessagesStream = Feed<WelcomeMessage>;
 
     async fn subscribe_welcome_messages(&self, request: Request<SubscribeWelcomeMessagesRequest>) -> Reply<Self::SubscribeWelcomeMessagesStream> {
+        let client = client_key(&request);
         let filters = request.into_inner().filters.into_iter().map(|filter| (filter.installation_key, filter.id_cursor)).collect();
-        Ok(Response::new(self.subscribe::<WelcomeTopic>(filters)?))
+        Ok(Response::new(self.subscribe::<WelcomeTopic>(&client, filters)?))
     }
 
     async fn batch_publish_commit_log(&self, request: Request<BatchPublishCommitLogRequest>) -> Reply<()> {
@@ -178,23 +267,20 @@ impl MlsApi for XmtpNode {
                 group_id: entry.group_id,
                 entry: entry.serialized_commit_log_entry,
                 signature: entry.signature.map(|signature| signature.encode_to_vec()),
+                signer: Vec::new(),
             })
             .collect();
-        self.node.publish_commit_log(entries).await.map_err(status)?;
+        self.node.publish_commit_log(entries).await?;
         Ok(Response::new(()))
     }
 
     async fn batch_query_commit_log(&self, request: Request<BatchQueryCommitLogRequest>) -> Reply<BatchQueryCommitLogResponse> {
-        let requests = request.into_inner().requests;
-        if requests.len() > super::MAX_KEYS_PER_CALL {
-            return Err(Status::invalid_argument(format!("at most {} groups per call", super::MAX_KEYS_PER_CALL)));
-        }
-        let mut responses = Vec::with_capacity(requests.len());
-        for query in requests {
-            let page = Page::from_proto(query.paging_info.as_ref());
-            let (entries, paging_info) = self.node.query_commit_log(&query.group_id, page).await.map_err(status)?;
+        let queries = request.into_inner().requests.into_iter().map(|query| (query.group_id, Page::from_proto(query.paging_info.as_ref()))).collect();
+        let answers = self.node.query_commit_logs(queries).await?;
+        let mut responses = Vec::with_capacity(answers.len());
+        for (group_id, entries, paging_info) in answers {
             responses.push(QueryCommitLogResponse {
-                group_id: query.group_id,
+                group_id,
                 commit_log_entries: entries
                     .into_iter()
                     .map(|entry| CommitLogEntry {
@@ -211,7 +297,7 @@ impl MlsApi for XmtpNode {
 
     async fn get_newest_group_message(&self, request: Request<GetNewestGroupMessageRequest>) -> Reply<GetNewestGroupMessageResponse> {
         let request = request.into_inner();
-        let newest = self.node.newest_group_messages(&request.group_ids, request.include_content).await.map_err(status)?;
+        let newest = self.node.newest_group_messages(&request.group_ids, request.include_content).await?;
         Ok(Response::new(GetNewestGroupMessageResponse {
             responses: newest.into_iter().map(|group_message| get_newest_group_message_response::Response { group_message }).collect(),
         }))
@@ -222,15 +308,15 @@ impl MlsApi for XmtpNode {
 impl IdentityApi for XmtpNode {
     async fn publish_identity_update(&self, request: Request<PublishIdentityUpdateRequest>) -> Reply<PublishIdentityUpdateResponse> {
         let update: IdentityUpdate = request.into_inner().identity_update.ok_or_else(|| Status::invalid_argument("IdentityUpdate is required"))?;
-        self.node.publish_identity_update(update).await.map_err(status)?;
+        self.node.publish_identity_update(update).await?;
         Ok(Response::new(PublishIdentityUpdateResponse {}))
     }
 
     async fn get_identity_updates(&self, request: Request<GetIdentityUpdatesRequest>) -> Reply<GetIdentityUpdatesResponse> {
         let requests: Vec<(String, u64)> = request.into_inner().requests.into_iter().map(|query| (query.inbox_id, query.sequence_id)).collect();
-        let logs = self.node.identity_updates(&requests).await.map_err(status)?;
-        let mut responses = Vec::with_capacity(requests.len());
-        for ((inbox_id, _), log) in requests.into_iter().zip(logs) {
+        let logs = self.node.identity_updates(&requests).await?;
+        let mut responses = Vec::with_capacity(logs.len());
+        for (inbox_id, log) in logs {
             let mut updates = Vec::with_capacity(log.len());
             for entry in log {
                 let update = IdentityUpdate::decode(entry.update_bytes.as_slice()).map_err(|error| {
@@ -253,7 +339,7 @@ impl IdentityApi for XmtpNode {
         // Only Ethereum identifiers are indexed; other kinds resolve to no inbox.
         let is_ethereum = |kind: i32| matches!(IdentifierKind::try_from(kind), Ok(IdentifierKind::Ethereum | IdentifierKind::Unspecified) | Err(_));
         let addresses: Vec<String> = requests.iter().filter(|query| is_ethereum(query.identifier_kind)).map(|query| query.identifier.clone()).collect();
-        let mut inbox_ids = self.node.inbox_ids(&addresses).await.map_err(status)?.into_iter();
+        let mut inbox_ids = self.node.inbox_ids(&addresses).await?.into_iter();
         let responses = requests
             .into_iter()
             .map(|query| {

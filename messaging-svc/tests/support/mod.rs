@@ -190,6 +190,19 @@ pub fn group_messages(group_id: &[u8], count: usize) -> Vec<Vec<u8>> {
     messages
 }
 
+/// One application message of `size` bytes of content in a fresh group, framed as libxmtp
+/// sends it.
+pub fn big_group_message(group_id: &[u8], size: usize) -> Vec<u8> {
+    let provider = OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(CS.signature_algorithm()).unwrap();
+    let credential: Credential = BasicCredential::new(b"member".to_vec()).into();
+    let with_key = CredentialWithKey { credential, signature_key: signer.public().to_vec().into() };
+    let config = MlsGroupCreateConfig::builder().ciphersuite(CS).wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY).build();
+    let mut group = MlsGroup::new_with_group_id(&provider, &signer, &config, GroupId::from_slice(group_id), with_key).unwrap();
+    let message = group.create_message(&provider, &signer, &vec![b'x'; size]).unwrap();
+    message.tls_serialize_detached().unwrap()
+}
+
 /// An installation's MLS signature key (its installation key).
 pub fn installation_signer() -> SignatureKeyPair {
     SignatureKeyPair::new(CS.signature_algorithm()).unwrap()

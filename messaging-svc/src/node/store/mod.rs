@@ -77,7 +77,10 @@ pub struct InboxPosition {
 pub struct NewCommitLogEntry {
     pub group_id: Vec<u8>,
     pub entry: Vec<u8>,
+    /// The encoded `RecoverableEd25519Signature`.
     pub signature: Option<Vec<u8>>,
+    /// The Ed25519 public key that signed the entry (checked before it reaches the store).
+    pub signer: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +100,18 @@ pub enum Direction {
     Descending,
 }
 
+/// Rows read within a byte budget: at least one row when any exists, then rows while the
+/// running total stays within the budget. `cut` tells that more rows were left unread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Budgeted<T> {
+    pub items: Vec<T>,
+    pub cut: bool,
+}
+
+/// The bytes a stored item adds to a reply: its payloads plus a fixed allowance for the
+/// envelope (ids, timestamps, field tags).
+pub const ENVELOPE_BYTES: usize = 64;
+
 /// A store failure the node can act on; anything else is `Database`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,6 +119,12 @@ pub enum StoreError {
     /// another inbox.
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// What was asked for does not fit the byte budget of one reply.
+    #[error("the reply would exceed {0} bytes")]
+    OverBudget(usize),
+    /// A per-topic bound is reached (the group's commit log is full).
+    #[error("{0}")]
+    Full(&'static str),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -117,15 +138,24 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     /// was registered for another inbox, or when the package expires before the stored one (an
     /// old package replayed).
     async fn upsert_key_package(&self, installation_key: &[u8], inbox_id: &str, key_package: &[u8], not_after: i64, now_ms: i64) -> StoreResult<()>;
-    /// The latest key package of each installation key that has one.
-    async fn key_packages(&self, installation_keys: &[Vec<u8>]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The latest key package of each installation key that has one; `OverBudget` when they
+    /// add up to more than `max_bytes`.
+    async fn key_packages(&self, installation_keys: &[Vec<u8>], max_bytes: usize) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// Stores group messages atomically; a message already stored is skipped. Returns the
     /// stored ones, in id order.
     async fn insert_group_messages(&self, messages: &[NewGroupMessage], created_ns: i64) -> StoreResult<Vec<Inserted<StoredGroupMessage>>>;
-    async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredGroupMessage>>;
-    /// The newest message of each group, in request order.
-    async fn newest_group_messages(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<Option<StoredGroupMessage>>>;
+    /// A page of a group's messages: at most `limit`, and no more bytes than `max_bytes`
+    /// (but at least one message).
+    async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredGroupMessage>>;
+    /// The newest message of each group (their content only when `with_content`), keyed by
+    /// group id; `OverBudget` when they add up to more than `max_bytes`.
+    async fn newest_group_messages(
+        &self,
+        group_ids: &[Vec<u8>],
+        with_content: bool,
+        max_bytes: usize,
+    ) -> StoreResult<std::collections::HashMap<Vec<u8>, StoredGroupMessage>>;
     /// The last message id of each group (0 when empty), in request order.
     async fn group_heads(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<i64>>;
     /// The last welcome id of each installation (0 when none), in request order.
@@ -133,7 +163,8 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
 
     /// Stores welcomes atomically; a welcome already stored is skipped.
     async fn insert_welcomes(&self, welcomes: &[NewWelcome], created_ns: i64) -> StoreResult<Vec<Inserted<StoredWelcome>>>;
-    async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredWelcome>>;
+    /// A page of an installation's welcomes, bounded like [`NodeStore::group_messages`].
+    async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredWelcome>>;
 
     /// The log of an inbox, oldest first, and its position as of that log (`None` before the
     /// first update).
@@ -149,13 +180,18 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
         unlinked_addresses: &[String],
         server_timestamp_ns: i64,
     ) -> StoreResult<StoredIdentityUpdate>;
-    /// For each `(inbox, sequence id)`, the updates after that sequence id, oldest first.
-    async fn identity_updates_after(&self, requests: &[(String, i64)]) -> StoreResult<Vec<Vec<StoredIdentityUpdate>>>;
+    /// For each `(inbox, sequence id)` (distinct inboxes), the updates after that sequence id,
+    /// oldest first; `OverBudget` when they add up to more than `max_bytes`.
+    async fn identity_updates_after(&self, requests: &[(String, i64)], max_bytes: usize) -> StoreResult<Vec<Vec<StoredIdentityUpdate>>>;
     /// The inbox each (lowercase) address currently belongs to.
     async fn inbox_ids(&self, addresses: &[String]) -> StoreResult<Vec<Option<String>>>;
 
-    async fn insert_commit_log(&self, entries: &[NewCommitLogEntry]) -> StoreResult<Vec<StoredCommitLogEntry>>;
-    async fn commit_log(&self, group_id: &[u8], cursor: i64, limit: u32) -> StoreResult<Vec<StoredCommitLogEntry>>;
+    /// Appends commit-log entries atomically. A group's log accepts the signer of its first
+    /// entry only: entries by other signers are skipped (readers would skip them too). `Full`
+    /// when a group would hold more than `max_per_group` entries. Returns the stored ones.
+    async fn insert_commit_log(&self, entries: &[NewCommitLogEntry], max_per_group: i64) -> StoreResult<Vec<StoredCommitLogEntry>>;
+    /// A page of a group's commit log, oldest first, bounded like [`NodeStore::group_messages`].
+    async fn commit_log(&self, group_id: &[u8], cursor: i64, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredCommitLogEntry>>;
 }
 
 /// The store of a connected database.

@@ -19,16 +19,66 @@ macro_rules! node_store {
 
         use async_trait::async_trait;
         use clawx_common::storage::placeholders;
+        use futures::TryStreamExt;
         use sqlx::Row;
 
         use $crate::node::store::{
-            Direction, InboxPosition, Inserted, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError, StoreResult,
-            StoredCommitLogEntry, StoredGroupMessage, StoredIdentityUpdate, StoredWelcome,
+            Budgeted, Direction, ENVELOPE_BYTES, InboxPosition, Inserted, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError,
+            StoreResult, StoredCommitLogEntry, StoredGroupMessage, StoredIdentityUpdate, StoredWelcome,
             sql::content_hash,
         };
 
         type DbRow = <$db as sqlx::Database>::Row;
         type Tx = sqlx::Transaction<'static, $db>;
+        type DbQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
+
+        /// Reads rows one at a time, converting each into an item and its reply size, and stops
+        /// before the item that would take the total past `max_bytes` (the first item is always
+        /// kept), so a reply never holds more than its budget in memory.
+        async fn fetch_within<T>(
+            pool: &sqlx::Pool<$db>,
+            query: DbQuery<'_>,
+            max_bytes: usize,
+            convert: impl Fn(&DbRow) -> Result<(T, usize), sqlx::Error>,
+        ) -> StoreResult<Budgeted<T>> {
+            let mut rows = query.fetch(pool);
+            let mut items = Vec::new();
+            let mut total = 0usize;
+            while let Some(row) = rows.try_next().await? {
+                let (item, size) = convert(&row)?;
+                total = total.saturating_add(size);
+                if total > max_bytes && !items.is_empty() {
+                    return Ok(Budgeted { items, cut: true });
+                }
+                items.push(item);
+            }
+            Ok(Budgeted { items, cut: false })
+        }
+
+        /// [`fetch_within`] for replies that must be whole: `OverBudget` instead of a cut.
+        async fn fetch_all_within<T>(
+            pool: &sqlx::Pool<$db>,
+            query: DbQuery<'_>,
+            max_bytes: usize,
+            convert: impl Fn(&DbRow) -> Result<(T, usize), sqlx::Error>,
+        ) -> StoreResult<Vec<T>> {
+            let mut rows = query.fetch(pool);
+            let mut items = Vec::new();
+            let mut total = 0usize;
+            while let Some(row) = rows.try_next().await? {
+                let (item, size) = convert(&row)?;
+                total = total.saturating_add(size);
+                if total > max_bytes {
+                    return Err(StoreError::OverBudget(max_bytes));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn message_size(message: &StoredGroupMessage) -> usize {
+            message.data.len() + message.sender_hmac.len() + message.group_id.len() + ENVELOPE_BYTES
+        }
 
         const MESSAGE_COLUMNS: &str = "id, group_id, created_ns, data, sender_hmac, should_push, is_commit";
 
@@ -152,7 +202,7 @@ macro_rules! node_store {
                 Ok(())
             }
 
-            async fn key_packages(&self, installation_keys: &[Vec<u8>]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            async fn key_packages(&self, installation_keys: &[Vec<u8>], max_bytes: usize) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
                 if installation_keys.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -165,12 +215,13 @@ macro_rules! node_store {
                 for key in installation_keys {
                     query = query.bind(key);
                 }
-                let rows = query.fetch_all(&self.pool).await?;
-                let mut found = Vec::with_capacity(rows.len());
-                for row in rows {
-                    found.push((row.try_get("installation_key")?, row.try_get("key_package")?));
-                }
-                Ok(found)
+                fetch_all_within(&self.pool, query, max_bytes, |row| {
+                    let key: Vec<u8> = row.try_get("installation_key")?;
+                    let key_package: Vec<u8> = row.try_get("key_package")?;
+                    let size = key_package.len() + ENVELOPE_BYTES;
+                    Ok(((key, key_package), size))
+                })
+                .await
             }
 
             async fn insert_group_messages(&self, messages: &[NewGroupMessage], created_ns: i64) -> StoreResult<Vec<Inserted<StoredGroupMessage>>> {
@@ -222,28 +273,42 @@ macro_rules! node_store {
                 Ok(inserted)
             }
 
-            async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredGroupMessage>> {
+            async fn group_messages(
+                &self,
+                group_id: &[u8],
+                cursor: i64,
+                direction: Direction,
+                limit: u32,
+                max_bytes: usize,
+            ) -> StoreResult<Budgeted<StoredGroupMessage>> {
                 let statement = match direction {
                     Direction::Ascending => format!("SELECT {MESSAGE_COLUMNS} FROM xmtp_group_messages WHERE group_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3"),
                     Direction::Descending => format!(
                         "SELECT {MESSAGE_COLUMNS} FROM xmtp_group_messages WHERE group_id = $1 AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3"
                     ),
                 };
-                let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .bind(group_id)
-                    .bind(cursor)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().map(message_from_row).collect::<Result<_, _>>()?)
+                let query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(group_id).bind(cursor).bind(i64::from(limit));
+                fetch_within(&self.pool, query, max_bytes, |row| {
+                    let message = message_from_row(row)?;
+                    let size = message_size(&message);
+                    Ok((message, size))
+                })
+                .await
             }
 
-            async fn newest_group_messages(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<Option<StoredGroupMessage>>> {
+            async fn newest_group_messages(
+                &self,
+                group_ids: &[Vec<u8>],
+                with_content: bool,
+                max_bytes: usize,
+            ) -> StoreResult<std::collections::HashMap<Vec<u8>, StoredGroupMessage>> {
                 if group_ids.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(std::collections::HashMap::new());
                 }
+                // Without content the payload is never read from disk.
+                let data = if with_content { "m.data" } else { "m.sender_hmac AS data" };
                 let statement = format!(
-                    "SELECT m.id, m.group_id, m.created_ns, m.data, m.sender_hmac, m.should_push, m.is_commit \
+                    "SELECT m.id, m.group_id, m.created_ns, {data}, m.sender_hmac, m.should_push, m.is_commit \
                      FROM xmtp_groups g JOIN xmtp_group_messages m ON m.id = g.last_message_id WHERE g.group_id IN ({})",
                     placeholders(1, group_ids.len())
                 );
@@ -251,13 +316,16 @@ macro_rules! node_store {
                 for group_id in group_ids {
                     query = query.bind(group_id);
                 }
-                let rows = query.fetch_all(&self.pool).await?;
-                let mut newest = std::collections::HashMap::with_capacity(rows.len());
-                for row in &rows {
-                    let message = message_from_row(row)?;
-                    newest.insert(message.group_id.clone(), message);
-                }
-                Ok(group_ids.iter().map(|group_id| newest.get(group_id).cloned()).collect())
+                let newest = fetch_all_within(&self.pool, query, max_bytes, |row| {
+                    let mut message = message_from_row(row)?;
+                    if !with_content {
+                        message.data = Vec::new();
+                    }
+                    let size = message_size(&message);
+                    Ok((message, size))
+                })
+                .await?;
+                Ok(newest.into_iter().map(|message| (message.group_id.clone(), message)).collect())
             }
 
             async fn group_heads(&self, group_ids: &[Vec<u8>]) -> StoreResult<Vec<i64>> {
@@ -316,7 +384,14 @@ macro_rules! node_store {
                 Ok(inserted)
             }
 
-            async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32) -> StoreResult<Vec<StoredWelcome>> {
+            async fn welcomes(
+                &self,
+                installation_key: &[u8],
+                cursor: i64,
+                direction: Direction,
+                limit: u32,
+                max_bytes: usize,
+            ) -> StoreResult<Budgeted<StoredWelcome>> {
                 let statement = match direction {
                     Direction::Ascending => {
                         "SELECT id, installation_key, created_ns, message FROM xmtp_welcomes WHERE installation_key = $1 AND id > $2 ORDER BY id ASC LIMIT $3"
@@ -326,13 +401,13 @@ macro_rules! node_store {
                          ORDER BY id DESC LIMIT $3"
                     }
                 };
-                let rows = sqlx::query(statement)
-                    .bind(installation_key)
-                    .bind(cursor)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().map(welcome_from_row).collect::<Result<_, _>>()?)
+                let query = sqlx::query(statement).bind(installation_key).bind(cursor).bind(i64::from(limit));
+                fetch_within(&self.pool, query, max_bytes, |row| {
+                    let welcome = welcome_from_row(row)?;
+                    let size = welcome.message.len() + ENVELOPE_BYTES;
+                    Ok((welcome, size))
+                })
+                .await
             }
 
             async fn identity_log(&self, inbox_id: &str) -> StoreResult<(Option<InboxPosition>, Vec<StoredIdentityUpdate>)> {
@@ -425,30 +500,35 @@ macro_rules! node_store {
                 Ok(StoredIdentityUpdate { sequence_id, inbox_id: inbox_id.to_string(), server_timestamp_ns, update_bytes: update_bytes.to_vec() })
             }
 
-            async fn identity_updates_after(&self, requests: &[(String, i64)]) -> StoreResult<Vec<Vec<StoredIdentityUpdate>>> {
+            async fn identity_updates_after(&self, requests: &[(String, i64)], max_bytes: usize) -> StoreResult<Vec<Vec<StoredIdentityUpdate>>> {
                 if requests.is_empty() {
                     return Ok(Vec::new());
                 }
-                // One query for every inbox asked for; filtered by each inbox's cursor below.
+                // One query for every inbox asked for, each from its own cursor.
+                let conditions: Vec<String> = (0..requests.len())
+                    .map(|index| format!("(inbox_id = ${} AND sequence_id > ${})", 2 * index + 1, 2 * index + 2))
+                    .collect();
                 let statement = format!(
-                    "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates \
-                     WHERE inbox_id IN ({}) ORDER BY sequence_id",
-                    placeholders(1, requests.len())
+                    "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates WHERE {} ORDER BY sequence_id",
+                    conditions.join(" OR ")
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                for (inbox_id, _) in requests {
-                    query = query.bind(inbox_id);
+                for (inbox_id, after) in requests {
+                    query = query.bind(inbox_id).bind(after);
                 }
+                let updates = fetch_all_within(&self.pool, query, max_bytes, |row| {
+                    let update = update_from_row(row)?;
+                    let size = update.update_bytes.len() + update.inbox_id.len() + ENVELOPE_BYTES;
+                    Ok((update, size))
+                })
+                .await?;
                 let mut by_inbox: std::collections::HashMap<String, Vec<StoredIdentityUpdate>> = std::collections::HashMap::new();
-                for row in query.fetch_all(&self.pool).await? {
-                    let update = update_from_row(&row)?;
+                for update in updates {
                     by_inbox.entry(update.inbox_id.clone()).or_default().push(update);
                 }
                 Ok(requests
                     .iter()
-                    .map(|(inbox_id, after)| {
-                        by_inbox.get(inbox_id).map(|log| log.iter().filter(|update| update.sequence_id > *after).cloned().collect()).unwrap_or_default()
-                    })
+                    .map(|(inbox_id, _)| by_inbox.remove(inbox_id).unwrap_or_default())
                     .collect())
             }
 
@@ -478,11 +558,30 @@ macro_rules! node_store {
                 Ok(addresses.iter().map(|address| newest.get(address).map(|(_, inbox_id)| inbox_id.clone())).collect())
             }
 
-            async fn insert_commit_log(&self, entries: &[NewCommitLogEntry]) -> StoreResult<Vec<StoredCommitLogEntry>> {
+            async fn insert_commit_log(&self, entries: &[NewCommitLogEntry], max_per_group: i64) -> StoreResult<Vec<StoredCommitLogEntry>> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 let mut last = lock_groups(&mut tx, entries.iter().map(|entry| entry.group_id.clone())).await?;
+                // Read under the group locks taken above, so concurrent appends agree on the
+                // signer and cannot pass the cap.
+                let mut groups: BTreeMap<Vec<u8>, (Option<Vec<u8>>, i64)> = BTreeMap::new();
+                for group_id in last.keys() {
+                    let row = sqlx::query("SELECT commit_log_public_key, commit_log_count FROM xmtp_groups WHERE group_id = $1")
+                        .bind(group_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    groups.insert(group_id.clone(), (row.try_get("commit_log_public_key")?, row.try_get("commit_log_count")?));
+                }
                 let mut stored = Vec::with_capacity(entries.len());
                 for entry in entries {
+                    let (signer, count) = groups.get_mut(&entry.group_id).expect("locked above");
+                    if signer.as_ref().is_some_and(|signer| *signer != entry.signer) {
+                        continue;
+                    }
+                    if *count >= max_per_group {
+                        return Err(StoreError::Full("the group's commit log is full"));
+                    }
+                    signer.get_or_insert_with(|| entry.signer.clone());
+                    *count += 1;
                     let id = next_id(&mut tx).await?;
                     sqlx::query("INSERT INTO xmtp_commit_log (id, group_id, entry, signature) VALUES ($1, $2, $3, $4)")
                         .bind(id)
@@ -495,24 +594,33 @@ macro_rules! node_store {
                     stored.push(StoredCommitLogEntry { id, group_id: entry.group_id.clone(), entry: entry.entry.clone(), signature: entry.signature.clone() });
                 }
                 for (group_id, (_, last_commit_log_id)) in &last {
-                    sqlx::query("UPDATE xmtp_groups SET last_commit_log_id = $2 WHERE group_id = $1 AND last_commit_log_id < $2")
-                        .bind(group_id)
-                        .bind(last_commit_log_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let (signer, count) = &groups[group_id];
+                    sqlx::query(
+                        "UPDATE xmtp_groups SET last_commit_log_id = CASE WHEN last_commit_log_id < $2 THEN $2 ELSE last_commit_log_id END, \
+                         commit_log_public_key = $3, commit_log_count = $4 WHERE group_id = $1",
+                    )
+                    .bind(group_id)
+                    .bind(last_commit_log_id)
+                    .bind(signer)
+                    .bind(count)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(stored)
             }
 
-            async fn commit_log(&self, group_id: &[u8], cursor: i64, limit: u32) -> StoreResult<Vec<StoredCommitLogEntry>> {
-                let rows = sqlx::query("SELECT id, group_id, entry, signature FROM xmtp_commit_log WHERE group_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3")
+            async fn commit_log(&self, group_id: &[u8], cursor: i64, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredCommitLogEntry>> {
+                let query = sqlx::query("SELECT id, group_id, entry, signature FROM xmtp_commit_log WHERE group_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3")
                     .bind(group_id)
                     .bind(cursor)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().map(commit_log_from_row).collect::<Result<_, _>>()?)
+                    .bind(i64::from(limit));
+                fetch_within(&self.pool, query, max_bytes, |row| {
+                    let entry = commit_log_from_row(row)?;
+                    let size = entry.entry.len() + entry.signature.as_ref().map_or(0, Vec::len) + ENVELOPE_BYTES;
+                    Ok((entry, size))
+                })
+                .await
             }
         }
     };

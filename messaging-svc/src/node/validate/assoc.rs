@@ -103,6 +103,8 @@ pub enum AssocError {
     NoActions,
     #[error("identity update has too many actions ({0})")]
     TooManyActions(usize),
+    #[error("identity update has a text field longer than {0} bytes")]
+    FieldTooLong(usize),
     #[error("inbox log is full")]
     LogFull,
     #[error("replay detected (re-encoded signature)")]
@@ -274,6 +276,66 @@ fn verify_sig(s: &pb::Signature, text: &str) -> Result<VerifiedSig, AssocError> 
         }
         signature::Signature::Erc6492(_) | signature::Signature::DelegatedErc191(_) => unreachable!("rejected by policy"),
     }
+}
+
+/// Longest free-form text the node stores from an identity update: relying parties and
+/// identifier strings. They are not covered by any signature, so they are bounded here.
+pub const MAX_FREE_FORM_BYTES: usize = 256;
+
+/// Refuses free-form fields longer than [`MAX_FREE_FORM_BYTES`] anywhere in an update.
+pub fn check_free_form_fields(u: &pb::IdentityUpdate) -> Result<(), AssocError> {
+    fn bounded(text: &str) -> Result<(), AssocError> {
+        if text.len() > MAX_FREE_FORM_BYTES {
+            return Err(AssocError::FieldTooLong(MAX_FREE_FORM_BYTES));
+        }
+        Ok(())
+    }
+    fn bounded_member(member: Option<&pb::MemberIdentifier>) -> Result<(), AssocError> {
+        match member.and_then(|member| member.kind.as_ref()) {
+            Some(member_identifier::Kind::EthereumAddress(address)) => bounded(address),
+            Some(member_identifier::Kind::InstallationPublicKey(key)) if key.len() > MAX_FREE_FORM_BYTES => {
+                Err(AssocError::FieldTooLong(MAX_FREE_FORM_BYTES))
+            }
+            Some(member_identifier::Kind::Passkey(passkey)) => {
+                if passkey.key.len() > MAX_FREE_FORM_BYTES {
+                    return Err(AssocError::FieldTooLong(MAX_FREE_FORM_BYTES));
+                }
+                passkey.relying_party.as_deref().map_or(Ok(()), bounded)
+            }
+            _ => Ok(()),
+        }
+    }
+    for action in &u.actions {
+        match action.kind.as_ref() {
+            Some(identity_action::Kind::CreateInbox(create)) => {
+                bounded(&create.initial_identifier)?;
+                create.relying_party.as_deref().map_or(Ok(()), bounded)?;
+            }
+            Some(identity_action::Kind::Add(add)) => {
+                bounded_member(add.new_member_identifier.as_ref())?;
+                add.relying_party.as_deref().map_or(Ok(()), bounded)?;
+            }
+            Some(identity_action::Kind::Revoke(revoke)) => bounded_member(revoke.member_to_revoke.as_ref())?,
+            Some(identity_action::Kind::ChangeRecoveryAddress(change)) => {
+                bounded(&change.new_recovery_identifier)?;
+                change.relying_party.as_deref().map_or(Ok(()), bounded)?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Signatures an update asks the node to verify: what replaying it costs.
+pub fn signature_count(u: &pb::IdentityUpdate) -> usize {
+    u.actions
+        .iter()
+        .map(|action| match action.kind.as_ref() {
+            Some(identity_action::Kind::Add(_)) => 2,
+            Some(_) => 1,
+            None => 0,
+        })
+        .sum()
 }
 
 /// Decode + verify every signature against the update's one signature text

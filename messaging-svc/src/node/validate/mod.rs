@@ -6,6 +6,7 @@
 //! cannot verify them.
 
 pub mod assoc;
+pub mod commitlog;
 pub mod keypackage;
 pub mod mlsmsg;
 pub mod sig;

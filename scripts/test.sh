@@ -170,6 +170,9 @@ cargo build -q -p clawx
 log "XMTP interop with real @xmtp/node-sdk clients: clawx serve roles (PostgreSQL + Redis)"
 "$ROOT/scripts/interop.sh" serve || FAILED="$FAILED interop-serve"
 
+log "replaying abusive XMTP requests against clawx dev (memory must stay bounded)"
+"$ROOT/scripts/abuse.sh" || FAILED="$FAILED abuse"
+
 if [ -n "$FAILED" ]; then
   log "FAILED:$FAILED"
   exit 1

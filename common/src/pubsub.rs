@@ -28,8 +28,9 @@ pub enum Event {
 }
 
 /// Events buffered per channel for its slowest subscriber; one that falls further behind gets
-/// [`Event::Gap`] and re-reads from the source of truth.
-const SUBSCRIBER_BUFFER: usize = 64;
+/// [`Event::Gap`] and re-reads from the source of truth. Small, because every watched channel
+/// allocates it up front (XMTP clients watch thousands).
+const SUBSCRIBER_BUFFER: usize = 16;
 
 pub struct Hub {
     channels: Mutex<HashMap<String, broadcast::Sender<Event>>>,

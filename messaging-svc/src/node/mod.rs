@@ -354,8 +354,11 @@ impl Node {
         check_key_count(installation_keys.len(), MAX_KEY_PACKAGE_QUERIES_PER_CALL, "installation keys")?;
         let distinct: Vec<Vec<u8>> = distinct_keys(installation_keys.iter().map(|key| (key.clone(), 0))).into_iter().map(|(key, _)| key).collect();
         let mut found = HashMap::new();
+        let mut remaining = self.limits.max_reply_bytes;
         for chunk in distinct.chunks(IN_LIST_CHUNK) {
-            found.extend(self.store.key_packages(chunk, self.limits.max_reply_bytes).await?);
+            let packages = self.store.key_packages(chunk, remaining).await?;
+            remaining = remaining.saturating_sub(packages.iter().map(|(_, package)| package.len() + ENVELOPE_BYTES).sum());
+            found.extend(packages);
         }
         check_reply_size(installation_keys.iter().map(|key| found.get(key).map_or(0, Vec::len) + 8), self.limits.max_reply_bytes)?;
         Ok(installation_keys.iter().map(|key| found.get(key).cloned().unwrap_or_default()).collect())
@@ -422,8 +425,11 @@ impl Node {
         check_key_count(group_ids.len(), MAX_NEWEST_MESSAGE_QUERIES_PER_CALL, "groups")?;
         let distinct: Vec<Vec<u8>> = distinct_keys(group_ids.iter().map(|key| (key.clone(), 0))).into_iter().map(|(key, _)| key).collect();
         let mut newest = HashMap::new();
+        let mut remaining = self.limits.max_reply_bytes;
         for chunk in distinct.chunks(IN_LIST_CHUNK) {
-            newest.extend(self.store.newest_group_messages(chunk, include_content, self.limits.max_reply_bytes).await?);
+            let found = self.store.newest_group_messages(chunk, include_content, remaining).await?;
+            remaining = remaining.saturating_sub(found.values().map(|message| message.data.len() + message.sender_hmac.len() + message.group_id.len() + ENVELOPE_BYTES).sum());
+            newest.extend(found);
         }
         let size = |group_id: &Vec<u8>| newest.get(group_id).map_or(8, |message: &StoredGroupMessage| message.data.len() + message.sender_hmac.len() + group_id.len() + ENVELOPE_BYTES);
         check_reply_size(group_ids.iter().map(size), self.limits.max_reply_bytes)?;

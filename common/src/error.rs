@@ -67,6 +67,8 @@ error_codes! {
     HandleTaken => ("HANDLE_TAKEN", AlreadyExists, 409),
     AlreadyRegistered => ("ALREADY_REGISTERED", AlreadyExists, 409),
     NotRegistered => ("NOT_REGISTERED", FailedPrecondition, 403),
+    // credential management (API keys, wallets, domains) refuses signed-expiry requests
+    ApiKeyRequired => ("API_KEY_REQUIRED", PermissionDenied, 403),
     LastKey => ("LAST_KEY", FailedPrecondition, 400),
     WalletAlreadyLinked => ("WALLET_ALREADY_LINKED", AlreadyExists, 409),
     ChallengeInvalid => ("CHALLENGE_INVALID", InvalidArgument, 400),

@@ -1,6 +1,6 @@
 //! gRPC adapter of the identity service: unwraps requests, calls the domain, converts results.
 
-use clawx_common::{AuthMethod, Principal, ServiceContext, ServiceError, auth::principal_of};
+use clawx_common::{AuthMethod, ErrorCode, Principal, ServiceContext, ServiceError, auth::principal_of};
 use clawx_proto::{
     common::{GetStatusRequest, ServiceStatus},
     identity::{self as pb, identity_service_server::IdentityService},
@@ -25,6 +25,22 @@ impl IdentityGrpc {
 
 fn account_of<T>(request: &Request<T>) -> Result<i64, Status> {
     principal_of(request).require_account().map_err(Status::from)
+}
+
+/// The account of a call that manages credentials (API keys, wallets, domains). Those need an
+/// API key: a signed-expiry request is a bearer token valid for up to 30 days, and must not
+/// mint or drop credentials that outlive it (`API_KEY_REQUIRED`).
+fn api_key_account_of<T>(request: &Request<T>) -> Result<i64, Status> {
+    let principal = principal_of(request);
+    let account_id = principal.require_account()?;
+    if principal.method != AuthMethod::ApiKey {
+        return Err(ServiceError::new(
+            ErrorCode::ApiKeyRequired,
+            "managing API keys, wallets and domains needs an API key; a signed-expiry request cannot",
+        )
+        .into());
+    }
+    Ok(account_id)
 }
 
 /// Calls meant for other Clawx services only (the gateway never mints service principals for
@@ -142,7 +158,7 @@ impl IdentityService for IdentityGrpc {
     }
 
     async fn create_api_key(&self, request: Request<pb::CreateApiKeyRequest>) -> Reply<pb::CreateApiKeyResponse> {
-        let account_id = account_of(&request)?;
+        let account_id = api_key_account_of(&request)?;
         let (key, secret) = self.identity.create_key(account_id, &request.into_inner().name).await?;
         Ok(Response::new(pb::CreateApiKeyResponse { key: Some(api_key(key)), api_key: secret }))
     }
@@ -154,7 +170,7 @@ impl IdentityService for IdentityGrpc {
     }
 
     async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> Reply<pb::RevokeApiKeyResponse> {
-        let account_id = account_of(&request)?;
+        let account_id = api_key_account_of(&request)?;
         self.identity.revoke_key(account_id, &request.into_inner().id).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
@@ -170,7 +186,7 @@ impl IdentityService for IdentityGrpc {
     }
 
     async fn link_wallet(&self, request: Request<pb::LinkWalletRequest>) -> Reply<pb::LinkedWallet> {
-        let account_id = account_of(&request)?;
+        let account_id = api_key_account_of(&request)?;
         let message = request.into_inner();
         let linked = self.identity.link_wallet(account_id, &message.address, &message.message, &message.signature).await?;
         Ok(Response::new(wallet(linked)))
@@ -183,13 +199,13 @@ impl IdentityService for IdentityGrpc {
     }
 
     async fn unlink_wallet(&self, request: Request<pb::UnlinkWalletRequest>) -> Reply<pb::UnlinkWalletResponse> {
-        let account_id = account_of(&request)?;
+        let account_id = api_key_account_of(&request)?;
         self.identity.unlink_wallet(account_id, &request.into_inner().address).await?;
         Ok(Response::new(pb::UnlinkWalletResponse {}))
     }
 
     async fn claim_domain(&self, request: Request<pb::ClaimDomainRequest>) -> Reply<pb::Domain> {
-        let account_id = account_of(&request)?;
+        let account_id = api_key_account_of(&request)?;
         Ok(Response::new(domain(self.identity.claim_domain(account_id, &request.into_inner().name).await?)))
     }
 
@@ -200,7 +216,7 @@ impl IdentityService for IdentityGrpc {
     }
 
     async fn release_domain(&self, request: Request<pb::ReleaseDomainRequest>) -> Reply<pb::ReleaseDomainResponse> {
-        let account_id = account_of(&request)?;
+        let account_id = api_key_account_of(&request)?;
         self.identity.release_domain(account_id, &request.into_inner().name).await?;
         Ok(Response::new(pb::ReleaseDomainResponse {}))
     }

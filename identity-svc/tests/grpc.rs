@@ -458,3 +458,71 @@ async fn other_services_resolve_accounts() {
         harness.shutdown.cancel();
     }
 }
+
+/// The per-account caps (20 keys, 20 wallets, 20 domains) hold when requests race: the count
+/// and the insert happen in one transaction.
+#[tokio::test]
+async fn account_caps_hold_under_concurrent_requests() {
+    for harness in Harness::all().await {
+        let name = harness.name;
+        let alice = harness.create().await;
+        let outcomes = |results: Vec<Result<(), Status>>| {
+            let created = results.iter().filter(|result| result.is_ok()).count();
+            for result in &results {
+                if let Err(status) = result {
+                    assert_eq!(status.metadata().get("clawx-error-code").map(|v| v.to_str().unwrap()), Some("LIMIT_EXCEEDED"), "{name}: {status:?}");
+                }
+            }
+            created
+        };
+
+        // 60 key creations at once on an account holding one key: 19 succeed.
+        let creations = (0..60).map(|index| {
+            let mut client = harness.client.clone();
+            let request = harness.as_account(alice.account_id, pb::CreateApiKeyRequest { name: format!("k{index}") });
+            tokio::spawn(async move { client.create_api_key(request).await.map(|_| ()) })
+        });
+        let created = outcomes(futures::future::join_all(creations).await.into_iter().map(Result::unwrap).collect());
+        let keys = harness.client.clone().list_api_keys(harness.as_account(alice.account_id, pb::ListApiKeysRequest {})).await.unwrap().into_inner().keys;
+        assert_eq!((created, keys.len()), (19, 20), "{name}: keys");
+
+        // 60 domain claims at once: 20 succeed.
+        let claims = (0..60).map(|index| {
+            let mut client = harness.client.clone();
+            let request = harness.as_account(alice.account_id, pb::ClaimDomainRequest { name: format!("d{index}.crypto") });
+            tokio::spawn(async move { client.claim_domain(request).await.map(|_| ()) })
+        });
+        let claimed = outcomes(futures::future::join_all(claims).await.into_iter().map(Result::unwrap).collect());
+        let domains = harness.client.clone().list_domains(harness.as_account(alice.account_id, pb::ListDomainsRequest {})).await.unwrap().into_inner().domains;
+        assert_eq!((claimed, domains.len()), (20, 20), "{name}: domains");
+        // Claiming one it holds again is still fine at the cap.
+        harness.client.clone().claim_domain(harness.as_account(alice.account_id, pb::ClaimDomainRequest { name: "d1.crypto".into() })).await.unwrap();
+
+        // Wallets: 12 linked, then 10 signed challenges redeemed at once: 8 succeed.
+        for _ in 0..12 {
+            link(&harness, alice.account_id, &PrivateKeySigner::random()).await;
+        }
+        let mut requests = Vec::new();
+        for _ in 0..10 {
+            let wallet = PrivateKeySigner::random();
+            let address = wallet.address().to_checksum(None);
+            let challenge = harness
+                .client
+                .clone()
+                .get_wallet_challenge(harness.as_account(alice.account_id, pb::GetWalletChallengeRequest { address: address.clone() }))
+                .await
+                .unwrap()
+                .into_inner();
+            requests.push(pb::LinkWalletRequest { address, message: challenge.message.clone(), signature: sign(&wallet, &challenge.message) });
+        }
+        let links = requests.into_iter().map(|request| {
+            let mut client = harness.client.clone();
+            let request = harness.as_account(alice.account_id, request);
+            tokio::spawn(async move { client.link_wallet(request).await.map(|_| ()) })
+        });
+        let linked = outcomes(futures::future::join_all(links).await.into_iter().map(Result::unwrap).collect());
+        let wallets = harness.client.clone().list_wallets(harness.as_account(alice.account_id, pb::ListWalletsRequest {})).await.unwrap().into_inner().wallets;
+        assert_eq!((linked, wallets.len()), (8, 20), "{name}: wallets");
+        harness.shutdown.cancel();
+    }
+}

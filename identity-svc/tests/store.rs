@@ -88,7 +88,7 @@ async fn accounts_keys_and_handles() {
         assert!(store.accounts_by_id(&[]).await.unwrap().is_empty());
 
         // Keys: create, list, touch, revoke (never the last one).
-        let second = store.create_api_key(alice.id, &key("key_a2", "hash-a2"), 5_000).await.unwrap();
+        let second = store.create_api_key(alice.id, &key("key_a2", "hash-a2"), 5_000, 20).await.unwrap();
         assert_eq!(second.created_at, 5_000);
         store.touch_api_key("key_a2", 6_000).await.unwrap();
         let keys = store.list_api_keys(alice.id).await.unwrap();
@@ -99,7 +99,9 @@ async fn accounts_keys_and_handles() {
         assert_eq!(store.revoke_api_key(alice.id, "key_a").await.unwrap(), "hash-a");
         assert!(store.account_by_key_hash("hash-a").await.unwrap().is_none(), "{backend}: revoked");
         assert!(matches!(store.revoke_api_key(alice.id, "key_a2").await, Err(StoreError::LastKey)), "{backend}");
-        assert!(matches!(store.create_api_key(bob.id, &key("key_b2", "hash-a2"), 1).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.create_api_key(bob.id, &key("key_b2", "hash-a2"), 1, 20).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.create_api_key(bob.id, &key("key_b3", "hash-b3"), 1, 1).await, Err(StoreError::LimitExceeded)), "{backend}: cap");
+        assert!(matches!(store.create_api_key(9_999, &key("key_z", "hash-z"), 1, 20).await, Err(StoreError::NotFound)), "{backend}");
     }
 }
 
@@ -128,10 +130,13 @@ async fn wallets_challenges_and_domains() {
         assert!(store.take_challenge("n2").await.unwrap().is_none(), "{backend}: expired ones dropped");
 
         // Wallets: one owner each, idempotent for the owner.
-        let linked = store.link_wallet(alice.id, "0xFeEd", 50).await.unwrap();
+        let linked = store.link_wallet(alice.id, "0xFeEd", 50, 20).await.unwrap();
         assert_eq!((linked.address.as_str(), linked.account_id), ("0xFeEd", alice.id));
-        assert_eq!(store.link_wallet(alice.id, "0xfeed", 60).await.unwrap().linked_at, 50, "{backend}: idempotent");
-        assert!(matches!(store.link_wallet(bob.id, "0xFEED", 70).await, Err(StoreError::Conflict("wallet"))), "{backend}");
+        assert_eq!(store.link_wallet(alice.id, "0xfeed", 60, 20).await.unwrap().linked_at, 50, "{backend}: idempotent");
+        assert_eq!(store.link_wallet(alice.id, "0xfeed", 60, 1).await.unwrap().linked_at, 50, "{backend}: relinking at the cap");
+        assert!(matches!(store.link_wallet(alice.id, "0xbeef", 60, 1).await, Err(StoreError::LimitExceeded)), "{backend}: cap");
+        assert!(matches!(store.link_wallet(9_999, "0xbeef", 60, 20).await, Err(StoreError::NotFound)), "{backend}");
+        assert!(matches!(store.link_wallet(bob.id, "0xFEED", 70, 20).await, Err(StoreError::Conflict("wallet"))), "{backend}");
         assert_eq!(store.wallet_owner("0xfeed").await.unwrap(), Some(alice.id));
         assert_eq!(store.list_wallets(alice.id).await.unwrap().len(), 1);
         assert!(matches!(store.unlink_wallet(bob.id, "0xfeed").await, Err(StoreError::NotFound)));
@@ -141,9 +146,11 @@ async fn wallets_challenges_and_domains() {
         // Domains: handles and claimed names both resolve.
         assert_eq!(store.account_for_domain("alice").await.unwrap(), Some(alice.id));
         assert_eq!(store.account_for_domain("nobody").await.unwrap(), None);
-        store.claim_domain(bob.id, "bob.crypto", 5).await.unwrap();
-        assert_eq!(store.claim_domain(bob.id, "bob.crypto", 6).await.unwrap().claimed_at, 5);
-        assert!(matches!(store.claim_domain(alice.id, "bob.crypto", 7).await, Err(StoreError::Conflict("domain"))), "{backend}");
+        store.claim_domain(bob.id, "bob.crypto", 5, 20).await.unwrap();
+        assert_eq!(store.claim_domain(bob.id, "bob.crypto", 6, 20).await.unwrap().claimed_at, 5);
+        assert_eq!(store.claim_domain(bob.id, "bob.crypto", 6, 1).await.unwrap().claimed_at, 5, "{backend}: reclaiming at the cap");
+        assert!(matches!(store.claim_domain(bob.id, "bob2.crypto", 6, 1).await, Err(StoreError::LimitExceeded)), "{backend}: cap");
+        assert!(matches!(store.claim_domain(alice.id, "bob.crypto", 7, 20).await, Err(StoreError::Conflict("domain"))), "{backend}");
         assert_eq!(store.account_for_domain("bob.crypto").await.unwrap(), Some(bob.id));
         assert_eq!(store.list_domains(bob.id).await.unwrap().len(), 1);
         assert!(matches!(store.release_domain(alice.id, "bob.crypto").await, Err(StoreError::NotFound)));
@@ -157,7 +164,7 @@ async fn concurrent_revocations_keep_one_key() {
     for (backend, store, _db) in stores().await {
         let alice = store.create_account(account("0xA1", "key_1", "hash-1")).await.unwrap();
         for index in 2..=4 {
-            store.create_api_key(alice.id, &key(&format!("key_{index}"), &format!("hash-{index}")), 1).await.unwrap();
+            store.create_api_key(alice.id, &key(&format!("key_{index}"), &format!("hash-{index}")), 1, 20).await.unwrap();
         }
         let revocations = (1..=4).map(|index| {
             let store = store.clone();

@@ -401,3 +401,128 @@ async fn xmtp_streams_are_capped_per_ip_and_outlive_the_upstream_timeout() {
         stack.stop().await;
     }
 }
+
+fn with_signature<T>(credentials: &(String, String, String), message: T) -> tonic::Request<T> {
+    let (domain, expires, signature) = credentials;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-auth-domain", MetadataValue::try_from(domain.as_str()).unwrap());
+    request.metadata_mut().insert("x-auth-expires", MetadataValue::try_from(expires.as_str()).unwrap());
+    request.metadata_mut().insert("x-auth-signature", MetadataValue::try_from(signature.as_str()).unwrap());
+    request
+}
+
+/// A signed-expiry request is a bearer token for up to 30 days: it may use the account, but
+/// managing credentials (keys, wallets, domains) takes an API key, over REST, gRPC and grpc-web.
+#[tokio::test]
+async fn signed_requests_cannot_manage_credentials() {
+    use clawx_proto::identity::{
+        ClaimDomainRequest, CreateApiKeyRequest, LinkWalletRequest, ReleaseDomainRequest, RevokeApiKeyRequest, UnlinkWalletRequest,
+    };
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let key = stack.registered("cautious").await;
+        let auth = Auth::Key(key.clone());
+        let credentials = signed_credentials(&stack, &key, "cautious").await;
+        let signed = Auth::Signed { domain: credentials.0.clone(), expires: credentials.1.clone(), signature: credentials.2.clone() };
+        let linked = stack.get("/account/wallets", &auth).await.body["wallets"][0]["address"].as_str().unwrap().to_string();
+        let spare_key = stack.post("/account/keys", &auth, json!({"name": "spare"})).await.expect_ok(name)["id"].as_str().unwrap().to_string();
+        stack.post("/account/domains", &auth, json!({"name": "cautious.crypto"})).await.expect_ok(name);
+        let other_wallet = PrivateKeySigner::random();
+        let other_address = other_wallet.address().to_checksum(None);
+        let challenge = stack.get(&format!("/account/wallets/challenge?address={other_address}"), &auth).await.body["message"].as_str().unwrap().to_string();
+        let link = json!({"address": other_address, "message": challenge, "signature": sign(&other_wallet, &challenge)});
+
+        // REST: every credential change is refused with 403 API_KEY_REQUIRED and ok:false.
+        let attempts = [
+            (Method::POST, "/account/keys".to_string(), Some(json!({"name": "minted"}))),
+            (Method::DELETE, format!("/account/keys/{spare_key}"), None),
+            (Method::POST, "/account/wallets".to_string(), Some(link.clone())),
+            (Method::DELETE, format!("/account/wallets/{linked}"), None),
+            (Method::POST, "/account/domains".to_string(), Some(json!({"name": "stolen.crypto"}))),
+            (Method::DELETE, "/account/domains/cautious.crypto".to_string(), None),
+        ];
+        for (method, path, body) in attempts {
+            let context = format!("{name}: {method} {path}");
+            let reply = stack.call(method, &path, &signed, body).await;
+            reply.expect_error(403, "API_KEY_REQUIRED", &context);
+            assert_eq!(reply.body["ok"], false, "{context}");
+        }
+        // Reading them, and the rest of the account, still works with a signature.
+        stack.get("/account/me", &signed).await.expect_ok(name);
+        assert_eq!(stack.get("/account/keys", &signed).await.expect_ok(name)["keys"].as_array().unwrap().len(), 2, "{name}: no key minted");
+        assert_eq!(stack.get("/account/wallets", &signed).await.expect_ok(name)["wallets"].as_array().unwrap().len(), 1, "{name}: nothing linked or unlinked");
+        assert_eq!(stack.get("/account/domains", &signed).await.expect_ok(name)["domains"][0]["name"], "cautious.crypto", "{name}: not released");
+        assert_eq!(stack.get("/account/domains", &signed).await.body["domains"].as_array().unwrap().len(), 1, "{name}: nothing claimed");
+
+        // Native gRPC through the gateway: PermissionDenied with the same code.
+        let mut client = IdentityServiceClient::new(stack.channel().await);
+        let link_request = || LinkWalletRequest {
+            address: other_address.clone(),
+            message: challenge.clone(),
+            signature: sign(&other_wallet, &challenge),
+        };
+        let results = [
+            ("CreateApiKey", client.create_api_key(with_signature(&credentials, CreateApiKeyRequest { name: "minted".into() })).await.map(|_| ())),
+            ("RevokeApiKey", client.revoke_api_key(with_signature(&credentials, RevokeApiKeyRequest { id: spare_key.clone() })).await.map(|_| ())),
+            ("LinkWallet", client.link_wallet(with_signature(&credentials, link_request())).await.map(|_| ())),
+            ("UnlinkWallet", client.unlink_wallet(with_signature(&credentials, UnlinkWalletRequest { address: linked.clone() })).await.map(|_| ())),
+            ("ClaimDomain", client.claim_domain(with_signature(&credentials, ClaimDomainRequest { name: "stolen.crypto".into() })).await.map(|_| ())),
+            ("ReleaseDomain", client.release_domain(with_signature(&credentials, ReleaseDomainRequest { name: "cautious.crypto".into() })).await.map(|_| ())),
+        ];
+        for (method, result) in results {
+            let status = result.expect_err(&format!("{name}: {method} with a signature"));
+            assert_eq!(status.code(), Code::PermissionDenied, "{name}: {method}: {status:?}");
+            assert_eq!(status.metadata().get("clawx-error-code").unwrap(), "API_KEY_REQUIRED", "{name}: {method}");
+        }
+
+        // grpc-web, as a browser sends it.
+        let frame = {
+            let message = CreateApiKeyRequest { name: "minted".into() }.encode_to_vec();
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&message);
+            frame
+        };
+        let response = stack
+            .http
+            .post(stack.url("/clawx.identity.v1.IdentityService/CreateApiKey"))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .header("x-auth-domain", &credentials.0)
+            .header("x-auth-expires", &credentials.1)
+            .header("x-auth-signature", &credentials.2)
+            .body(frame)
+            .send()
+            .await
+            .unwrap();
+        let headers = format!("{:?}", response.headers());
+        let body = String::from_utf8_lossy(&response.bytes().await.unwrap()).to_string();
+        assert!(headers.contains("\"grpc-status\": \"7\"") || body.contains("grpc-status:7"), "{name}: {headers} {body}");
+
+        // The same calls with the API key succeed.
+        let mut client = IdentityServiceClient::new(stack.channel().await);
+        client.claim_domain(with_key(&key, ClaimDomainRequest { name: "second.crypto".into() })).await.unwrap();
+        client.revoke_api_key(with_key(&key, RevokeApiKeyRequest { id: spare_key.clone() })).await.unwrap();
+        assert_eq!(stack.get("/account/keys", &auth).await.expect_ok(name)["keys"].as_array().unwrap().len(), 1, "{name}");
+        stack.stop().await;
+    }
+
+    // The OpenAPI document says so on each of these operations.
+    let stack = TestStack::embedded().await;
+    let spec = stack.get("/openapi.json", &Auth::None).await.body;
+    for (path, method) in [
+        ("/account/keys", "post"),
+        ("/account/keys/{id}", "delete"),
+        ("/account/wallets", "post"),
+        ("/account/wallets/{address}", "delete"),
+        ("/account/domains", "post"),
+        ("/account/domains/{name}", "delete"),
+    ] {
+        let operation = &spec["paths"][path][method];
+        let forbidden = operation["responses"]["403"]["description"].as_str().unwrap_or_default();
+        assert!(forbidden.contains("API_KEY_REQUIRED"), "{method} {path}: {operation}");
+        let security = operation["security"].to_string();
+        assert!(!security.contains("SignedSignature"), "{method} {path}: only API keys are accepted: {security}");
+    }
+    stack.stop().await;
+}

@@ -332,3 +332,109 @@ fn sub(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     }
     out
 }
+
+/// Profile URLs are RFC 3986 without quotes, angle brackets, spaces or control characters;
+/// names, key names and descriptions refuse bidi controls and zero-width characters. The
+/// OpenAPI patterns say exactly what the server accepts.
+#[tokio::test]
+async fn stored_text_refuses_markup_and_invisible_characters() {
+    use clawx_gateway::rest::openapi::{NAME_PATTERN, TEXT_PATTERN, URL_PATTERN};
+    let url_pattern = regex::Regex::new(URL_PATTERN).unwrap();
+    let name_pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+    let text_pattern = regex::Regex::new(TEXT_PATTERN).unwrap();
+    let refused_urls = [
+        "https://x.com/\"onmouseover=\"alert(1)",
+        "https://x.com/<script>",
+        "https://x.com/a>b",
+        "https://x.com/a'b",
+        "https://x.com/a b",
+        "https://x.com/a\u{0}b",
+        "https://x.com/a\u{7f}",
+        "https://x.com/a\\b",
+        "https://x.com/a^b",
+        "https://x.com/a`b",
+        "https://x.com/{a}",
+        "https://x.com/a|b",
+        "https://x.com/%zz",
+        "https://x.com/%4",
+        "https://x.com/caf\u{e9}",
+        "https://x.com/#a#b",
+        "https://x.com/a\n",
+        "https://user@x.com/",
+    ];
+    let accepted_urls = [
+        "https://x.com",
+        "https://x.com/a%20b",
+        "https://en.wikipedia.org/wiki/Foo_(bar)",
+        "https://x.com/a?b=c&d=e;f",
+        "https://x.com/p@q:r/~s!$*+,=-._",
+        "https://x.com/#frag/?x",
+        "https://x.com?q=/a?b",
+        "http://localhost:8080/%C3%A9",
+    ];
+    let refused_names = [
+        "Ann\u{202e}gpj.exe",
+        "A\u{200b}nn",
+        "A\u{200c}B",
+        "A\u{200d}B",
+        "\u{feff}Ann",
+        "A\u{2066}B\u{2069}",
+        "A\u{2060}B",
+        "A\u{202a}B",
+        "A\u{200f}B",
+        "\u{200b}",
+    ];
+    let accepted_names = ["Ann", "Zo\u{eb} \u{1f980}", "\u{540d}\u{524d}", "A & B <ok>"];
+    let refused_descriptions = ["hello\u{202e}dlrow", "a\u{200c}b", "x\u{feff}", "a\u{2068}b"];
+    let accepted_descriptions = ["line one\nline two", "tab\there", "quotes \" and <angles> are fine in text"];
+
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let key = stack.registered("texts").await;
+        let auth = Auth::Key(key.clone());
+        // Refused registrations leave this account unregistered.
+        let fresh = Auth::Key(stack.create_account().await.0);
+        let patch = |field: &str, value: &str| json!({ field: value });
+
+        for url in refused_urls {
+            let reply = stack.call(Method::PATCH, "/account/me", &auth, Some(patch("website_url", url))).await;
+            reply.expect_error(400, "VALIDATION_FAILED", &format!("{name}: {url:?}"));
+            assert_eq!(reply.body["field"], "website_url", "{name}: {url:?}");
+            let reply = stack.post("/account/register", &fresh, json!({"handle": "fresh", "name": "F", "x_url": url})).await;
+            reply.expect_error(400, "VALIDATION_FAILED", &format!("{name}: register {url:?}"));
+            assert!(!url_pattern.is_match(url), "the URL pattern refuses {url:?}");
+        }
+        for url in accepted_urls {
+            let reply = stack.call(Method::PATCH, "/account/me", &auth, Some(patch("github_url", url))).await;
+            assert_eq!(reply.expect_ok(&format!("{name}: {url:?}"))["github_url"], url, "{name}: stored as sent");
+            assert!(url_pattern.is_match(url), "the URL pattern accepts {url:?}");
+        }
+        for text in refused_names {
+            let reply = stack.call(Method::PATCH, "/account/me", &auth, Some(patch("name", text))).await;
+            reply.expect_error(400, "VALIDATION_FAILED", &format!("{name}: {text:?}"));
+            assert_eq!(reply.body["field"], "name");
+            let reply = stack.post("/account/keys", &auth, json!({"name": text})).await;
+            reply.expect_error(400, "VALIDATION_FAILED", &format!("{name}: key name {text:?}"));
+            let reply = stack.post("/account/register", &fresh, json!({"handle": "fresh", "name": text})).await;
+            reply.expect_error(400, "VALIDATION_FAILED", &format!("{name}: register {text:?}"));
+            assert!(!name_pattern.is_match(text), "the name pattern refuses {text:?}");
+        }
+        for text in accepted_names {
+            let reply = stack.call(Method::PATCH, "/account/me", &auth, Some(patch("name", text))).await;
+            assert_eq!(reply.expect_ok(&format!("{name}: {text:?}"))["name"], text);
+            assert!(name_pattern.is_match(text), "the name pattern accepts {text:?}");
+        }
+        for text in refused_descriptions {
+            let reply = stack.call(Method::PATCH, "/account/me", &auth, Some(patch("description", text))).await;
+            reply.expect_error(400, "VALIDATION_FAILED", &format!("{name}: {text:?}"));
+            assert_eq!(reply.body["field"], "description");
+            assert!(!text_pattern.is_match(text), "the text pattern refuses {text:?}");
+        }
+        for text in accepted_descriptions {
+            let reply = stack.call(Method::PATCH, "/account/me", &auth, Some(patch("description", text))).await;
+            assert_eq!(reply.expect_ok(&format!("{name}: {text:?}"))["description"], text);
+            assert!(text_pattern.is_match(text), "the text pattern accepts {text:?}");
+        }
+        stack.stop().await;
+    }
+}

@@ -13,12 +13,40 @@ use crate::Gateway;
 
 /// Handles: 2-32 letters, digits, `-` or `_` (any case; stored lower-case).
 pub const HANDLE_PATTERN: &str = "^[A-Za-z0-9_-]{2,32}$";
-/// One line of text that is not only whitespace, without control characters.
-pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
-/// Free text: no control characters except tab, line feed and carriage return.
-pub const TEXT_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
-/// `http(s)://host[:port][path]` (port 1-65535), or empty to clear.
-pub const URL_PATTERN: &str = r"^(|https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?([/?#][!-~]*)?)$";
+/// Invisible formatting characters refused in names and texts (as a character-class body):
+/// the Arabic letter mark, zero-width space/non-joiner/joiner, left-to-right and right-to-left
+/// marks, bidi embeddings and overrides, the word joiner and invisible operators, bidi isolates,
+/// and the zero-width no-break space (BOM).
+macro_rules! invisible_characters {
+    () => {
+        r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+    };
+}
+/// One line of text that is not only whitespace, without control or invisible formatting
+/// characters.
+pub const NAME_PATTERN: &str = concat!(
+    r"^[^\x00-\x1f\x7f-\x9f",
+    invisible_characters!(),
+    r"]*[^\s\x00-\x1f\x7f-\x9f",
+    invisible_characters!(),
+    r"][^\x00-\x1f\x7f-\x9f",
+    invisible_characters!(),
+    r"]*$"
+);
+/// Free text: no control characters except tab, line feed and carriage return, no invisible
+/// formatting characters.
+pub const TEXT_PATTERN: &str = concat!(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f", invisible_characters!(), r"]*$");
+/// `http(s)://host[:port]`, then an RFC 3986 path, query and fragment: unreserved characters,
+/// `%` and two hex digits, and the delimiters `! $ & ( ) * + , ; = : @ /` (`?` in the query and
+/// fragment), so never a quote, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`, space, control or
+/// non-ASCII character. Port 1-65535. Empty clears the field.
+pub const URL_PATTERN: &str = concat!(
+    r"^(|https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?",
+    r"(/([A-Za-z0-9._~!$&()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?",
+    r"(\?([A-Za-z0-9._~!$&()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?",
+    r"(#([A-Za-z0-9._~!$&()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?)$"
+);
 /// `0x` and 40 hex digits, any case.
 pub const ADDRESS_PATTERN: &str = "^0[xX][0-9a-fA-F]{40}$";
 /// A domain name with at least one dot (3-253 characters, stated with min/maxLength).
@@ -212,6 +240,10 @@ fn components() -> Value {
 
 fn paths() -> Value {
     let authed = json!([{"ApiKey": []}, {"Bearer": []}, {"SignedDomain": [], "SignedExpires": [], "SignedSignature": []}]);
+    // Credential management (keys, wallets, domains) takes an API key: a signed-expiry request
+    // is a bearer token for up to 30 days and must not mint credentials that outlive it.
+    let key_only = json!([{"ApiKey": []}, {"Bearer": []}]);
+    let api_key_required = ("403", "A signed-expiry request cannot manage credentials; send an API key (`API_KEY_REQUIRED`)");
     let public = json!([{}, {"ApiKey": []}, {"Bearer": []}, {"SignedDomain": [], "SignedExpires": [], "SignedSignature": []}]);
     let none = json!([]);
     let x = "ClawXmtp";
@@ -281,14 +313,14 @@ fn paths() -> Value {
         "/account/keys": {
             "get": operation(x, "Your API keys (never the keys themselves)", "Account", &authed,
                 ("200", response("Keys", ok_object(json!({"keys": {"type": "array", "items": schema_ref("ApiKey")}}), &["keys"]))), Errors { auth: true, ..NONE }, &[]),
-            "post": with_body(operation(x, "Create another API key (shown once)", "Account", &authed,
+            "post": with_body(operation(x, "Create another API key (shown once; needs an API key)", "Account", &key_only,
                 ("200", response("Created", ok_object(json!({
                     "id": {"type": "string"}, "name": {"type": "string"}, "prefix": {"type": "string"}, "api_key": {"type": "string"},
                 }), &["id", "name", "prefix", "api_key"]))),
-                Errors { body: true, auth: true, ..NONE }, &[("409", "Too many keys (`LIMIT_EXCEEDED`)")]), key_name.clone()),
+                Errors { body: true, auth: true, ..NONE }, &[api_key_required, ("409", "Too many keys (`LIMIT_EXCEEDED`)")]), key_name.clone()),
         },
-        "/account/keys/{id}": {"delete": with_parameters(operation(x, "Revoke an API key (takes effect at once)", "Account", &authed,
-            ("204", no_content("Revoked")), Errors { auth: true, not_found: true, ..NONE }, &[("400", "The account's last key (`LAST_KEY`)")]),
+        "/account/keys/{id}": {"delete": with_parameters(operation(x, "Revoke an API key (takes effect at once; needs an API key)", "Account", &key_only,
+            ("204", no_content("Revoked")), Errors { auth: true, not_found: true, ..NONE }, &[api_key_required, ("400", "The account's last key (`LAST_KEY`)")]),
             json!([path_parameter("id", json!({"type": "string"}), "Key id")]))},
         "/account/wallets/challenge": {"get": with_parameters(operation(x, "A single-use EIP-4361 message proving control of a wallet", "Account", &authed,
             ("200", response("Sign `message` with personal_sign, then POST /account/wallets", ok_object(json!({
@@ -298,26 +330,27 @@ fn paths() -> Value {
         "/account/wallets": {
             "get": operation(x, "Your linked wallets", "Account", &authed,
                 ("200", response("Wallets", ok_object(json!({"wallets": {"type": "array", "items": schema_ref("LinkedWallet")}}), &["wallets"]))), Errors { auth: true, ..NONE }, &[]),
-            "post": with_body(operation(x, "Link a wallet with a signed challenge", "Account", &authed,
+            "post": with_body(operation(x, "Link a wallet with a signed challenge (needs an API key)", "Account", &key_only,
                 ("200", response("Linked", ok_object(json!({"address": {"type": "string"}, "linked_at": {"type": "string"}}), &["address", "linked_at"]))),
                 Errors { body: true, auth: true, ..NONE },
-                &[("400", "Invalid input, or the challenge is unknown, used, expired (`CHALLENGE_INVALID`, `CHALLENGE_EXPIRED`) or not signed by the wallet"),
+                &[api_key_required,
+                  ("400", "Invalid input, or the challenge is unknown, used, expired (`CHALLENGE_INVALID`, `CHALLENGE_EXPIRED`) or not signed by the wallet"),
                   ("409", "Linked to another account (`WALLET_ALREADY_LINKED`) or too many wallets (`LIMIT_EXCEEDED`)")]),
                 object(json!({"address": string(ADDRESS_PATTERN, 42), "message": {"type": "string", "maxLength": 2000}, "signature": string(SIGNATURE_PATTERN, 132)}), &["address", "message", "signature"])),
         },
-        "/account/wallets/{address}": {"delete": with_parameters(operation(x, "Unlink a wallet (its signed requests stop working at once)", "Account", &authed,
-            ("204", no_content("Unlinked")), Errors { auth: true, not_found: true, ..NONE }, &[]),
+        "/account/wallets/{address}": {"delete": with_parameters(operation(x, "Unlink a wallet (its signed requests stop working at once; needs an API key)", "Account", &key_only,
+            ("204", no_content("Unlinked")), Errors { auth: true, not_found: true, ..NONE }, &[api_key_required]),
             json!([path_parameter("address", json!({"type": "string"}), "The linked wallet")]))},
         "/account/domains": {
             "get": operation(x, "Domain names your account answers to in signed requests", "Account", &authed,
                 ("200", response("Domains", ok_object(json!({"domains": {"type": "array", "items": schema_ref("Domain")}}), &["domains"]))), Errors { auth: true, ..NONE }, &[]),
-            "post": with_body(operation(x, "Claim a domain name", "Account", &authed,
+            "post": with_body(operation(x, "Claim a domain name (needs an API key)", "Account", &key_only,
                 ("200", response("Claimed", ok_object(json!({"name": {"type": "string"}, "claimed_at": {"type": "string"}}), &["name", "claimed_at"]))),
-                Errors { body: true, auth: true, ..NONE }, &[("409", "Claimed by another account (`CONFLICT`) or too many (`LIMIT_EXCEEDED`)")]),
+                Errors { body: true, auth: true, ..NONE }, &[api_key_required, ("409", "Claimed by another account (`CONFLICT`) or too many (`LIMIT_EXCEEDED`)")]),
                 object(json!({"name": {"type": "string", "pattern": DOMAIN_PATTERN, "minLength": 3, "maxLength": 253}}), &["name"])),
         },
-        "/account/domains/{name}": {"delete": with_parameters(operation(x, "Release a domain name", "Account", &authed,
-            ("204", no_content("Released")), Errors { auth: true, not_found: true, ..NONE }, &[]),
+        "/account/domains/{name}": {"delete": with_parameters(operation(x, "Release a domain name (needs an API key)", "Account", &key_only,
+            ("204", no_content("Released")), Errors { auth: true, not_found: true, ..NONE }, &[api_key_required]),
             json!([path_parameter("name", json!({"type": "string"}), "The domain")]))},
         "/users": {"get": with_parameters(operation(x, "Registered users", "Users", &public,
             ("200", response("Users, oldest first", ok_object(json!({"users": {"type": "array", "items": schema_ref("Profile")}}), &["users"]))), NONE, &[]),

@@ -27,8 +27,8 @@ use self::{
 
 /// Limits of one account.
 pub const MAX_API_KEYS: i64 = 20;
-pub const MAX_LINKED_WALLETS: usize = 20;
-pub const MAX_DOMAINS: usize = 20;
+pub const MAX_LINKED_WALLETS: i64 = 20;
+pub const MAX_DOMAINS: i64 = 20;
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 pub const MAX_KEY_NAME_CHARS: usize = 64;
@@ -284,14 +284,18 @@ impl Identity {
 
     pub async fn create_key(&self, account_id: i64, name: &str) -> ServiceResult<(ApiKeyRecord, String)> {
         let name = parse_name("name", name, MAX_KEY_NAME_CHARS)?;
-        if self.store.count_api_keys(account_id).await.map_err(internal)? >= MAX_API_KEYS {
-            return Err(ServiceError::new(
-                ErrorCode::LimitExceeded,
-                format!("an account may hold at most {MAX_API_KEYS} API keys; revoke one first"),
-            ));
-        }
         let (key, secret) = new_api_key(&name);
-        let record = self.store.create_api_key(account_id, &key, now_ms()).await.map_err(internal)?;
+        let record = match self.store.create_api_key(account_id, &key, now_ms(), MAX_API_KEYS).await {
+            Ok(record) => record,
+            Err(StoreError::LimitExceeded) => {
+                return Err(ServiceError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("an account may hold at most {MAX_API_KEYS} API keys; revoke one first"),
+                ));
+            }
+            Err(StoreError::NotFound) => return Err(ServiceError::not_found("no such account")),
+            Err(error) => return Err(internal(error)),
+        };
         tracing::info!(account.id = account_id, key.id = %record.id, "API key created");
         Ok((record, secret))
     }
@@ -376,13 +380,7 @@ impl Identity {
         if recover_personal_sign(&parsed, message.as_bytes()) != Some(address.0) {
             return Err(ServiceError::invalid("signature", format!("the signature was not made by {}", address.checksummed())));
         }
-        if self.store.list_wallets(account_id).await.map_err(internal)?.len() >= MAX_LINKED_WALLETS {
-            return Err(ServiceError::new(
-                ErrorCode::LimitExceeded,
-                format!("an account may link at most {MAX_LINKED_WALLETS} wallets"),
-            ));
-        }
-        match self.store.link_wallet(account_id, &address.checksummed(), now_ms()).await {
+        match self.store.link_wallet(account_id, &address.checksummed(), now_ms(), MAX_LINKED_WALLETS).await {
             Ok(wallet) => {
                 tracing::info!(account.id = account_id, wallet = %wallet.address, "wallet linked");
                 Ok(wallet)
@@ -391,6 +389,11 @@ impl Identity {
                 ErrorCode::WalletAlreadyLinked,
                 "this wallet is linked to another account",
             )),
+            Err(StoreError::LimitExceeded) => Err(ServiceError::new(
+                ErrorCode::LimitExceeded,
+                format!("an account may link at most {MAX_LINKED_WALLETS} wallets"),
+            )),
+            Err(StoreError::NotFound) => Err(ServiceError::not_found("no such account")),
             Err(error) => Err(internal(error)),
         }
     }
@@ -415,15 +418,15 @@ impl Identity {
 
     pub async fn claim_domain(&self, account_id: i64, name: &str) -> ServiceResult<DomainRecord> {
         let name = parse_domain("name", name)?;
-        let owned = self.store.list_domains(account_id).await.map_err(internal)?;
-        if owned.len() >= MAX_DOMAINS && !owned.iter().any(|domain| domain.name == name) {
-            return Err(ServiceError::new(ErrorCode::LimitExceeded, format!("an account may claim at most {MAX_DOMAINS} domains")));
-        }
-        match self.store.claim_domain(account_id, &name, now_ms()).await {
+        match self.store.claim_domain(account_id, &name, now_ms(), MAX_DOMAINS).await {
             Ok(domain) => Ok(domain),
             Err(StoreError::Conflict(_)) => {
                 Err(ServiceError::new(ErrorCode::Conflict, format!("the domain {name} is claimed by another account")))
             }
+            Err(StoreError::LimitExceeded) => {
+                Err(ServiceError::new(ErrorCode::LimitExceeded, format!("an account may claim at most {MAX_DOMAINS} domains")))
+            }
+            Err(StoreError::NotFound) => Err(ServiceError::not_found("no such account")),
             Err(error) => Err(internal(error)),
         }
     }

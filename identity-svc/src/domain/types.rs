@@ -83,6 +83,15 @@ fn is_control(character: char) -> bool {
     character.is_control()
 }
 
+/// Whether a character is an invisible formatting character that can disguise text: the
+/// Arabic letter mark, zero-width space, non-joiner and joiner, left-to-right and right-to-left
+/// marks, bidi embeddings and overrides (U+202A-U+202E), the word joiner and invisible
+/// operators, bidi isolates (U+2066-U+2069) and the zero-width no-break space (BOM). The
+/// OpenAPI document refuses the same set.
+pub fn is_invisible_format(character: char) -> bool {
+    matches!(character, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// A required single-line text: 1..=`max` characters, not only whitespace, no control
 /// characters; stored trimmed.
 pub fn parse_name(field: &str, text: &str, max: usize) -> ServiceResult<String> {
@@ -91,6 +100,9 @@ pub fn parse_name(field: &str, text: &str, max: usize) -> ServiceResult<String> 
     }
     if text.chars().any(is_control) {
         return Err(ServiceError::invalid(field, format!("{field} must not contain control characters")));
+    }
+    if text.chars().any(is_invisible_format) {
+        return Err(ServiceError::invalid(field, format!("{field} must not contain bidi controls or zero-width characters")));
     }
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -108,6 +120,9 @@ pub fn parse_text(field: &str, text: &str, max: usize) -> ServiceResult<Option<S
     if text.chars().any(|character| is_control(character) && !matches!(character, '\n' | '\r' | '\t')) {
         return Err(ServiceError::invalid(field, format!("{field} must not contain control characters")));
     }
+    if text.chars().any(is_invisible_format) {
+        return Err(ServiceError::invalid(field, format!("{field} must not contain bidi controls or zero-width characters")));
+    }
     let trimmed = text.trim();
     Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
 }
@@ -123,13 +138,42 @@ fn is_host_label(label: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
-/// Whether `text` is `http(s)://host[:port][path]`: host labels of letters, digits and `-`,
-/// a port of 1-65535 without leading zeros, then printable ASCII without spaces. The OpenAPI
-/// document states the same grammar as a pattern.
+/// Whether every character of a URL path, query or fragment is allowed by RFC 3986: unreserved
+/// characters, `%` followed by two hex digits, the delimiters `! $ & ( ) * + , ; = : @` and `/`,
+/// and `?` in the query and fragment. The single quote, a sub-delimiter in RFC 3986, is refused
+/// as well, so a stored URL never needs escaping inside an HTML attribute.
+fn is_url_component(text: &str, question_mark_allowed: bool) -> bool {
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'%' {
+            let escaped = bytes.get(index + 1..index + 3);
+            if !escaped.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            index += 3;
+            continue;
+        }
+        let allowed = byte.is_ascii_alphanumeric()
+            || b"-._~!$&()*+,;=:@/".contains(&byte)
+            || (question_mark_allowed && byte == b'?');
+        if !allowed {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
+
+/// Whether `text` is `http(s)://host[:port]` followed by an RFC 3986 path, query and fragment:
+/// host labels of letters, digits and `-`, a port of 1-65535 without leading zeros, and no
+/// quote, angle bracket, space, control or non-ASCII character anywhere. The OpenAPI document
+/// states the same grammar as a pattern.
 pub fn is_profile_url(text: &str) -> bool {
     let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) else { return false };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
+    let (authority, after_authority) = rest.split_at(authority_end);
     let (host, port) = match authority.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (authority, None),
@@ -140,7 +184,20 @@ pub fn is_profile_url(text: &str) -> bool {
             && !port.starts_with('0')
             && port.parse::<u32>().is_ok_and(|number| number <= 65_535)
     });
-    port_ok && host.split('.').all(is_host_label) && path.bytes().all(|byte| (b'!'..=b'~').contains(&byte))
+    if !port_ok || !host.split('.').all(is_host_label) {
+        return false;
+    }
+    let (before_fragment, fragment) = match after_authority.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (after_authority, None),
+    };
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+    is_url_component(path, false)
+        && query.is_none_or(|query| is_url_component(query, true))
+        && fragment.is_none_or(|fragment| is_url_component(fragment, true))
 }
 
 /// An optional http(s) URL; empty clears it.
@@ -187,11 +244,19 @@ mod tests {
         for bad in ["ftp://x.com", "javascript:alert(1)", "x.com", "http://", " https://x.com", "https://x.com/a b", "https://-x.com", "https://x..com", "https://x.com:0", "https://x.com:65536", "https://x.com:080", "https://x_y.com"] {
             assert!(parse_url("x_url", bad).is_err(), "{bad}");
         }
-        for good in ["http://localhost", "https://a-b.c.d:8443/p?q=1#f", "https://x.com?x", "https://1.2.3.4", "https://example.com:44300/x", "http://h:65535"] {
+        for bad in ["https://x.com/\"", "https://x.com/<a>", "https://x.com/'", "https://x.com/%g0", "https://x.com/%", "https://x.com/#a#b", "https://x.com/\u{e9}", "https://x.com/{}"] {
+            assert!(parse_url("x_url", bad).is_err(), "{bad}");
+        }
+        for good in ["http://localhost", "https://a-b.c.d:8443/p?q=1#f", "https://x.com?x", "https://1.2.3.4", "https://example.com:44300/x", "http://h:65535", "https://x.com/a%2Fb?c=d/e?f#g?h/i", "https://x.com/(a)"] {
             assert!(parse_url("x_url", good).is_ok(), "{good}");
         }
         assert!(parse_name("name", "  ", 10).is_err());
         assert!(parse_name("name", "a\u{7}b", 10).is_err());
+        for invisible in ['\u{202e}', '\u{200b}', '\u{200d}', '\u{2066}', '\u{2060}', '\u{feff}'] {
+            assert!(parse_name("name", &format!("a{invisible}b"), 10).is_err(), "{invisible:?}");
+            assert!(parse_text("description", &format!("a{invisible}b"), 10).is_err(), "{invisible:?}");
+        }
+        assert_eq!(parse_text("description", "a\nb", 10).unwrap().as_deref(), Some("a\nb"));
         assert_eq!(parse_name("name", " Ann ", 10).unwrap(), "Ann");
         assert!(parse_text("description", &"x".repeat(11), 10).is_err());
         assert_eq!(parse_domain("domain", "Alice.Crypto").unwrap(), "alice.crypto");

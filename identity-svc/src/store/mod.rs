@@ -110,6 +110,9 @@ pub enum StoreError {
     /// The account's last API key cannot be revoked.
     #[error("last key")]
     LastKey,
+    /// The account already holds as many keys, wallets or domains as it may.
+    #[error("limit reached")]
+    LimitExceeded,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -146,7 +149,10 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// The account and key behind a key hash.
     async fn account_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<(AccountRecord, ApiKeyRecord)>>;
     async fn touch_api_key(&self, key_id: &str, at: i64) -> StoreResult<()>;
-    async fn create_api_key(&self, account_id: i64, key: &NewApiKey, at: i64) -> StoreResult<ApiKeyRecord>;
+    /// Adds a key unless the account holds `limit` already (`LimitExceeded`, `NotFound`). The
+    /// count and the insert are one transaction that holds the account's lock, so concurrent
+    /// creations cannot overshoot the cap.
+    async fn create_api_key(&self, account_id: i64, key: &NewApiKey, at: i64, limit: i64) -> StoreResult<ApiKeyRecord>;
     async fn list_api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Deletes a key of the account (`NotFound`, `LastKey`); returns its hash.
     async fn revoke_api_key(&self, account_id: i64, key_id: &str) -> StoreResult<String>;
@@ -156,15 +162,17 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     async fn create_challenge(&self, challenge: &ChallengeRecord, now: i64, keep: u32) -> StoreResult<()>;
     /// Removes and returns a challenge (single use).
     async fn take_challenge(&self, nonce: &str) -> StoreResult<Option<ChallengeRecord>>;
-    /// Links a wallet (idempotent for the same account; `Conflict("wallet")` for another).
-    async fn link_wallet(&self, account_id: i64, address: &str, at: i64) -> StoreResult<LinkedWalletRecord>;
+    /// Links a wallet (idempotent for the same account; `Conflict("wallet")` for another;
+    /// `LimitExceeded` when the account links `limit` others already, checked under its lock).
+    async fn link_wallet(&self, account_id: i64, address: &str, at: i64, limit: i64) -> StoreResult<LinkedWalletRecord>;
     async fn list_wallets(&self, account_id: i64) -> StoreResult<Vec<LinkedWalletRecord>>;
     /// Unlinks a wallet of the account (`NotFound`).
     async fn unlink_wallet(&self, account_id: i64, address_lower: &str) -> StoreResult<()>;
     async fn wallet_owner(&self, address_lower: &str) -> StoreResult<Option<i64>>;
 
-    /// Claims a domain (idempotent for the same account; `Conflict("domain")` for another).
-    async fn claim_domain(&self, account_id: i64, name: &str, at: i64) -> StoreResult<DomainRecord>;
+    /// Claims a domain (idempotent for the same account; `Conflict("domain")` for another;
+    /// `LimitExceeded` when the account holds `limit` others already, checked under its lock).
+    async fn claim_domain(&self, account_id: i64, name: &str, at: i64, limit: i64) -> StoreResult<DomainRecord>;
     async fn list_domains(&self, account_id: i64) -> StoreResult<Vec<DomainRecord>>;
     async fn release_domain(&self, account_id: i64, name: &str) -> StoreResult<()>;
     /// The account a signed-request domain names: a claimed domain, or a handle.

@@ -311,8 +311,16 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn create_api_key(&self, account_id: i64, key: &NewApiKey, at: i64) -> StoreResult<ApiKeyRecord> {
+            async fn create_api_key(&self, account_id: i64, key: &NewApiKey, at: i64, limit: i64) -> StoreResult<ApiKeyRecord> {
                 let mut tx = self.pool.begin_with($begin).await?;
+                lock_account(&mut tx, account_id).await?;
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count >= limit {
+                    return Err(StoreError::LimitExceeded);
+                }
                 let record = insert_key(&mut tx, account_id, key, at).await?;
                 tx.commit().await?;
                 Ok(record)
@@ -328,14 +336,8 @@ macro_rules! sql_store {
 
             async fn revoke_api_key(&self, account_id: i64, key_id: &str) -> StoreResult<String> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                // Lock the account so two revocations cannot remove its last two keys together.
-                let locked: Option<i64> = sqlx::query_scalar(concat!("SELECT id FROM accounts WHERE id = $1 ", $for_update))
-                    .bind(account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if locked.is_none() {
-                    return Err(StoreError::NotFound);
-                }
+                // Under the account's lock, two revocations cannot remove its last two keys together.
+                lock_account(&mut tx, account_id).await?;
                 let hash: Option<String> =
                     sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE account_id = $1 AND public_id = $2")
                         .bind(account_id)
@@ -402,30 +404,41 @@ macro_rules! sql_store {
                 Ok(row.as_ref().map(challenge_from_row).transpose()?)
             }
 
-            async fn link_wallet(&self, account_id: i64, address: &str, at: i64) -> StoreResult<LinkedWalletRecord> {
+            async fn link_wallet(&self, account_id: i64, address: &str, at: i64, limit: i64) -> StoreResult<LinkedWalletRecord> {
+                let address_lower = address.to_lowercase();
+                let mut tx = self.pool.begin_with($begin).await?;
+                lock_account(&mut tx, account_id).await?;
+                let existing = sqlx::query("SELECT address, account_id, linked_at FROM linked_wallets WHERE address_lower = $1")
+                    .bind(&address_lower)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match existing.as_ref().map(wallet_from_row).transpose()? {
+                    Some(wallet) if wallet.account_id == account_id => return Ok(wallet),
+                    Some(_) => return Err(StoreError::Conflict("wallet")),
+                    None => {}
+                }
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM linked_wallets WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count >= limit {
+                    return Err(StoreError::LimitExceeded);
+                }
+                // Another account may link the same wallet meanwhile (it holds another lock).
                 let inserted = sqlx::query(
                     "INSERT INTO linked_wallets (address_lower, address, account_id, linked_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (address_lower) DO NOTHING RETURNING address, account_id, linked_at",
                 )
-                .bind(address.to_lowercase())
+                .bind(&address_lower)
                 .bind(address)
                 .bind(account_id)
                 .bind(at)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                if let Some(row) = inserted {
-                    return Ok(wallet_from_row(&row)?);
-                }
-                let existing = sqlx::query("SELECT address, account_id, linked_at FROM linked_wallets WHERE address_lower = $1")
-                    .bind(address.to_lowercase())
-                    .fetch_optional(&self.pool)
-                    .await?;
-                match existing.as_ref().map(wallet_from_row).transpose()? {
-                    Some(wallet) if wallet.account_id == account_id => Ok(wallet),
-                    Some(_) => Err(StoreError::Conflict("wallet")),
-                    // Unlinked in between: try once more.
-                    None => Err(StoreError::Conflict("wallet")),
-                }
+                let Some(row) = inserted else { return Err(StoreError::Conflict("wallet")) };
+                let wallet = wallet_from_row(&row)?;
+                tx.commit().await?;
+                Ok(wallet)
             }
 
             async fn list_wallets(&self, account_id: i64) -> StoreResult<Vec<LinkedWalletRecord>> {
@@ -454,7 +467,26 @@ macro_rules! sql_store {
                     .await?)
             }
 
-            async fn claim_domain(&self, account_id: i64, name: &str, at: i64) -> StoreResult<DomainRecord> {
+            async fn claim_domain(&self, account_id: i64, name: &str, at: i64, limit: i64) -> StoreResult<DomainRecord> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                lock_account(&mut tx, account_id).await?;
+                let existing = sqlx::query("SELECT name, account_id, claimed_at FROM domains WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match existing.as_ref().map(domain_from_row).transpose()? {
+                    Some(domain) if domain.account_id == account_id => return Ok(domain),
+                    Some(_) => return Err(StoreError::Conflict("domain")),
+                    None => {}
+                }
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count >= limit {
+                    return Err(StoreError::LimitExceeded);
+                }
+                // Another account may claim the same name meanwhile (it holds another lock).
                 let inserted = sqlx::query(
                     "INSERT INTO domains (name, account_id, claimed_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO NOTHING RETURNING name, account_id, claimed_at",
@@ -462,19 +494,12 @@ macro_rules! sql_store {
                 .bind(name)
                 .bind(account_id)
                 .bind(at)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                if let Some(row) = inserted {
-                    return Ok(domain_from_row(&row)?);
-                }
-                let existing = sqlx::query("SELECT name, account_id, claimed_at FROM domains WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                match existing.as_ref().map(domain_from_row).transpose()? {
-                    Some(domain) if domain.account_id == account_id => Ok(domain),
-                    _ => Err(StoreError::Conflict("domain")),
-                }
+                let Some(row) = inserted else { return Err(StoreError::Conflict("domain")) };
+                let domain = domain_from_row(&row)?;
+                tx.commit().await?;
+                Ok(domain)
             }
 
             async fn list_domains(&self, account_id: i64) -> StoreResult<Vec<DomainRecord>> {
@@ -502,6 +527,20 @@ macro_rules! sql_store {
                 };
                 Ok(sqlx::query_scalar(statement).bind(domain).fetch_optional(&self.pool).await?)
             }
+        }
+
+        /// Locks the account row for the rest of the transaction (`FOR UPDATE` on PostgreSQL;
+        /// SQLite's `BEGIN IMMEDIATE` already holds the database's write lock), so the per-account
+        /// counts checked after it cannot change until commit (`NotFound` without the account).
+        async fn lock_account(tx: &mut sqlx::Transaction<'static, $db>, account_id: i64) -> StoreResult<()> {
+            let locked: Option<i64> = sqlx::query_scalar(concat!("SELECT id FROM accounts WHERE id = $1 ", $for_update))
+                .bind(account_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if locked.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
         }
 
         async fn insert_key(

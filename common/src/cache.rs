@@ -2,7 +2,8 @@
 //! or in Redis (shared by every replica). Both backends answer the same calls the same way.
 
 use std::{
-    collections::HashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -276,10 +277,75 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now_ms)
 return {1, new_tat - now_ms, 0}
 "#;
 
+/// The in-memory limiter's state: each key's theoretical arrival time (TAT, ms), and a min-heap
+/// of `(expiry, key)` holding one entry per key. A key whose TAT has passed holds no information
+/// (its budget is whole again) and is dropped; the heap finds those at its top, so no call scans
+/// every key under the lock. A key's heap entry may be older than its TAT (the TAT only grows);
+/// such an entry is rescheduled when it surfaces.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    tats: HashMap<Arc<str>, u64>,
+    expiries: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    capacity: usize,
+}
+
+impl MemoryLimiter {
+    fn with_capacity(capacity: usize) -> MemoryLimiter {
+        MemoryLimiter { tats: HashMap::new(), expiries: BinaryHeap::new(), capacity: capacity.max(1) }
+    }
+
+    /// Pops the key whose heap entry is due first, rescheduling entries older than their key's
+    /// TAT; returns the popped key if its TAT is at or before `now` (or at any time when
+    /// `now` is `None`), `None` when nothing qualifies.
+    fn pop_due(&mut self, now: Option<u64>) -> Option<Arc<str>> {
+        loop {
+            let Reverse((expiry, _)) = self.expiries.peek()?;
+            if now.is_some_and(|now| *expiry > now) {
+                return None;
+            }
+            let Reverse((expiry, key)) = self.expiries.pop()?;
+            match self.tats.get(&key) {
+                Some(&tat) if tat > expiry => self.expiries.push(Reverse((tat, key))),
+                Some(_) => return Some(key),
+                None => {}
+            }
+        }
+    }
+
+    /// One GCRA check of `key` at `now_ms`.
+    fn check(&mut self, key: &str, now_ms: u64, limit: u32, window: Duration) -> RateDecision {
+        while let Some(expired) = self.pop_due(Some(now_ms)) {
+            self.tats.remove(&expired);
+        }
+        let (decision, new_tat) = gcra(now_ms, self.tats.get(key).copied(), limit, window);
+        let Some(new_tat) = new_tat else {
+            return decision;
+        };
+        if let Some(tat) = self.tats.get_mut(key) {
+            *tat = new_tat;
+            return decision;
+        }
+        // Full of live keys: forget the one closest to a whole budget rather than grow.
+        if self.tats.len() >= self.capacity
+            && let Some(soonest) = self.pop_due(None)
+        {
+            self.tats.remove(&soonest);
+        }
+        let key: Arc<str> = Arc::from(key);
+        self.tats.insert(Arc::clone(&key), new_tat);
+        self.expiries.push(Reverse((new_tat, key)));
+        decision
+    }
+
+    fn len(&self) -> usize {
+        self.tats.len()
+    }
+}
+
 /// A GCRA rate limiter: `limit` requests per `window`, with bursts up to `limit`.
 #[derive(Clone)]
 pub enum RateLimiter {
-    Memory(Arc<Mutex<HashMap<String, u64>>>, Instant),
+    Memory(Arc<Mutex<MemoryLimiter>>, Instant),
     Redis(RedisHandle, Arc<redis::Script>),
 }
 
@@ -294,11 +360,19 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     pub fn memory() -> RateLimiter {
-        RateLimiter::Memory(Arc::default(), Instant::now())
+        RateLimiter::Memory(Arc::new(Mutex::new(MemoryLimiter::with_capacity(MEMORY_MAX_ENTRIES))), Instant::now())
     }
 
     pub fn redis(handle: RedisHandle) -> RateLimiter {
         RateLimiter::Redis(handle, Arc::new(redis::Script::new(GCRA_SCRIPT)))
+    }
+
+    /// How many keys the in-memory limiter holds state for (`None` for Redis).
+    pub fn memory_entries(&self) -> Option<usize> {
+        match self {
+            RateLimiter::Memory(state, _) => Some(state.lock().expect("limiter lock").len()),
+            RateLimiter::Redis(..) => None,
+        }
     }
 
     /// Counts one request against `key` and says whether it may proceed.
@@ -307,15 +381,7 @@ impl RateLimiter {
         match self {
             RateLimiter::Memory(state, epoch) => {
                 let now_ms = epoch.elapsed().as_millis() as u64 + 1;
-                let mut state = state.lock().expect("limiter lock");
-                if state.len() > MEMORY_MAX_ENTRIES {
-                    state.retain(|_, tat| *tat > now_ms);
-                }
-                let (decision, new_tat) = gcra(now_ms, state.get(key).copied(), limit, window);
-                if let Some(new_tat) = new_tat {
-                    state.insert(key.to_string(), new_tat);
-                }
-                Ok(decision)
+                Ok(state.lock().expect("limiter lock").check(key, now_ms, limit, window))
             }
             RateLimiter::Redis(redis, script) => {
                 let window_ms = window.as_millis().max(1) as u64;
@@ -366,5 +432,31 @@ mod tests {
         let (later, _) = gcra(21_000, tat, 3, window);
         assert!(later.allowed);
         assert_eq!(later.remaining, 0);
+    }
+
+    #[test]
+    fn memory_limiter_drops_replenished_keys_and_stays_within_capacity() {
+        let window = Duration::from_secs(60);
+        let mut limiter = MemoryLimiter::with_capacity(3);
+        // a: TAT 20s then 40s (its heap entry still says 20s); b: TAT 30s.
+        assert!(limiter.check("a", 0, 3, window).allowed);
+        assert!(limiter.check("a", 0, 3, window).allowed);
+        assert!(limiter.check("b", 10_000, 3, window).allowed);
+        assert_eq!(limiter.len(), 2);
+        // At 35s b is whole again and goes; a's early entry is rescheduled, a stays.
+        assert!(limiter.check("c", 35_000, 3, window).allowed);
+        assert_eq!(limiter.len(), 2);
+        assert_eq!(limiter.tats.get("a"), Some(&40_000));
+        assert!(!limiter.tats.contains_key("b"));
+        // Full of live keys: the one due soonest (a, 40s) makes room for e.
+        assert!(limiter.check("d", 36_000, 3, window).allowed);
+        assert!(limiter.check("e", 37_000, 3, window).allowed);
+        assert_eq!(limiter.len(), 3);
+        assert!(!limiter.tats.contains_key("a"));
+        assert_eq!(limiter.expiries.len(), 3, "one heap entry per key");
+        // Much later everything is whole again.
+        assert!(limiter.check("f", 1_000_000, 3, window).allowed);
+        assert_eq!(limiter.len(), 1);
+        assert_eq!(limiter.expiries.len(), 1);
     }
 }

@@ -8,6 +8,25 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+/// Metadata in which the gateway tells the XMTP node the client's IP address (as it computed it
+/// for per-IP limits, from the TCP peer or a trusted proxy). The gateway removes any value the
+/// client sent, so the node may trust it on calls that came through the gateway.
+pub const CLIENT_IP_METADATA: &str = "clawx-client-ip";
+
+/// The header (and gRPC metadata) that names the request a call is made for.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest request id accepted from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client's request id may be used as sent: 1 to 128 characters among
+/// `A-Z a-z 0-9 . _ : -`. Anything else (spaces, `key=value` text, kilobytes of it) could forge
+/// or flood log lines, so the gateway replaces it with an id of its own.
+pub fn is_valid_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
+}
+
 /// The largest gRPC message a Clawx server accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -47,8 +66,15 @@ pub fn server_builder() -> tonic::transport::Server {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .trace_fn(|request| {
-            let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or("");
-            tracing::info_span!("grpc", request_id = %request_id, path = %request.uri().path())
+            // Ports are private to the gateway, which only forwards well-formed ids; a malformed
+            // one here came around it and is not logged.
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .filter(|id| is_valid_request_id(id))
+                .unwrap_or("");
+            tracing::info_span!("grpc", request_id, path = request.uri().path())
         })
 }
 
@@ -65,4 +91,19 @@ pub async fn base_router(services: &[&str]) -> anyhow::Result<Router> {
     let (_reporter, health) = health_service(services).await;
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
     Ok(server_builder().add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_plain_tokens() {
+        for valid in ["a", "abc-123", "0f8fad5b-d9cb-469f-a165-70867728950e", "req.7:B_9", "x".repeat(128).as_str()] {
+            assert!(is_valid_request_id(valid), "{valid:?}");
+        }
+        for invalid in ["", "two words", "a=b", "line\nbreak", "caf\u{e9}", "quote\"", "x".repeat(129).as_str()] {
+            assert!(!is_valid_request_id(invalid), "{invalid:?}");
+        }
+    }
 }

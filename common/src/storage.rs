@@ -118,6 +118,24 @@ pub fn sqlite_path_for(url: &str, service: &str) -> anyhow::Result<PathBuf> {
     Ok(path.with_file_name(file))
 }
 
+/// Creates `path` empty and readable by its owner only (0600) unless it exists. SQLite would
+/// create it with the umask's default (usually 0644), and on Unix it gives the `-wal` and `-shm`
+/// files it creates later the database file's own permissions, so this covers all three.
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// The PostgreSQL schema a service uses.
 pub fn schema_for(args: &DatabaseArgs, service: &str) -> String {
     format!("{}{}", args.database_schema_prefix, service)
@@ -174,6 +192,7 @@ impl Database {
                     std::fs::create_dir_all(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
+                create_private_file(&path).with_context(|| format!("cannot create SQLite database {}", path.display()))?;
                 let options = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(true)

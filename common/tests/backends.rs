@@ -179,3 +179,54 @@ async fn channels_are_freed_when_their_last_subscriber_leaves() {
     pubsub.publish("c", b"x").await.unwrap();
     assert_eq!(pubsub.channel_count(), 0);
 }
+
+#[tokio::test]
+async fn rate_limiter_forgets_keys_once_they_are_replenished() {
+    let shutdown = CancellationToken::new();
+    for (backend, backends) in all_backends(&shutdown) {
+        let limiter = &backends.limiter;
+        let window = Duration::from_millis(100);
+        for index in 0..500 {
+            assert!(limiter.check(&format!("ip:{index}"), 2, window).await.unwrap().allowed, "{backend}");
+        }
+        assert!(limiter.check("ip:0", 2, window).await.unwrap().allowed, "{backend}");
+        assert!(!limiter.check("ip:0", 2, window).await.unwrap().allowed, "{backend}: ip:0 spent its burst");
+        if let Some(entries) = limiter.memory_entries() {
+            assert_eq!(entries, 500, "{backend}");
+        }
+        // Once a key's budget is whole again it holds no state; the next check starts afresh.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let fresh = limiter.check("ip:new", 2, window).await.unwrap();
+        assert!(fresh.allowed && fresh.remaining == 1, "{backend}: {fresh:?}");
+        if let Some(entries) = limiter.memory_entries() {
+            assert_eq!(entries, 1, "{backend}: expired keys are evicted");
+        }
+        let again = limiter.check("ip:0", 2, window).await.unwrap();
+        assert!(again.allowed && again.remaining == 1, "{backend}: {again:?}");
+    }
+    shutdown.cancel();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let test_db = TestDatabase::sqlite();
+    let database = Database::connect(&test_db.args, "private").await.unwrap();
+    database.migrate(&PROBE_MIGRATIONS).await.unwrap();
+    insert(&database, "secret").await.unwrap();
+    let url = test_db.args.database_url.as_deref().unwrap();
+    let main = clawx_common::storage::sqlite_path_for(url, "private").unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", main.display()));
+        let mode = std::fs::metadata(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display())).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}: {:o}", path.display(), mode & 0o777);
+    }
+    database.close().await;
+
+    // An existing file keeps working and keeps its mode.
+    let reopened = Database::connect(&test_db.args, "private").await.unwrap();
+    assert_eq!(count(&reopened).await, 1);
+    assert_eq!(std::fs::metadata(&main).unwrap().permissions().mode() & 0o777, 0o600);
+    reopened.close().await;
+}

@@ -10,8 +10,9 @@ pub mod rest;
 pub mod upstream;
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
-    net::SocketAddr,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -28,10 +29,7 @@ use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt, util::BoxCloneSyncService};
-use tower_http::{
-    cors::{AllowOrigin, Any, CorsLayer},
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use upstream::{UpstreamUrls, Upstreams};
 
@@ -49,7 +47,8 @@ pub struct Limits {
     /// Credentials per client IP that had to be checked with the identity service (cache
     /// misses, which is where bad credentials land) (`CLAWX_RATE_LIMIT_AUTH_PER_MINUTE`).
     pub auth_checks_per_minute: u32,
-    /// Concurrent XMTP subscription streams per client IP (`CLAWX_XMTP_STREAMS_PER_IP`).
+    /// Concurrent long-lived streams per client IP: XMTP subscriptions, health `Watch` and
+    /// reflection (`CLAWX_XMTP_STREAMS_PER_IP`).
     pub xmtp_streams_per_ip: u32,
 }
 
@@ -133,16 +132,49 @@ pub fn client_ip<B>(gateway: &Gateway, request: &Request<B>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// Who a per-IP limit counts for `client_ip`: an IPv4 address itself (also when written as an
+/// IPv4-mapped IPv6 address), an IPv6 address by its /64, since one subscriber is handed at
+/// least a /64 and can rotate through its addresses at will. Text that is not an IP address
+/// (an odd forwarded entry) counts as sent.
+pub fn ip_limit_key(client_ip: &str) -> Cow<'_, str> {
+    match client_ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(address)) => Cow::Owned(address.to_string()),
+        Ok(IpAddr::V6(address)) => match address.to_ipv4_mapped() {
+            Some(mapped) => Cow::Owned(mapped.to_string()),
+            None => {
+                let network = Ipv6Addr::from_bits(address.to_bits() & (u128::MAX << 64));
+                Cow::Owned(format!("{network}/64"))
+            }
+        },
+        Err(_) => Cow::Borrowed(client_ip),
+    }
+}
+
+/// The limiter key for a limit key. Per-IP keys are written `<scope>:<client ip>` by every
+/// caller; their address part becomes its [`ip_limit_key`]. Other keys (`acct:<id>`) are kept.
+fn limiter_key(key: &str) -> Cow<'_, str> {
+    let Some((scope, rest)) = key.split_once(':') else {
+        return Cow::Borrowed(key);
+    };
+    if rest.parse::<IpAddr>().is_err() {
+        return Cow::Borrowed(key);
+    }
+    Cow::Owned(format!("{scope}:{}", ip_limit_key(rest)))
+}
+
 /// A refused rate-limit check.
 pub type Refused = clawx_common::cache::RateDecision;
 
 impl Gateway {
-    /// Counts one request against `key`; refuses past `limit` per minute (0: no limit). A
+    /// Counts one request against `key`; refuses past `limit` per minute (0: no limit). Per-IP
+    /// keys (`<scope>:<client ip>`) count an IPv6 client by its /64 (see [`ip_limit_key`]). A
     /// limiter outage lets requests through (logged) rather than failing every call.
     pub async fn limit(&self, key: &str, limit: u32) -> Result<Option<clawx_common::cache::RateDecision>, Refused> {
         if limit == 0 {
             return Ok(None);
         }
+        let key = limiter_key(key);
+        let key = key.as_ref();
         let window = Duration::from_secs(60);
         let decision = match self.backends.limiter.check(key, limit, window).await {
             Ok(decision) => decision,
@@ -241,6 +273,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .add_service(reflection_v1alpha)
         .into_axum_router()
         .fallback_service(proxy::GrpcProxy { gateway: Arc::clone(&gateway) });
+    let grpc_routes = proxy::StreamCap { gateway: Arc::clone(&gateway), inner: grpc_routes };
     let grpc_web = tower::ServiceBuilder::new().layer(tonic_web::GrpcWebLayer::new()).service(grpc_routes);
     let grpc = tower::service_fn(move |request: Request<Body>| {
         let grpc_web = grpc_web.clone();
@@ -251,14 +284,9 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
 
     let edge = Edge { rest: BoxCloneSyncService::new(rest), grpc: BoxCloneSyncService::new(grpc) };
-    let request_id = HeaderName::from_static("x-request-id");
-    Ok(Router::new().fallback_service(edge).layer(
-        tower::ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-            .layer(PropagateRequestIdLayer::new(request_id))
-            .layer(axum::middleware::from_fn(observe::observe))
-            .layer(cors(&config)),
-    ))
+    Ok(Router::new()
+        .fallback_service(edge)
+        .layer(tower::ServiceBuilder::new().layer(axum::middleware::from_fn(observe::observe)).layer(cors(&config))))
 }
 
 /// Serves the gateway on `listener` until `shutdown` fires.
@@ -269,4 +297,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_limits_count_ipv6_clients_by_their_64() {
+        assert_eq!(ip_limit_key("192.0.2.1"), "192.0.2.1");
+        assert_eq!(ip_limit_key("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(ip_limit_key("2001:db8:0:1:abcd::9"), "2001:db8:0:1::/64");
+        assert_eq!(ip_limit_key("2001:0db8:0000:0001::1"), "2001:db8:0:1::/64");
+        assert_eq!(ip_limit_key("::1"), "::/64");
+        assert_eq!(ip_limit_key("unknown"), "unknown");
+        assert_eq!(limiter_key("xmtp:2001:db8::7"), "xmtp:2001:db8::/64");
+        assert_eq!(limiter_key("create:192.0.2.1"), "create:192.0.2.1");
+        assert_eq!(limiter_key("acct:42"), "acct:42");
+        assert_eq!(limiter_key("ip:unknown"), "ip:unknown");
+    }
 }

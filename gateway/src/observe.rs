@@ -2,10 +2,16 @@
 
 use std::{sync::OnceLock, time::Instant};
 
-use axum::{extract::Request, middleware::Next, response::Response};
+use axum::{
+    extract::Request,
+    http::{HeaderMap, HeaderValue},
+    middleware::Next,
+    response::Response,
+};
+use clawx_common::grpc::{REQUEST_ID_HEADER, is_valid_request_id};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::{proxy::is_grpc_request, rest::RouteLabel};
 
@@ -68,21 +74,35 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Middleware: one access-log line and two metrics per request.
-pub async fn observe(request: Request, next: Next) -> Response {
+/// The request's id: the client's `x-request-id` when it is well-formed (see
+/// [`is_valid_request_id`]), otherwise a fresh UUID. The request then carries exactly this id,
+/// so a forwarded call sends it to the service.
+fn settle_request_id(headers: &mut HeaderMap) -> String {
+    let mut sent = headers.get_all(REQUEST_ID_HEADER).iter();
+    let accepted = match (sent.next(), sent.next()) {
+        (Some(only), None) => only.to_str().ok().filter(|id| is_valid_request_id(id)).map(str::to_string),
+        _ => None,
+    };
+    let request_id = accepted.unwrap_or_else(|| Uuid::new_v4().to_string());
+    headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("a checked id is a valid header value"));
+    request_id
+}
+
+/// Middleware: settles the request id, then one access-log line and two metrics per request.
+/// Log fields are recorded as values, never spliced into the message, so what a client sends
+/// cannot pass for other fields.
+pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = method_label(request.method()).to_string();
+    let method = method_label(request.method());
     let path = request.uri().path().to_string();
     let grpc = is_grpc_request(request.headers());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let request_id = settle_request_id(request.headers_mut());
     // Everything logged while serving the request carries its id, and calls to services send it.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let response = REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span).await;
+    let span = tracing::info_span!("request", request_id = request_id.as_str());
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span).await;
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("a checked id is a valid header value"));
     let route = match response.extensions().get::<RouteLabel>() {
         Some(RouteLabel(route)) => route.clone(),
         None if grpc => grpc_label(&path),
@@ -90,15 +110,16 @@ pub async fn observe(request: Request, next: Next) -> Response {
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    metrics::counter!("clawx_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+    metrics::counter!("clawx_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string())
         .increment(1);
-    metrics::histogram!("clawx_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+    metrics::histogram!("clawx_http_request_duration_seconds", "method" => method, "route" => route.clone())
         .record(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    if matches!(route.as_str(), "/health" | "/metrics" | "/status") {
-        tracing::debug!(target: "clawx::access", %method, %route, %path, status, latency_ms, %request_id, "request");
+    let (route, path, request_id) = (route.as_str(), path.as_str(), request_id.as_str());
+    if matches!(route, "/health" | "/metrics" | "/status") {
+        tracing::debug!(target: "clawx::access", method, route, path, status, latency_ms, request_id, "request");
     } else {
-        tracing::info!(target: "clawx::access", %method, %route, %path, status, latency_ms, %request_id, "request");
+        tracing::info!(target: "clawx::access", method, route, path, status, latency_ms, request_id, "request");
     }
     response
 }

@@ -118,7 +118,7 @@ impl Upstreams {
         if let Some(id) = crate::observe::current_request_id()
             && let Ok(value) = tonic::metadata::MetadataValue::try_from(id)
         {
-            request.metadata_mut().insert("x-request-id", value);
+            request.metadata_mut().insert(clawx_common::grpc::REQUEST_ID_HEADER, value);
         }
         request
     }

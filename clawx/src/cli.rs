@@ -8,6 +8,7 @@ use clawx_common::{
     Backends, Database, InternalAuth,
     config::{CacheArgs, DatabaseArgs, SecretArgs, TelemetryArgs},
     crypto::Keyring,
+    service::ServiceConfig,
     storage::Migrations,
 };
 use tokio::net::TcpListener;
@@ -304,6 +305,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backends = Backends::from_args(&args.cache, shutdown.clone())?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(role = ?args.role, address = %listen, "starting");
+    let service = |backends, auth| ServiceConfig { database: args.database.clone(), backends, auth };
     match args.role {
         Role::Gateway => {
             let upstreams = clawx_gateway::UpstreamUrls {
@@ -322,19 +324,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::warn!("CLAWX_PUBLIC_URL is not set: wallet-link messages will name http://127.0.0.1:8080");
             }
             let settings = args.identity.settings("http://127.0.0.1:8080");
-            let config = clawx_identity::Config { database: args.database, backends, auth, keyring, settings };
+            let config = clawx_identity::Config { service: service(backends, auth), keyring, settings };
             clawx_identity::run(config, listener, shutdown).await
         }
         Role::Messaging => {
-            let config = clawx_messaging::Config { database: args.database, backends, auth, node: args.xmtp_node.limits() };
+            let config = clawx_messaging::Config { service: service(backends, auth), node: args.xmtp_node.limits() };
             clawx_messaging::run(config, listener, shutdown).await
         }
         Role::Groups => {
-            let config = clawx_groups::Config { database: args.database, backends, auth };
+            let config = clawx_groups::Config { service: service(backends, auth) };
             clawx_groups::run(config, listener, shutdown).await
         }
         Role::Verify => {
-            let config = clawx_verify::Config { database: args.database, backends, auth };
+            let config = clawx_verify::Config { service: service(backends, auth) };
             clawx_verify::run(config, listener, shutdown).await
         }
     }

@@ -8,7 +8,7 @@ pub use clawx_messaging::node::NodeLimits as XmtpNodeLimits;
 
 use std::{net::SocketAddr, time::Duration};
 
-use clawx_common::{Backends, DRAIN_TIMEOUT, InternalAuth, config::DatabaseArgs, crypto::Keyring};
+use clawx_common::{Backends, DRAIN_TIMEOUT, InternalAuth, config::DatabaseArgs, crypto::Keyring, service::ServiceConfig};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -78,10 +78,9 @@ impl Stack {
         })?;
         let gateway_address = gateway_listener.local_addr()?;
 
+        let service = ServiceConfig { database: config.database.clone(), backends: config.backends.clone(), auth: config.auth.clone() };
         let identity_config = clawx_identity::Config {
-            database: config.database.clone(),
-            backends: config.backends.clone(),
-            auth: config.auth.clone(),
+            service: service.clone(),
             keyring: config.keyring.clone(),
             settings: clawx_identity::Settings {
                 public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{gateway_address}")),
@@ -89,22 +88,9 @@ impl Stack {
                 challenge_ttl: config.challenge_ttl,
             },
         };
-        let messaging_config = clawx_messaging::Config {
-            database: config.database.clone(),
-            backends: config.backends.clone(),
-            auth: config.auth.clone(),
-            node: config.xmtp_node.clone(),
-        };
-        let groups_config = clawx_groups::Config {
-            database: config.database.clone(),
-            backends: config.backends.clone(),
-            auth: config.auth.clone(),
-        };
-        let verify_config = clawx_verify::Config {
-            database: config.database.clone(),
-            backends: config.backends.clone(),
-            auth: config.auth.clone(),
-        };
+        let messaging_config = clawx_messaging::Config { service: service.clone(), node: config.xmtp_node.clone() };
+        let groups_config = clawx_groups::Config { service: service.clone() };
+        let verify_config = clawx_verify::Config { service };
         let mut gateway_config = clawx_gateway::Config::new(upstreams, config.backends.clone(), config.auth.clone());
         adjust_gateway(&mut gateway_config);
 

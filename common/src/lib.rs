@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod error;
 pub mod grpc;
 pub mod pubsub;
+pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

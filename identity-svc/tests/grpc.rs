@@ -10,6 +10,7 @@ use clawx_common::{
     auth::{CREDENTIALS_REVOKED_CHANNEL, CredentialsRevoked},
     crypto::{Keyring, generate_master_key},
     pubsub::Event,
+    service::ServiceConfig,
     testing::{TestDatabase, redis_backends},
 };
 use clawx_identity::{Config, Settings};
@@ -43,9 +44,7 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let config = Config {
-            database: database.args.clone(),
-            backends: backends.clone(),
-            auth: auth.clone(),
+            service: ServiceConfig { database: database.args.clone(), backends: backends.clone(), auth: auth.clone() },
             keyring: Keyring::new(&Secret::new(generate_master_key()), None).unwrap(),
             settings: Settings {
                 public_url: "https://clawx.example:8443".into(),

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use clawx_common::{Backends, InternalAuth, Secret, testing::TestDatabase};
+use clawx_common::{Backends, InternalAuth, Secret, service::ServiceConfig, testing::TestDatabase};
 use clawx_messaging::node::NodeLimits;
 use clawx_proto::xmtp::{
     identity::{
@@ -52,9 +52,11 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let config = clawx_messaging::Config {
-        database: database.args.clone(),
-        backends,
-        auth: InternalAuth::new(&Secret::new("node-test-secret-node-test-secret")),
+        service: ServiceConfig {
+            database: database.args.clone(),
+            backends,
+            auth: InternalAuth::new(&Secret::new("node-test-secret-node-test-secret")),
+        },
         node: limits.clone(),
     };
     let token = shutdown.clone();

@@ -190,11 +190,13 @@ impl XmtpNode {
 
 #[tonic::async_trait]
 impl MlsApi for XmtpNode {
+    #[tracing::instrument(name = "xmtp.send_group_messages", skip_all, fields(xmtp.messages = request.get_ref().messages.len()))]
     async fn send_group_messages(&self, request: Request<SendGroupMessagesRequest>) -> Reply<()> {
         self.node.send_group_messages(request.into_inner().messages).await?;
         Ok(Response::new(()))
     }
 
+    #[tracing::instrument(name = "xmtp.send_welcome_messages", skip_all, fields(xmtp.welcomes = request.get_ref().messages.len()))]
     async fn send_welcome_messages(&self, request: Request<SendWelcomeMessagesRequest>) -> Reply<()> {
         self.node.send_welcomes(request.into_inner().messages).await?;
         Ok(Response::new(()))
@@ -204,12 +206,14 @@ impl MlsApi for XmtpNode {
         Err(Status::unimplemented("RegisterInstallation is not served: register with identity updates and UploadKeyPackage"))
     }
 
+    #[tracing::instrument(name = "xmtp.upload_key_package", skip_all)]
     async fn upload_key_package(&self, request: Request<UploadKeyPackageRequest>) -> Reply<()> {
         let key_package = request.into_inner().key_package.map(|upload| upload.key_package_tls_serialized).unwrap_or_default();
         self.node.upload_key_package(key_package).await?;
         Ok(Response::new(()))
     }
 
+    #[tracing::instrument(name = "xmtp.fetch_key_packages", skip_all, fields(xmtp.keys = request.get_ref().installation_keys.len()))]
     async fn fetch_key_packages(&self, request: Request<FetchKeyPackagesRequest>) -> Reply<FetchKeyPackagesResponse> {
         let key_packages = self.node.fetch_key_packages(&request.into_inner().installation_keys).await?;
         Ok(Response::new(FetchKeyPackagesResponse {
@@ -228,6 +232,7 @@ impl MlsApi for XmtpNode {
         Err(Status::unimplemented("use xmtp.identity.api.v1.IdentityApi/GetIdentityUpdates"))
     }
 
+    #[tracing::instrument(name = "xmtp.query_group_messages", skip_all, fields(xmtp.group = %hex::encode(&request.get_ref().group_id)))]
     async fn query_group_messages(&self, request: Request<QueryGroupMessagesRequest>) -> Reply<QueryGroupMessagesResponse> {
         let request = request.into_inner();
         let page = Page::from_proto(request.paging_info.as_ref());
@@ -235,6 +240,7 @@ impl MlsApi for XmtpNode {
         Ok(Response::new(QueryGroupMessagesResponse { messages, paging_info: Some(paging_info) }))
     }
 
+    #[tracing::instrument(name = "xmtp.query_welcome_messages", skip_all)]
     async fn query_welcome_messages(&self, request: Request<QueryWelcomeMessagesRequest>) -> Reply<QueryWelcomeMessagesResponse> {
         let request = request.into_inner();
         let page = Page::from_proto(request.paging_info.as_ref());
@@ -244,6 +250,7 @@ impl MlsApi for XmtpNode {
 
     type SubscribeGroupMessagesStream = Feed<GroupMessage>;
 
+    #[tracing::instrument(name = "xmtp.subscribe_group_messages", skip_all, fields(xmtp.filters = request.get_ref().filters.len()))]
     async fn subscribe_group_messages(&self, request: Request<SubscribeGroupMessagesRequest>) -> Reply<Self::SubscribeGroupMessagesStream> {
         let client = client_key(&request);
         let filters = request.into_inner().filters.into_iter().map(|filter| (filter.group_id, filter.id_cursor)).collect();
@@ -252,12 +259,14 @@ impl MlsApi for XmtpNode {
 
     type SubscribeWelcomeMessagesStream = Feed<WelcomeMessage>;
 
+    #[tracing::instrument(name = "xmtp.subscribe_welcome_messages", skip_all, fields(xmtp.filters = request.get_ref().filters.len()))]
     async fn subscribe_welcome_messages(&self, request: Request<SubscribeWelcomeMessagesRequest>) -> Reply<Self::SubscribeWelcomeMessagesStream> {
         let client = client_key(&request);
         let filters = request.into_inner().filters.into_iter().map(|filter| (filter.installation_key, filter.id_cursor)).collect();
         Ok(Response::new(self.subscribe::<WelcomeTopic>(&client, filters)?))
     }
 
+    #[tracing::instrument(name = "xmtp.batch_publish_commit_log", skip_all, fields(xmtp.entries = request.get_ref().requests.len()))]
     async fn batch_publish_commit_log(&self, request: Request<BatchPublishCommitLogRequest>) -> Reply<()> {
         let entries = request
             .into_inner()
@@ -274,6 +283,7 @@ impl MlsApi for XmtpNode {
         Ok(Response::new(()))
     }
 
+    #[tracing::instrument(name = "xmtp.batch_query_commit_log", skip_all, fields(xmtp.groups = request.get_ref().requests.len()))]
     async fn batch_query_commit_log(&self, request: Request<BatchQueryCommitLogRequest>) -> Reply<BatchQueryCommitLogResponse> {
         let queries = request.into_inner().requests.into_iter().map(|query| (query.group_id, Page::from_proto(query.paging_info.as_ref()))).collect();
         let answers = self.node.query_commit_logs(queries).await?;
@@ -295,6 +305,7 @@ impl MlsApi for XmtpNode {
         Ok(Response::new(BatchQueryCommitLogResponse { responses }))
     }
 
+    #[tracing::instrument(name = "xmtp.get_newest_group_message", skip_all, fields(xmtp.groups = request.get_ref().group_ids.len()))]
     async fn get_newest_group_message(&self, request: Request<GetNewestGroupMessageRequest>) -> Reply<GetNewestGroupMessageResponse> {
         let request = request.into_inner();
         let newest = self.node.newest_group_messages(&request.group_ids, request.include_content).await?;
@@ -306,12 +317,14 @@ impl MlsApi for XmtpNode {
 
 #[tonic::async_trait]
 impl IdentityApi for XmtpNode {
+    #[tracing::instrument(name = "xmtp.publish_identity_update", skip_all)]
     async fn publish_identity_update(&self, request: Request<PublishIdentityUpdateRequest>) -> Reply<PublishIdentityUpdateResponse> {
         let update: IdentityUpdate = request.into_inner().identity_update.ok_or_else(|| Status::invalid_argument("IdentityUpdate is required"))?;
         self.node.publish_identity_update(update).await?;
         Ok(Response::new(PublishIdentityUpdateResponse {}))
     }
 
+    #[tracing::instrument(name = "xmtp.get_identity_updates", skip_all, fields(xmtp.inboxes = request.get_ref().requests.len()))]
     async fn get_identity_updates(&self, request: Request<GetIdentityUpdatesRequest>) -> Reply<GetIdentityUpdatesResponse> {
         let requests: Vec<(String, u64)> = request.into_inner().requests.into_iter().map(|query| (query.inbox_id, query.sequence_id)).collect();
         let logs = self.node.identity_updates(&requests).await?;
@@ -334,6 +347,7 @@ impl IdentityApi for XmtpNode {
         Ok(Response::new(GetIdentityUpdatesResponse { responses }))
     }
 
+    #[tracing::instrument(name = "xmtp.get_inbox_ids", skip_all, fields(xmtp.identifiers = request.get_ref().requests.len()))]
     async fn get_inbox_ids(&self, request: Request<GetInboxIdsRequest>) -> Reply<GetInboxIdsResponse> {
         let requests = request.into_inner().requests;
         // Only Ethereum identifiers are indexed; other kinds resolve to no inbox.

@@ -12,6 +12,7 @@ pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
 

@@ -2,11 +2,16 @@
 //! PostgreSQL and Redis when `CLAWX_TEST_DATABASE_URL` / `CLAWX_TEST_REDIS_URL` are set (as
 //! `scripts/test.sh` does), each test isolated in its own schemas and key prefix. With
 //! `CLAWX_TEST_REQUIRE_BACKENDS=1` a missing URL fails the test instead of narrowing it.
+//!
+//! Built only with the `testing` feature, which crates enable from their dev-dependencies, so
+//! production builds do not carry it.
 
-use std::path::PathBuf;
+use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use rand::Rng;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::{Backends, config::DatabaseArgs, storage::Backend};
 
@@ -96,4 +101,49 @@ pub fn redis_backends(shutdown: &CancellationToken) -> Option<Backends> {
             None
         }
     }
+}
+
+/// A service a test runs in its own process, on a loopback port.
+#[derive(Clone, Debug)]
+pub struct SpawnedService {
+    pub address: SocketAddr,
+    /// A connection to the service, for the test's clients.
+    pub channel: Channel,
+}
+
+/// Binds `127.0.0.1:0`, spawns `run` on that listener (a service's `run(config, listener,
+/// shutdown)`) and returns once the server answers health checks, that is once its migrations
+/// ran. Panics with the service's error if it stops first, or after 60 seconds.
+pub async fn spawn_service<Run, Serving>(run: Run) -> SpawnedService
+where
+    Run: FnOnce(TcpListener) -> Serving,
+    Serving: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let address = listener.local_addr().expect("listener address");
+    let task = tokio::spawn(run(listener));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if task.is_finished() {
+            match task.await {
+                Ok(Ok(())) => panic!("the service at {address} stopped before serving"),
+                Ok(Err(error)) => panic!("the service at {address} failed to start: {error:#}"),
+                Err(error) => panic!("the service at {address} panicked: {error}"),
+            }
+        }
+        if let Some(channel) = health_checked(address).await {
+            return SpawnedService { address, channel };
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the service at {address} did not serve within 60 seconds");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn health_checked(address: SocketAddr) -> Option<Channel> {
+    let channel = Channel::from_shared(format!("http://{address}")).expect("valid address").connect().await.ok()?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let answer = tokio::time::timeout(Duration::from_secs(1), health.check(request)).await.ok()?.ok()?;
+    let serving = answer.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    serving.then_some(channel)
 }

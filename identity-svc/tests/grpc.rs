@@ -11,7 +11,7 @@ use clawx_common::{
     crypto::{Keyring, generate_master_key},
     pubsub::Event,
     service::ServiceConfig,
-    testing::{TestDatabase, redis_backends},
+    testing::{TestDatabase, redis_backends, spawn_service},
 };
 use clawx_identity::{Config, Settings};
 use clawx_proto::identity::{self as pb, identity_service_client::IdentityServiceClient};
@@ -41,8 +41,6 @@ impl Harness {
 
     async fn start(name: &'static str, database: TestDatabase, backends: Backends, shutdown: CancellationToken) -> Harness {
         let auth = InternalAuth::new(&Secret::new("identity-test-secret-identity-test"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
         let config = Config {
             service: ServiceConfig { database: database.args.clone(), backends: backends.clone(), auth: auth.clone() },
             keyring: Keyring::new(&Secret::new(generate_master_key()), None).unwrap(),
@@ -53,23 +51,8 @@ impl Harness {
             },
         };
         let token = shutdown.clone();
-        tokio::spawn(async move { clawx_identity::run(config, listener, token).await.unwrap() });
-        let channel = loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://{address}")).unwrap().connect().await {
-                break channel;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let mut client = IdentityServiceClient::new(channel);
-        // Wait for migrations.
-        loop {
-            let mut request = Request::new(clawx_proto::common::GetStatusRequest {});
-            auth.authorize(&mut request, "identity", &Principal::service());
-            if client.get_status(request).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let service = spawn_service(|listener| clawx_identity::run(config, listener, token)).await;
+        let client = IdentityServiceClient::new(service.channel);
         Harness { name, client, auth, backends, shutdown, _database: database }
     }
 

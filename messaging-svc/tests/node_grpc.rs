@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use clawx_common::{Backends, InternalAuth, Secret, service::ServiceConfig, testing::TestDatabase};
+use clawx_common::{Backends, InternalAuth, Secret, service::ServiceConfig, testing::{TestDatabase, spawn_service}};
 use clawx_messaging::node::NodeLimits;
 use clawx_proto::xmtp::{
     identity::{
@@ -49,8 +49,6 @@ impl Drop for Harness {
 }
 
 async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &CancellationToken, limits: &NodeLimits) -> Replica {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let config = clawx_messaging::Config {
         service: ServiceConfig {
             database: database.args.clone(),
@@ -60,19 +58,9 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
         node: limits.clone(),
     };
     let token = shutdown.clone();
-    tokio::spawn(async move { clawx_messaging::run(config, listener, token).await.unwrap() });
-    let channel = loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{address}")).unwrap().connect().await {
-            break channel;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut mls = MlsApiClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
-    // Ready once migrations ran.
-    while mls.fetch_key_packages(FetchKeyPackagesRequest { installation_keys: vec![] }).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Replica { address, mls, identity: IdentityApiClient::new(channel) }
+    let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
+    let mls = MlsApiClient::new(service.channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
+    Replica { address: service.address, mls, identity: IdentityApiClient::new(service.channel) }
 }
 
 /// Every backend flavour, each with `replicas` messaging services on the same data.

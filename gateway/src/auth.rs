@@ -21,7 +21,7 @@ use std::{
 
 use axum::http::HeaderMap;
 use clawx_common::{
-    AuthMethod, ErrorCode, Principal, ServiceError,
+    AuthMethod, Cache, ErrorCode, Principal, ServiceError,
     auth::{CREDENTIALS_REVOKED_CHANNEL, CredentialsRevoked, api_key_cache_key, api_key_hash, looks_like_api_key},
     pubsub::{Event, PubSub},
     time::now_ms,
@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Gateway, upstream::Upstream};
+use crate::{
+    limiter::{Limiter, refused_error},
+    upstream::Upstreams,
+};
 
 /// Headers that carry client credentials; never forwarded to services.
 pub const CREDENTIAL_HEADERS: &[&str] = &[
@@ -201,19 +204,32 @@ fn signature_cache_key(domain: &str, expires: &str, signature: &str) -> String {
     format!("s:{}", hex::encode(hasher.finalize()))
 }
 
-impl Gateway {
+/// Finds out who is calling: the caches first, then the identity service.
+#[derive(Debug)]
+pub struct Authenticator {
+    pub cache: Arc<AuthCache>,
+    /// The cache shared by every replica (Redis in production).
+    shared: Cache,
+    upstreams: Upstreams,
+}
+
+impl Authenticator {
+    pub fn new(cache: Arc<AuthCache>, shared: Cache, upstreams: Upstreams) -> Authenticator {
+        Authenticator { cache, shared, upstreams }
+    }
+
     /// The principal of a request: anonymous without credentials, an account with valid ones,
     /// an error with invalid ones.
-    pub async fn authenticate(&self, headers: &HeaderMap, client_ip: &str) -> Result<Principal, ServiceError> {
+    pub async fn authenticate(&self, limiter: &Limiter, headers: &HeaderMap, client_ip: &str) -> Result<Principal, ServiceError> {
         let client_ip = Some(client_ip.to_string());
         match credentials(headers)? {
             Credentials::None => Ok(Principal::anonymous(client_ip)),
             Credentials::ApiKey(key) => {
-                let account_id = self.authenticate_key(&key, client_ip.as_deref().unwrap_or("unknown")).await?;
+                let account_id = self.authenticate_key(limiter, &key, client_ip.as_deref().unwrap_or("unknown")).await?;
                 Ok(Principal::account(account_id, AuthMethod::ApiKey, client_ip))
             }
             Credentials::Signature { domain, expires, signature } => {
-                let account_id = self.authenticate_signature(&domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
+                let account_id = self.authenticate_signature(limiter, &domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
                 Ok(Principal::account(account_id, AuthMethod::Signature, client_ip))
             }
         }
@@ -221,25 +237,26 @@ impl Gateway {
 
     /// Counts a credential check the caches could not answer; refuses past the per-IP limit, so
     /// guessing keys or signatures costs the guesser, not the identity service.
-    async fn charge_credential_check(&self, client_ip: &str) -> Result<(), ServiceError> {
-        self.limit(&format!("authcheck:{client_ip}"), self.config.limits.auth_checks_per_minute)
+    async fn charge_credential_check(limiter: &Limiter, client_ip: &str) -> Result<(), ServiceError> {
+        limiter
+            .limit(&format!("authcheck:{client_ip}"), limiter.limits.auth_checks_per_minute)
             .await
             .map(|_| ())
-            .map_err(|refused| crate::refused_error(&refused))
+            .map_err(|refused| refused_error(&refused))
     }
 
-    async fn authenticate_key(&self, key: &str, client_ip: &str) -> Result<i64, ServiceError> {
+    async fn authenticate_key(&self, limiter: &Limiter, key: &str, client_ip: &str) -> Result<i64, ServiceError> {
         if !looks_like_api_key(key) {
             return Err(ServiceError::unauthorized("invalid API key"));
         }
         let hash = api_key_hash(key);
         let local_key = format!("k:{hash}");
-        if let Some(entry) = self.auth_cache.get(&local_key) {
+        if let Some(entry) = self.cache.get(&local_key) {
             return Ok(entry.account_id);
         }
-        let generation = self.auth_cache.generation();
+        let generation = self.cache.generation();
         let shared_key = api_key_cache_key(&hash);
-        let shared = match self.backends.cache.get(&shared_key).await {
+        let shared = match self.shared.get(&shared_key).await {
             Ok(Some(bytes)) => serde_json::from_slice::<SharedEntry>(&bytes).ok(),
             Ok(None) => None,
             Err(error) => {
@@ -250,13 +267,13 @@ impl Gateway {
         let account_id = match shared {
             Some(entry) => entry.account_id,
             None => {
-                self.charge_credential_check(client_ip).await?;
-                let request = self.upstreams.request(Upstream::Identity, &Principal::service(), AuthenticateRequest { api_key: key.to_string() });
-                let account = self.upstreams.identity().authenticate(request).await.map_err(|status| ServiceError::from_status(&status))?;
+                Self::charge_credential_check(limiter, client_ip).await?;
+                let request = AuthenticateRequest { api_key: key.to_string() };
+                let account = self.upstreams.identity(&Principal::service()).authenticate(request).await.map_err(|status| ServiceError::from_status(&status))?;
                 let account_id = account.into_inner().account_id;
-                if self.auth_cache.generation() == generation {
+                if self.cache.generation() == generation {
                     let entry = serde_json::to_vec(&SharedEntry { account_id }).expect("plain struct");
-                    if let Err(error) = self.backends.cache.set(&shared_key, &entry, SHARED_TTL).await {
+                    if let Err(error) = self.shared.set(&shared_key, &entry, SHARED_TTL).await {
                         tracing::warn!(%error, "could not share an authenticated key");
                     }
                 }
@@ -264,32 +281,28 @@ impl Gateway {
             }
         };
         let entry = LocalEntry { account_id, expires: Instant::now() + LOCAL_TTL };
-        self.auth_cache.insert(local_key, entry, generation);
+        self.cache.insert(local_key, entry, generation);
         Ok(account_id)
     }
 
-    async fn authenticate_signature(&self, domain: &str, expires: &str, signature: &str, client_ip: &str) -> Result<i64, ServiceError> {
+    async fn authenticate_signature(&self, limiter: &Limiter, domain: &str, expires: &str, signature: &str, client_ip: &str) -> Result<i64, ServiceError> {
         let local_key = signature_cache_key(domain, expires, signature);
-        if let Some(entry) = self.auth_cache.get(&local_key) {
+        if let Some(entry) = self.cache.get(&local_key) {
             return Ok(entry.account_id);
         }
-        self.charge_credential_check(client_ip).await?;
-        let generation = self.auth_cache.generation();
-        let request = self.upstreams.request(
-            Upstream::Identity,
-            &Principal::service(),
-            AuthenticateSignatureRequest { domain: domain.to_string(), expires: expires.to_string(), signature: signature.to_string() },
-        );
+        Self::charge_credential_check(limiter, client_ip).await?;
+        let generation = self.cache.generation();
+        let request = AuthenticateSignatureRequest { domain: domain.to_string(), expires: expires.to_string(), signature: signature.to_string() };
         let account = self
             .upstreams
-            .identity()
+            .identity(&Principal::service())
             .authenticate_signature(request)
             .await
             .map_err(|status| ServiceError::from_status(&status))?
             .into_inner();
         let remaining = Duration::from_millis((account.valid_until_ms - now_ms()).max(0) as u64);
         let entry = LocalEntry { account_id: account.account_id, expires: Instant::now() + remaining.min(Duration::from_secs(300)) };
-        self.auth_cache.insert(local_key, entry, generation);
+        self.cache.insert(local_key, entry, generation);
         Ok(account.account_id)
     }
 }

@@ -2,18 +2,12 @@
 
 use std::{sync::OnceLock, time::Instant};
 
-use axum::{
-    extract::Request,
-    http::{HeaderMap, HeaderValue},
-    middleware::Next,
-    response::Response,
-};
-use clawx_common::grpc::{REQUEST_ID_HEADER, is_valid_request_id};
+use axum::{extract::Request, http::HeaderValue, middleware::Next, response::Response};
+use clawx_common::grpc::REQUEST_ID_HEADER;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
-use uuid::Uuid;
 
-use crate::{proxy::is_grpc_request, rest::RouteLabel};
+use crate::context::{REQUEST_ID, RouteLabel, is_grpc_request, settle_request_id};
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -31,16 +25,6 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
-}
-
-tokio::task_local! {
-    /// The id of the request being served, for calls made on its behalf.
-    pub static REQUEST_ID: String;
-}
-
-/// The id of the request being served, if any.
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
 }
 
 /// gRPC services whose calls get their own metrics label; anything else is `grpc:unknown`, so
@@ -72,20 +56,6 @@ fn method_label(method: &axum::http::Method) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     }
-}
-
-/// The request's id: the client's `x-request-id` when it is well-formed (see
-/// [`is_valid_request_id`]), otherwise a fresh UUID. The request then carries exactly this id,
-/// so a forwarded call sends it to the service.
-fn settle_request_id(headers: &mut HeaderMap) -> String {
-    let mut sent = headers.get_all(REQUEST_ID_HEADER).iter();
-    let accepted = match (sent.next(), sent.next()) {
-        (Some(only), None) => only.to_str().ok().filter(|id| is_valid_request_id(id)).map(str::to_string),
-        _ => None,
-    };
-    let request_id = accepted.unwrap_or_else(|| Uuid::new_v4().to_string());
-    headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("a checked id is a valid header value"));
-    request_id
 }
 
 /// Middleware: settles the request id, then one access-log line and two metrics per request.

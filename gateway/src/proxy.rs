@@ -1,36 +1,30 @@
 //! gRPC and grpc-web pass-through: any call under a known package prefix is forwarded to the
-//! owning service, with no per-method code. Clawx services get the caller's credentials checked
-//! here and an internal JWT instead; XMTP node paths are forwarded without auth, rate-limited
-//! per client IP, with the client IP in [`CLIENT_IP_METADATA`]. Long-lived streams of every kind
+//! owning service, with no per-method code. The edge guard decides on each call by its method
+//! (see [`crate::guard`]): Clawx services get the caller's credentials checked here and an
+//! internal JWT instead; XMTP node paths are forwarded without auth, rate-limited per client IP,
+//! with the client IP in [`CLIENT_IP_METADATA`]. Long-lived streams of every kind
 //! the port offers share one per-IP cap ([`StreamCap`]).
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use axum::http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use axum::http::{HeaderValue, Request, Response, Version};
 use clawx_common::{ErrorCode, ServiceError, auth::INTERNAL_TOKEN_METADATA, grpc::CLIENT_IP_METADATA};
 use tower::{Service, ServiceExt};
 
-use crate::{Gateway, upstream::Upstream};
+use crate::{
+    guard::{Access, Gateway},
+    limiter::StreamSlot,
+    upstream::Upstream,
+};
 
 /// Headers that describe one hop and must not be forwarded.
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"];
-
-/// gRPC methods that create identities, limited per client IP like their REST routes.
-const CREATION_PATHS: &[&str] = &["/clawx.identity.v1.IdentityService/CreateAccount"];
-/// gRPC methods that revoke credentials: the serving replica drops the caller's cached
-/// credentials before it answers, as it does for the REST routes.
-const REVOKING_PATHS: &[&str] = &[
-    "/clawx.identity.v1.IdentityService/RevokeApiKey",
-    "/clawx.identity.v1.IdentityService/UnlinkWallet",
-    "/clawx.identity.v1.IdentityService/ReleaseDomain",
-];
 
 /// Health and reflection methods that keep a stream open for as long as the client likes.
 const LONG_LIVED_SERVED_PATHS: &[&str] = &[
@@ -46,50 +40,6 @@ pub fn is_long_lived_stream(path: &str) -> bool {
         return true;
     }
     path.starts_with("/xmtp.") && path.rsplit('/').next().is_some_and(|method| method.starts_with("Subscribe"))
-}
-
-/// Open long-lived streams per client (an IPv4 address or an IPv6 /64, like every per-IP limit).
-#[derive(Debug)]
-pub struct StreamSlots {
-    open: Mutex<HashMap<String, u32>>,
-    per_ip: u32,
-}
-
-impl StreamSlots {
-    pub fn new(per_ip: u32) -> Arc<StreamSlots> {
-        Arc::new(StreamSlots { open: Mutex::default(), per_ip })
-    }
-
-    /// A slot for one more stream from `ip`, unless its client has `per_ip` open (0: no limit).
-    pub fn acquire(self: &Arc<Self>, ip: &str) -> Option<StreamSlot> {
-        let client = crate::ip_limit_key(ip).into_owned();
-        let mut open = self.open.lock().expect("stream slots lock");
-        let count = open.entry(client.clone()).or_insert(0);
-        if self.per_ip != 0 && *count >= self.per_ip {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot { slots: Arc::clone(self), ip: client })
-    }
-}
-
-/// Held by a stream's response body; frees the slot when the stream ends or the client leaves.
-#[derive(Debug)]
-pub struct StreamSlot {
-    slots: Arc<StreamSlots>,
-    ip: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().expect("stream slots lock");
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// A response body that keeps a [`StreamSlot`] for as long as it is streamed.
@@ -113,14 +63,6 @@ impl http_body::Body for SlottedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Whether a request is gRPC or grpc-web (any `application/grpc*` content type).
-pub fn is_grpc_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"))
 }
 
 fn error_response(error: ServiceError) -> Response<tonic::body::Body> {
@@ -160,7 +102,7 @@ where
                 Ok(response.map(axum::body::Body::new))
             });
         }
-        let client_ip = crate::client_ip(&self.gateway, &request);
+        let client_ip = self.gateway.client_ip(&request);
         let Some(slot) = self.gateway.streams.acquire(&client_ip) else {
             let refusal = ServiceError::new(ErrorCode::RateLimited, "too many open streams from this address; close some first");
             return Box::pin(async move { Ok(error_response(refusal).map(axum::body::Body::new)) });
@@ -198,8 +140,7 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
     let Some(upstream) = Upstream::of_grpc_path(&path) else {
         return error_response(ServiceError::new(ErrorCode::Unimplemented, format!("unknown service in {path}")));
     };
-    let client_ip = crate::client_ip(gateway, &request);
-    let is_xmtp = path.starts_with("/xmtp.");
+    let client_ip = gateway.client_ip(&request);
     let headers = request.headers_mut();
     for name in HOP_BY_HOP {
         headers.remove(*name);
@@ -207,44 +148,25 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
     headers.remove(INTERNAL_TOKEN_METADATA);
     headers.remove(CLIENT_IP_METADATA);
 
-    let mut revoking_account = None;
-    if is_xmtp {
-        // XMTP clients carry no Clawx credentials; protect the node by client IP instead.
-        if let Err(refused) = gateway.limit(&format!("xmtp:{client_ip}"), gateway.config.limits.xmtp_per_minute).await {
-            return error_response(crate::refused_error(&refused));
-        }
+    let admitted = match gateway.admit(&path, request.headers(), &client_ip).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return error_response(refusal.error),
+    };
+    if admitted.policy.access == Access::Open {
         // The node keeps its own per-client bounds; it learns the client from the gateway only.
         if let Ok(value) = HeaderValue::from_str(&client_ip) {
             request.headers_mut().insert(CLIENT_IP_METADATA, value);
         }
     } else {
-        let principal = match gateway.authenticate(request.headers(), &client_ip).await {
-            Ok(principal) => principal,
-            Err(error) => return error_response(error),
-        };
-        if CREATION_PATHS.contains(&path.as_str())
-            && let Err(refused) = gateway.limit(&format!("create:{client_ip}"), gateway.config.limits.create_per_minute).await
-        {
-            return error_response(crate::refused_error(&refused));
-        }
-        if let Err(refused) = gateway.limit_principal(&principal).await {
-            return error_response(crate::refused_error(&refused));
-        }
-        if REVOKING_PATHS.contains(&path.as_str()) {
-            revoking_account = principal.account_id;
-        }
         crate::auth::strip_credentials(request.headers_mut());
-        let token = gateway.upstreams.auth().issue(upstream.name(), &principal);
-        let token = HeaderValue::try_from(token).expect("a JWT is a valid header value");
+        let token = HeaderValue::try_from(gateway.upstreams.token(upstream, &admitted.principal)).expect("a JWT is a valid header value");
         request.headers_mut().insert(INTERNAL_TOKEN_METADATA, token);
     }
 
     *request.version_mut() = Version::HTTP_2;
     let channel = gateway.upstreams.channel(upstream);
     let forwarded = channel.oneshot(request).await;
-    if let Some(account_id) = revoking_account {
-        gateway.auth_cache.revoke_account(account_id);
-    }
+    gateway.settle(&admitted);
     match forwarded {
         Ok(response) => response,
         Err(error) => {

@@ -1,25 +1,24 @@
 //! Connections to the services behind the gateway, and typed clients that carry the internal
-//! JWT of the principal a request acts for.
+//! JWT of the principal a request acts for: `upstreams.identity(&principal)` is a client of the
+//! identity service whose calls carry a token for the `identity` audience, the request's id and
+//! the upstream deadline.
 
 use std::time::Duration;
 
-use clawx_common::{InternalAuth, Principal};
+use clawx_common::{InternalAuth, Principal, auth::INTERNAL_TOKEN_METADATA, grpc::REQUEST_ID_HEADER};
 use clawx_proto::{
     groups::groups_service_client::GroupsServiceClient, identity::identity_service_client::IdentityServiceClient,
     messaging::messaging_service_client::MessagingServiceClient, verify::verify_service_client::VerifyServiceClient,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
 
-/// Where the services listen, e.g. `http://identity:50051`.
-#[derive(Clone, Debug)]
-pub struct UpstreamUrls {
-    pub identity: String,
-    pub messaging: String,
-    pub groups: String,
-    pub verify: String,
-}
+use crate::{config::UpstreamUrls, context::current_request_id};
 
-/// A service behind the gateway.
+/// A service behind the gateway, for the pass-through, which picks one by gRPC path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upstream {
     Identity,
@@ -29,8 +28,6 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    pub const ALL: [Upstream; 4] = [Upstream::Identity, Upstream::Messaging, Upstream::Groups, Upstream::Verify];
-
     /// The service name, which is also its JWT audience.
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +70,33 @@ fn endpoint(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
+/// Puts on every call of a typed client the internal token it was made with, the id of the
+/// request being served and the upstream deadline.
+#[derive(Clone, Debug)]
+pub struct Authorize {
+    token: AsciiMetadataValue,
+    request_id: Option<AsciiMetadataValue>,
+    timeout: Duration,
+}
+
+impl Interceptor for Authorize {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.set_timeout(self.timeout);
+        request.metadata_mut().insert(INTERNAL_TOKEN_METADATA, self.token.clone());
+        if let Some(id) = &self.request_id {
+            request.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry an internal token.
+pub type Authorized = InterceptedService<Channel, Authorize>;
+pub type IdentityClient = IdentityServiceClient<Authorized>;
+pub type MessagingClient = MessagingServiceClient<Authorized>;
+pub type GroupsClient = GroupsServiceClient<Authorized>;
+pub type VerifyClient = VerifyServiceClient<Authorized>;
+
 /// One lazily connected HTTP/2 channel per service.
 #[derive(Clone, Debug)]
 pub struct Upstreams {
@@ -96,6 +120,7 @@ impl Upstreams {
         })
     }
 
+    /// The channel to `upstream`, for the pass-through.
     pub fn channel(&self, upstream: Upstream) -> Channel {
         match upstream {
             Upstream::Identity => self.identity.clone(),
@@ -105,38 +130,35 @@ impl Upstreams {
         }
     }
 
-    pub fn auth(&self) -> &InternalAuth {
-        &self.auth
+    /// An internal token for `upstream` acting for `principal`, for the pass-through.
+    pub fn token(&self, upstream: Upstream, principal: &Principal) -> String {
+        self.auth.issue(upstream.name(), principal)
     }
 
-    /// A request to `upstream` on behalf of `principal`, with the upstream call timeout and the
-    /// id of the request being served.
-    pub fn request<T>(&self, upstream: Upstream, principal: &Principal, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
-        self.auth.authorize(&mut request, upstream.name(), principal);
-        if let Some(id) = crate::observe::current_request_id()
-            && let Ok(value) = tonic::metadata::MetadataValue::try_from(id)
-        {
-            request.metadata_mut().insert(clawx_common::grpc::REQUEST_ID_HEADER, value);
-        }
-        request
+    fn authorize(&self, upstream: Upstream, principal: &Principal) -> Authorize {
+        let request_id = current_request_id().and_then(|id| MetadataValue::try_from(id).ok());
+        let token = MetadataValue::try_from(self.token(upstream, principal)).expect("a JWT is valid ASCII metadata");
+        Authorize { token, request_id, timeout: self.timeout }
     }
 
-    pub fn identity(&self) -> IdentityServiceClient<Channel> {
-        IdentityServiceClient::new(self.identity.clone())
+    /// The identity service, acting for `principal`.
+    pub fn identity(&self, principal: &Principal) -> IdentityClient {
+        IdentityServiceClient::with_interceptor(self.identity.clone(), self.authorize(Upstream::Identity, principal))
     }
 
-    pub fn messaging(&self) -> MessagingServiceClient<Channel> {
-        MessagingServiceClient::new(self.messaging.clone())
+    /// The messaging service, acting for `principal`.
+    pub fn messaging(&self, principal: &Principal) -> MessagingClient {
+        MessagingServiceClient::with_interceptor(self.messaging.clone(), self.authorize(Upstream::Messaging, principal))
     }
 
-    pub fn groups(&self) -> GroupsServiceClient<Channel> {
-        GroupsServiceClient::new(self.groups.clone())
+    /// The groups service, acting for `principal`.
+    pub fn groups(&self, principal: &Principal) -> GroupsClient {
+        GroupsServiceClient::with_interceptor(self.groups.clone(), self.authorize(Upstream::Groups, principal))
     }
 
-    pub fn verify(&self) -> VerifyServiceClient<Channel> {
-        VerifyServiceClient::new(self.verify.clone())
+    /// The verify service, acting for `principal`.
+    pub fn verify(&self, principal: &Principal) -> VerifyClient {
+        VerifyServiceClient::with_interceptor(self.verify.clone(), self.authorize(Upstream::Verify, principal))
     }
 }
 

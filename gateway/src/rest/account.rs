@@ -2,22 +2,49 @@
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{delete, get, patch, post},
+};
 use clawx_proto::identity as pb;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
     extract::{Account, Caller, JsonBody, PathParam, QueryParams, nullable},
-    views,
+    guarded, views,
 };
-use crate::{Gateway, error::ApiError, upstream::Upstream};
+use crate::{error::ApiError, guard::Gateway};
 
 type Reply = Result<Json<Value>, ApiError>;
 
+/// The identity service's routes, each behind the guard of the gRPC method it calls.
+pub fn routes(gateway: &Arc<Gateway>) -> Router<Arc<Gateway>> {
+    let guarded = |rpc, route| guarded(gateway, rpc, route);
+    Router::new()
+        .route("/account/create", guarded("/clawx.identity.v1.IdentityService/CreateAccount", post(create)))
+        .route("/account/register", guarded("/clawx.identity.v1.IdentityService/RegisterHandle", post(register)))
+        .route("/account/me", guarded("/clawx.identity.v1.IdentityService/GetMe", get(me)))
+        .route("/account/me", guarded("/clawx.identity.v1.IdentityService/UpdateMe", patch(update_me)))
+        .route("/account/keys", guarded("/clawx.identity.v1.IdentityService/ListApiKeys", get(keys)))
+        .route("/account/keys", guarded("/clawx.identity.v1.IdentityService/CreateApiKey", post(create_key)))
+        .route("/account/keys/{id}", guarded("/clawx.identity.v1.IdentityService/RevokeApiKey", delete(revoke_key)))
+        .route("/account/wallets/challenge", guarded("/clawx.identity.v1.IdentityService/GetWalletChallenge", get(wallet_challenge)))
+        .route("/account/wallets", guarded("/clawx.identity.v1.IdentityService/ListWallets", get(wallets)))
+        .route("/account/wallets", guarded("/clawx.identity.v1.IdentityService/LinkWallet", post(link_wallet)))
+        .route("/account/wallets/{address}", guarded("/clawx.identity.v1.IdentityService/UnlinkWallet", delete(unlink_wallet)))
+        .route("/account/domains", guarded("/clawx.identity.v1.IdentityService/ListDomains", get(domains)))
+        .route("/account/domains", guarded("/clawx.identity.v1.IdentityService/ClaimDomain", post(claim_domain)))
+        .route("/account/domains/{name}", guarded("/clawx.identity.v1.IdentityService/ReleaseDomain", delete(release_domain)))
+        .route("/users", guarded("/clawx.identity.v1.IdentityService/ListUsers", get(users)))
+        .route("/users/{handle}", guarded("/clawx.identity.v1.IdentityService/GetUser", get(user)))
+        .route("/api/user/{domain}/signature", guarded("/clawx.identity.v1.IdentityService/GetSignatureMessage", get(signature_message)))
+}
+
 pub async fn create(State(gateway): State<Arc<Gateway>>, Caller(principal): Caller) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &principal, pb::CreateAccountRequest {});
-    let created = gateway.upstreams.identity().create_account(request).await?.into_inner();
+    let created = gateway.identity(&principal).create_account(pb::CreateAccountRequest {}).await?.into_inner();
     Ok(Json(json!({
         "ok": true,
         "api_key": created.api_key,
@@ -51,8 +78,7 @@ pub async fn register(State(gateway): State<Arc<Gateway>>, account: Account, Jso
         github_url: body.github_url,
         website_url: body.website_url,
     };
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, message);
-    let registered = gateway.upstreams.identity().register_handle(request).await?.into_inner();
+    let registered = gateway.identity(&account.principal).register_handle(message).await?.into_inner();
     Ok(Json(json!({
         "ok": true,
         "handle": registered.handle,
@@ -62,8 +88,7 @@ pub async fn register(State(gateway): State<Arc<Gateway>>, account: Account, Jso
 }
 
 pub async fn me(State(gateway): State<Arc<Gateway>>, account: Account) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::GetMeRequest {});
-    let profile = gateway.upstreams.identity().get_me(request).await?.into_inner();
+    let profile = gateway.identity(&account.principal).get_me(pb::GetMeRequest {}).await?.into_inner();
     Ok(Json(views::ok_with(views::profile(profile))))
 }
 
@@ -100,8 +125,7 @@ pub async fn update_me(State(gateway): State<Arc<Gateway>>, account: Account, Js
         github_url: clearable(body.github_url),
         website_url: clearable(body.website_url),
     };
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, message);
-    let profile = gateway.upstreams.identity().update_me(request).await?.into_inner();
+    let profile = gateway.identity(&account.principal).update_me(message).await?.into_inner();
     Ok(Json(views::ok_with(views::profile(profile))))
 }
 
@@ -114,15 +138,13 @@ pub struct UsersQuery {
 
 pub async fn users(State(gateway): State<Arc<Gateway>>, Caller(principal): Caller, QueryParams(query): QueryParams<UsersQuery>) -> Reply {
     let message = pb::ListUsersRequest { limit: query.limit, offset: query.offset.unwrap_or(0), search: query.search.unwrap_or_default() };
-    let request = gateway.upstreams.request(Upstream::Identity, &principal, message);
-    let users = gateway.upstreams.identity().list_users(request).await?.into_inner().users;
+    let users = gateway.identity(&principal).list_users(message).await?.into_inner().users;
     let users: Vec<Value> = users.into_iter().map(|user| Value::Object(views::profile(user))).collect();
     Ok(Json(json!({"ok": true, "users": users})))
 }
 
 pub async fn user(State(gateway): State<Arc<Gateway>>, Caller(principal): Caller, PathParam(handle): PathParam<String>) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &principal, pb::GetUserRequest { handle });
-    let profile = gateway.upstreams.identity().get_user(request).await?.into_inner();
+    let profile = gateway.identity(&principal).get_user(pb::GetUserRequest { handle }).await?.into_inner();
     Ok(Json(views::ok_with(views::profile(profile))))
 }
 
@@ -133,22 +155,18 @@ pub struct NameBody {
 }
 
 pub async fn create_key(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<NameBody>) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::CreateApiKeyRequest { name: body.name });
-    let created = gateway.upstreams.identity().create_api_key(request).await?.into_inner();
+    let created = gateway.identity(&account.principal).create_api_key(pb::CreateApiKeyRequest { name: body.name }).await?.into_inner();
     let key = created.key.unwrap_or_default();
     Ok(Json(json!({"ok": true, "id": key.id, "name": key.name, "prefix": key.prefix, "api_key": created.api_key})))
 }
 
 pub async fn keys(State(gateway): State<Arc<Gateway>>, account: Account) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::ListApiKeysRequest {});
-    let keys = gateway.upstreams.identity().list_api_keys(request).await?.into_inner().keys;
+    let keys = gateway.identity(&account.principal).list_api_keys(pb::ListApiKeysRequest {}).await?.into_inner().keys;
     Ok(Json(json!({"ok": true, "keys": keys.into_iter().map(views::api_key).collect::<Vec<_>>()})))
 }
 
 pub async fn revoke_key(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(id): PathParam<String>) -> Result<StatusCode, ApiError> {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::RevokeApiKeyRequest { id });
-    gateway.upstreams.identity().revoke_api_key(request).await?;
-    gateway.auth_cache.revoke_account(account.id);
+    gateway.identity(&account.principal).revoke_api_key(pb::RevokeApiKeyRequest { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,8 +177,7 @@ pub struct ChallengeQuery {
 
 pub async fn wallet_challenge(State(gateway): State<Arc<Gateway>>, account: Account, QueryParams(query): QueryParams<ChallengeQuery>) -> Reply {
     let address = query.address.ok_or_else(|| ApiError::invalid("address", "address is required"))?;
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::GetWalletChallengeRequest { address });
-    let challenge = gateway.upstreams.identity().get_wallet_challenge(request).await?.into_inner();
+    let challenge = gateway.identity(&account.principal).get_wallet_challenge(pb::GetWalletChallengeRequest { address }).await?.into_inner();
     Ok(Json(json!({"ok": true, "message": challenge.message, "nonce": challenge.nonce, "expiresAt": challenge.expires_at_ms})))
 }
 
@@ -174,40 +191,32 @@ pub struct LinkBody {
 
 pub async fn link_wallet(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<LinkBody>) -> Reply {
     let message = pb::LinkWalletRequest { address: body.address, message: body.message, signature: body.signature };
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, message);
-    let linked = gateway.upstreams.identity().link_wallet(request).await?.into_inner();
+    let linked = gateway.identity(&account.principal).link_wallet(message).await?.into_inner();
     Ok(Json(views::ok_with(views::wallet(linked))))
 }
 
 pub async fn wallets(State(gateway): State<Arc<Gateway>>, account: Account) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::ListWalletsRequest {});
-    let wallets = gateway.upstreams.identity().list_wallets(request).await?.into_inner().wallets;
+    let wallets = gateway.identity(&account.principal).list_wallets(pb::ListWalletsRequest {}).await?.into_inner().wallets;
     Ok(Json(json!({"ok": true, "wallets": wallets.into_iter().map(views::wallet).map(Value::Object).collect::<Vec<_>>()})))
 }
 
 pub async fn unlink_wallet(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(address): PathParam<String>) -> Result<StatusCode, ApiError> {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::UnlinkWalletRequest { address });
-    gateway.upstreams.identity().unlink_wallet(request).await?;
-    gateway.auth_cache.revoke_account(account.id);
+    gateway.identity(&account.principal).unlink_wallet(pb::UnlinkWalletRequest { address }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn claim_domain(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<NameBody>) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::ClaimDomainRequest { name: body.name });
-    let domain = gateway.upstreams.identity().claim_domain(request).await?.into_inner();
+    let domain = gateway.identity(&account.principal).claim_domain(pb::ClaimDomainRequest { name: body.name }).await?.into_inner();
     Ok(Json(views::ok_with(views::domain(domain))))
 }
 
 pub async fn domains(State(gateway): State<Arc<Gateway>>, account: Account) -> Reply {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::ListDomainsRequest {});
-    let domains = gateway.upstreams.identity().list_domains(request).await?.into_inner().domains;
+    let domains = gateway.identity(&account.principal).list_domains(pb::ListDomainsRequest {}).await?.into_inner().domains;
     Ok(Json(json!({"ok": true, "domains": domains.into_iter().map(views::domain).map(Value::Object).collect::<Vec<_>>()})))
 }
 
 pub async fn release_domain(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(name): PathParam<String>) -> Result<StatusCode, ApiError> {
-    let request = gateway.upstreams.request(Upstream::Identity, &account.principal, pb::ReleaseDomainRequest { name });
-    gateway.upstreams.identity().release_domain(request).await?;
-    gateway.auth_cache.revoke_account(account.id);
+    gateway.identity(&account.principal).release_domain(pb::ReleaseDomainRequest { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -234,8 +243,7 @@ pub async fn signature_message(
         Some("false") | Some("0") => false,
         Some(_) => return Err(ApiError::invalid("device", "device must be true or false")),
     };
-    let request = gateway.upstreams.request(Upstream::Identity, &principal, pb::GetSignatureMessageRequest { domain, expiry, device });
-    let message = gateway.upstreams.identity().get_signature_message(request).await?.into_inner();
+    let message = gateway.identity(&principal).get_signature_message(pb::GetSignatureMessageRequest { domain, expiry, device }).await?.into_inner();
     Ok(Json(json!({
         "message": message.message,
         "headers": {"x-auth-domain": message.domain, "x-auth-expires": message.expiry.to_string()},

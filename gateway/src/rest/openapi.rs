@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::Gateway;
+use crate::guard::Gateway;
 
 /// Handles: 2-32 letters, digits, `-` or `_` (any case; stored lower-case).
 pub const HANDLE_PATTERN: &str = "^[A-Za-z0-9_-]{2,32}$";

@@ -7,7 +7,7 @@ use clawx_common::Principal;
 use clawx_proto::common::GetStatusRequest;
 use serde_json::{Value, json};
 
-use crate::{Gateway, upstream::Upstream};
+use crate::guard::Gateway;
 
 /// `GET /health`: the gateway is up.
 pub async fn health(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
@@ -31,20 +31,21 @@ pub async fn status(State(gateway): State<Arc<Gateway>>) -> Json<Value> {
 
 async fn check_status(gateway: &Gateway) -> Value {
     let principal = Principal::service();
-    let upstreams = &gateway.upstreams;
-    let checks = Upstream::ALL.map(|upstream| {
-        let request = upstreams.request(upstream, &principal, GetStatusRequest {});
-        async move {
-            let reply = match upstream {
-                Upstream::Identity => upstreams.identity().get_status(request).await,
-                Upstream::Messaging => upstreams.messaging().get_status(request).await,
-                Upstream::Groups => upstreams.groups().get_status(request).await,
-                Upstream::Verify => upstreams.verify().get_status(request).await,
-            };
-            reply.map(|reply| reply.into_inner().database_ok).unwrap_or(false)
-        }
-    });
-    let (databases, redis) = tokio::join!(futures::future::join_all(checks), async {
+    let database_ok = |reply: Result<tonic::Response<clawx_proto::common::ServiceStatus>, tonic::Status>| {
+        reply.map(|reply| reply.into_inner().database_ok).unwrap_or(false)
+    };
+    let (mut identity, mut messaging, mut groups, mut verify) =
+        (gateway.identity(&principal), gateway.messaging(&principal), gateway.groups(&principal), gateway.verify(&principal));
+    let checks = async {
+        let (identity, messaging, groups, verify) = tokio::join!(
+            identity.get_status(GetStatusRequest {}),
+            messaging.get_status(GetStatusRequest {}),
+            groups.get_status(GetStatusRequest {}),
+            verify.get_status(GetStatusRequest {}),
+        );
+        [identity, messaging, groups, verify].map(database_ok)
+    };
+    let (databases, redis) = tokio::join!(checks, async {
         match &gateway.backends.cache {
             clawx_common::Cache::Redis(_) => gateway.backends.cache.ping().await,
             clawx_common::Cache::Memory(_) => false,

@@ -1,0 +1,213 @@
+//! The edge guard: one table decides, per operation — keyed by the gRPC method a call reaches,
+//! whether it came over REST or over gRPC and grpc-web — who may call it, whether it creates
+//! identities (limited per client IP), whether it revokes credentials (cached credentials are
+//! dropped before the answer leaves), and which rate-limit bucket it counts against. The REST
+//! router and the gRPC pass-through both call [`Gateway::admit`] and [`Gateway::settle`].
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::http::{HeaderMap, Request};
+use clawx_common::{Backends, Principal, ServiceError, cache::RateDecision};
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    context,
+    limiter::{Limiter, StreamSlots, refused_error},
+    upstream::{GroupsClient, IdentityClient, MessagingClient, Upstreams, VerifyClient},
+};
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The XMTP node: Clawx credentials are not read; the node learns the client's IP instead.
+    Open,
+    /// Anyone; credentials are checked when sent.
+    Public,
+    /// An authenticated account; anyone else gets 401 `UNAUTHORIZED`.
+    Account,
+}
+
+/// The rate-limit bucket an operation counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    /// Per account, or per client IP for anonymous callers.
+    Caller,
+    /// XMTP node calls, per client IP.
+    Xmtp,
+}
+
+/// What the edge does for an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub access: Access,
+    /// Creates an identity: also limited per client IP (`CLAWX_RATE_LIMIT_CREATE_PER_MINUTE`).
+    pub creates_identity: bool,
+    /// Revokes credentials: the caller's cached credentials are dropped on this replica before
+    /// the answer leaves (the identity service announces the revocation to the others).
+    pub revokes_credentials: bool,
+    pub bucket: Bucket,
+}
+
+impl Policy {
+    /// Anyone may call; what the service decides is all that applies.
+    pub const PUBLIC: Policy = Policy { access: Access::Public, creates_identity: false, revokes_credentials: false, bucket: Bucket::Caller };
+    /// An account's own business.
+    pub const ACCOUNT: Policy = Policy { access: Access::Account, ..Policy::PUBLIC };
+    /// The XMTP node.
+    pub const XMTP: Policy = Policy { access: Access::Open, bucket: Bucket::Xmtp, ..Policy::PUBLIC };
+}
+
+/// Operations whose policy is not [`Policy::PUBLIC`]. XMTP node methods (`/xmtp.*`) are all
+/// [`Policy::XMTP`].
+const OPERATIONS: &[(&str, Policy)] = &[
+    ("/clawx.identity.v1.IdentityService/CreateAccount", Policy { creates_identity: true, ..Policy::PUBLIC }),
+    ("/clawx.identity.v1.IdentityService/RegisterHandle", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/GetMe", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/UpdateMe", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/CreateApiKey", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/ListApiKeys", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/RevokeApiKey", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
+    ("/clawx.identity.v1.IdentityService/GetWalletChallenge", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/LinkWallet", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/ListWallets", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/UnlinkWallet", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
+    ("/clawx.identity.v1.IdentityService/ClaimDomain", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/ListDomains", Policy::ACCOUNT),
+    ("/clawx.identity.v1.IdentityService/ReleaseDomain", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
+];
+
+/// The policy of a gRPC method (`/package.Service/Method`).
+pub fn policy(method: &str) -> Policy {
+    if method.starts_with("/xmtp.") {
+        return Policy::XMTP;
+    }
+    OPERATIONS.iter().find(|(name, _)| *name == method).map_or(Policy::PUBLIC, |(_, policy)| *policy)
+}
+
+/// A call the guard let through.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    pub principal: Principal,
+    pub policy: Policy,
+    /// The caller's bucket after this call, for rate-limit headers (none when unlimited).
+    pub decision: Option<RateDecision>,
+}
+
+/// A call the guard turned away.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub error: ServiceError,
+    /// The caller's bucket, for rate-limit headers: the refusing one when over a limit.
+    pub decision: Option<RateDecision>,
+}
+
+impl Refusal {
+    fn denied(error: ServiceError) -> Refusal {
+        Refusal { error, decision: None }
+    }
+
+    fn limited(decision: RateDecision) -> Refusal {
+        Refusal { error: refused_error(&decision), decision: Some(decision) }
+    }
+}
+
+/// The gateway's shared state: upstream clients, limiter, authenticator and the guard over them.
+#[derive(Debug)]
+pub struct Gateway {
+    pub upstreams: Upstreams,
+    pub backends: Backends,
+    pub config: Config,
+    pub started: Instant,
+    pub authenticator: Authenticator,
+    pub limiter: Limiter,
+    /// Open long-lived streams per client IP.
+    pub streams: Arc<StreamSlots>,
+    /// The last `/status` answer, reused for a second.
+    pub status_cache: Mutex<Option<(Instant, serde_json::Value)>>,
+}
+
+impl Gateway {
+    /// The client's IP address (see [`context::client_ip`]).
+    pub fn client_ip<B>(&self, request: &Request<B>) -> String {
+        context::client_ip(self.config.trust_forwarded_for, request)
+    }
+
+    /// Decides on a call of the gRPC `method` with `headers` from `client_ip`: authenticates the
+    /// caller (unless the operation is open), then counts it against the creation limit and its
+    /// bucket, then checks that an account calls what needs one.
+    pub async fn admit(&self, method: &str, headers: &HeaderMap, client_ip: &str) -> Result<Admitted, Refusal> {
+        let policy = policy(method);
+        let limits = &self.limiter.limits;
+        let principal = match policy.access {
+            // XMTP clients carry no Clawx credentials; the node is protected by client IP instead.
+            Access::Open => Principal::anonymous(Some(client_ip.to_string())),
+            Access::Public | Access::Account => {
+                self.authenticator.authenticate(&self.limiter, headers, client_ip).await.map_err(Refusal::denied)?
+            }
+        };
+        if policy.creates_identity {
+            self.limiter.limit(&format!("create:{client_ip}"), limits.create_per_minute).await.map_err(Refusal::limited)?;
+        }
+        let decision = match policy.bucket {
+            Bucket::Caller => self.limiter.limit_principal(&principal).await,
+            Bucket::Xmtp => self.limiter.limit(&format!("xmtp:{client_ip}"), limits.xmtp_per_minute).await,
+        }
+        .map_err(Refusal::limited)?;
+        if policy.access == Access::Account && principal.account_id.is_none() {
+            let error = ServiceError::unauthorized("authentication required: send X-Api-Key (or Authorization: Bearer) or a signed request");
+            return Err(Refusal { error, decision });
+        }
+        Ok(Admitted { principal, policy, decision })
+    }
+
+    /// Called once the service has answered an admitted call, before the answer leaves.
+    pub fn settle(&self, admitted: &Admitted) {
+        if admitted.policy.revokes_credentials
+            && let Some(account_id) = admitted.principal.account_id
+        {
+            self.authenticator.cache.revoke_account(account_id);
+        }
+    }
+
+    /// The identity service, acting for `principal`.
+    pub fn identity(&self, principal: &Principal) -> IdentityClient {
+        self.upstreams.identity(principal)
+    }
+
+    /// The messaging service, acting for `principal`.
+    pub fn messaging(&self, principal: &Principal) -> MessagingClient {
+        self.upstreams.messaging(principal)
+    }
+
+    /// The groups service, acting for `principal`.
+    pub fn groups(&self, principal: &Principal) -> GroupsClient {
+        self.upstreams.groups(principal)
+    }
+
+    /// The verify service, acting for `principal`.
+    pub fn verify(&self, principal: &Principal) -> VerifyClient {
+        self.upstreams.verify(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_one_policy() {
+        assert_eq!(policy("/xmtp.mls.api.v1.MlsApi/SendGroupMessages"), Policy::XMTP);
+        assert!(policy("/clawx.identity.v1.IdentityService/CreateAccount").creates_identity);
+        assert!(policy("/clawx.identity.v1.IdentityService/UnlinkWallet").revokes_credentials);
+        assert_eq!(policy("/clawx.identity.v1.IdentityService/GetUser"), Policy::PUBLIC);
+        assert_eq!(policy("/clawx.identity.v1.IdentityService/GetMe").access, Access::Account);
+        let mut names: Vec<&str> = OPERATIONS.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), OPERATIONS.len(), "one entry per method");
+    }
+}

@@ -1,0 +1,80 @@
+//! The edge guard decides on an operation the same way whichever door it comes through: REST or
+//! gRPC share the per-IP creation limit, and a revocation through either drops the credentials
+//! the other one cached.
+
+use clawx_proto::identity::{CreateAccountRequest, CreateApiKeyRequest, GetMeRequest, RevokeApiKeyRequest, identity_service_client::IdentityServiceClient};
+use clawx_tests::{Auth, TestStack};
+use reqwest::Method;
+use serde_json::json;
+use tonic::{Code, metadata::MetadataValue};
+
+fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("x-api-key", MetadataValue::try_from(key).unwrap());
+    request
+}
+
+#[tokio::test]
+async fn creations_over_rest_and_grpc_share_one_per_ip_limit() {
+    for stack in TestStack::all_with(|config| config.limits.create_per_minute = 3).await {
+        let name = stack.name;
+        let mut client = IdentityServiceClient::new(stack.channel().await);
+        stack.call(Method::POST, "/account/create", &Auth::None, None).await.expect_ok(name);
+        let created = client.create_account(CreateAccountRequest {}).await.unwrap().into_inner();
+        assert!(created.api_key.starts_with("clx_"), "{name}");
+        stack.call(Method::POST, "/account/create", &Auth::None, None).await.expect_ok(name);
+
+        // The fourth creation is refused through either door.
+        let refused = client.create_account(CreateAccountRequest {}).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{name}");
+        assert_eq!(refused.metadata().get("clawx-error-code").unwrap(), "RATE_LIMITED", "{name}");
+        let refused = stack.call(Method::POST, "/account/create", &Auth::None, None).await;
+        refused.expect_error(429, "RATE_LIMITED", name);
+        assert_eq!(refused.headers["ratelimit-limit"], "3", "{name}");
+
+        // Other anonymous calls are not creations.
+        stack.get("/users", &Auth::None).await.expect_ok(name);
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_through_either_door_drops_what_both_cached() {
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let key = stack.registered("guarded").await;
+        let mut client = IdentityServiceClient::new(stack.channel().await);
+        let mut spare = Vec::new();
+        for label in ["over grpc", "over rest"] {
+            let created = stack.post("/account/keys", &Auth::Key(key.clone()), json!({"name": label})).await.expect_ok(name).clone();
+            let spare_key = created["api_key"].as_str().unwrap().to_string();
+            // Both doors have the key cached.
+            stack.get("/account/me", &Auth::Key(spare_key.clone())).await.expect_ok(name);
+            client.get_me(with_key(&spare_key, GetMeRequest {})).await.unwrap();
+            spare.push((created["id"].as_str().unwrap().to_string(), spare_key));
+        }
+
+        // Revoked over gRPC: REST refuses the key at once.
+        let (id, revoked) = &spare[0];
+        client.revoke_api_key(with_key(&key, RevokeApiKeyRequest { id: id.clone() })).await.unwrap();
+        stack.get("/account/me", &Auth::Key(revoked.clone())).await.expect_error(401, "UNAUTHORIZED", name);
+        let status = client.get_me(with_key(revoked, GetMeRequest {})).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+
+        // Revoked over REST: gRPC refuses the key at once.
+        let (id, revoked) = &spare[1];
+        assert_eq!(stack.call(Method::DELETE, &format!("/account/keys/{id}"), &Auth::Key(key.clone()), None).await.status, 204, "{name}");
+        let status = client.get_me(with_key(revoked, GetMeRequest {})).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+        stack.get("/account/me", &Auth::Key(revoked.clone())).await.expect_error(401, "UNAUTHORIZED", name);
+
+        // The owner's key still works through both doors; anonymous gRPC callers of account
+        // methods are turned away at the edge like REST ones.
+        stack.get("/account/me", &Auth::Key(key.clone())).await.expect_ok(name);
+        client.create_api_key(with_key(&key, CreateApiKeyRequest { name: "another".into() })).await.unwrap();
+        let status = client.get_me(GetMeRequest {}).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}");
+        stack.get("/account/me", &Auth::None).await.expect_error(401, "UNAUTHORIZED", name);
+        stack.stop().await;
+    }
+}

@@ -12,7 +12,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A stored account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccountRecord {
     pub id: i64,
     /// EIP-55 checksummed.
@@ -33,13 +33,17 @@ pub struct AccountRecord {
     pub updated_at: i64,
 }
 
-/// A stored API key (never the key itself).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A stored API key (never the key itself). Its columns are read under names apart from the
+/// account's (`key_columns_of_k!`), so one joined row holds both.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiKeyRecord {
+    #[sqlx(rename = "public_id")]
     pub id: String,
     pub account_id: i64,
+    #[sqlx(rename = "key_name")]
     pub name: String,
     pub prefix: String,
+    #[sqlx(rename = "key_created_at")]
     pub created_at: i64,
     pub last_used_at: Option<i64>,
 }
@@ -73,14 +77,14 @@ pub struct ProfileFields {
     pub website_url: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct LinkedWalletRecord {
     pub address: String,
     pub account_id: i64,
     pub linked_at: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ChallengeRecord {
     pub nonce: String,
     pub account_id: i64,
@@ -89,7 +93,7 @@ pub struct ChallengeRecord {
     pub expires_at: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct DomainRecord {
     pub name: String,
     pub account_id: i64,

@@ -49,15 +49,13 @@ macro_rules! sql_store {
     ($name:ident, $db:ty, $begin:literal, $for_update:literal) => {
         use async_trait::async_trait;
         use clawx_common::storage::{is_unique_violation, placeholders};
-        use sqlx::Row;
+        use sqlx::FromRow;
 
         use $crate::store::{
             AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount,
             NewApiKey, ProfileFields, ProfilePatch, StoreError, StoreResult, UserQuery,
             sql::{MAX_LOOKUP, account_columns, account_columns_of_a, key_columns_of_k, like_pattern},
         };
-
-        type DbRow = <$db as sqlx::Database>::Row;
 
         #[derive(Clone, Debug)]
         pub struct $name {
@@ -72,63 +70,6 @@ macro_rules! sql_store {
 
         fn conflict(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
             move |error| if is_unique_violation(&error) { StoreError::Conflict(what) } else { StoreError::Database(error) }
-        }
-
-        fn account_from_row(row: &DbRow) -> Result<AccountRecord, sqlx::Error> {
-            Ok(AccountRecord {
-                id: row.try_get("id")?,
-                wallet_address: row.try_get("wallet_address")?,
-                wallet_key: row.try_get("wallet_key")?,
-                xmtp_inbox_id: row.try_get("xmtp_inbox_id")?,
-                handle: row.try_get("handle")?,
-                name: row.try_get("name")?,
-                description: row.try_get("description")?,
-                x_url: row.try_get("x_url")?,
-                github_url: row.try_get("github_url")?,
-                website_url: row.try_get("website_url")?,
-                verified: row.try_get("verified")?,
-                twitter_username: row.try_get("twitter_username")?,
-                created_at: row.try_get("created_at")?,
-                registered_at: row.try_get("registered_at")?,
-                updated_at: row.try_get("updated_at")?,
-            })
-        }
-
-        fn key_from_row(row: &DbRow) -> Result<ApiKeyRecord, sqlx::Error> {
-            Ok(ApiKeyRecord {
-                id: row.try_get("public_id")?,
-                account_id: row.try_get("account_id")?,
-                name: row.try_get("key_name")?,
-                prefix: row.try_get("prefix")?,
-                created_at: row.try_get("key_created_at")?,
-                last_used_at: row.try_get("last_used_at")?,
-            })
-        }
-
-        fn wallet_from_row(row: &DbRow) -> Result<LinkedWalletRecord, sqlx::Error> {
-            Ok(LinkedWalletRecord {
-                address: row.try_get("address")?,
-                account_id: row.try_get("account_id")?,
-                linked_at: row.try_get("linked_at")?,
-            })
-        }
-
-        fn challenge_from_row(row: &DbRow) -> Result<ChallengeRecord, sqlx::Error> {
-            Ok(ChallengeRecord {
-                nonce: row.try_get("nonce")?,
-                account_id: row.try_get("account_id")?,
-                address_lower: row.try_get("address_lower")?,
-                message: row.try_get("message")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        }
-
-        fn domain_from_row(row: &DbRow) -> Result<DomainRecord, sqlx::Error> {
-            Ok(DomainRecord {
-                name: row.try_get("name")?,
-                account_id: row.try_get("account_id")?,
-                claimed_at: row.try_get("claimed_at")?,
-            })
         }
 
         impl $name {
@@ -152,7 +93,7 @@ macro_rules! sql_store {
                     };
                 }
                 let rows = query.fetch_all(&self.pool).await?;
-                Ok(rows.iter().map(account_from_row).collect::<Result<_, _>>()?)
+                Ok(rows.iter().map(AccountRecord::from_row).collect::<Result<_, _>>()?)
             }
         }
 
@@ -178,7 +119,7 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(conflict("wallet"))?;
-                let record = account_from_row(&row)?;
+                let record = AccountRecord::from_row(&row)?;
                 insert_key(&mut tx, record.id, &account.first_key, account.created_at).await?;
                 tx.commit().await?;
                 Ok(record)
@@ -189,7 +130,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
-                Ok(row.as_ref().map(account_from_row).transpose()?)
+                Ok(row.as_ref().map(AccountRecord::from_row).transpose()?)
             }
 
             async fn account_by_handle(&self, handle: &str) -> StoreResult<Option<AccountRecord>> {
@@ -197,7 +138,7 @@ macro_rules! sql_store {
                     .bind(handle)
                     .fetch_optional(&self.pool)
                     .await?;
-                Ok(row.as_ref().map(account_from_row).transpose()?)
+                Ok(row.as_ref().map(AccountRecord::from_row).transpose()?)
             }
 
             async fn accounts_by_wallet(&self, addresses_lower: &[String]) -> StoreResult<Vec<AccountRecord>> {
@@ -242,7 +183,7 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(conflict("handle"))?;
-                let record = account_from_row(&row)?;
+                let record = AccountRecord::from_row(&row)?;
                 tx.commit().await?;
                 Ok(record)
             }
@@ -253,7 +194,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let current = row.as_ref().map(account_from_row).transpose()?.ok_or(StoreError::NotFound)?;
+                let current = row.as_ref().map(AccountRecord::from_row).transpose()?.ok_or(StoreError::NotFound)?;
                 let profile = patch.apply(&current);
                 let row = sqlx::query(concat!(
                     "UPDATE accounts SET name = $2, name_lower = $3, description = $4, x_url = $5, github_url = $6, \
@@ -270,7 +211,7 @@ macro_rules! sql_store {
                 .bind(at)
                 .fetch_one(&mut *tx)
                 .await?;
-                let record = account_from_row(&row)?;
+                let record = AccountRecord::from_row(&row)?;
                 tx.commit().await?;
                 Ok(record)
             }
@@ -287,7 +228,7 @@ macro_rules! sql_store {
                 .bind(i64::from(query.offset))
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.iter().map(account_from_row).collect::<Result<_, _>>()?)
+                Ok(rows.iter().map(AccountRecord::from_row).collect::<Result<_, _>>()?)
             }
 
             async fn account_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<(AccountRecord, ApiKeyRecord)>> {
@@ -297,7 +238,7 @@ macro_rules! sql_store {
                 );
                 let row = sqlx::query(statement).bind(key_hash).fetch_optional(&self.pool).await?;
                 match row {
-                    Some(row) => Ok(Some((account_from_row(&row)?, key_from_row(&row)?))),
+                    Some(row) => Ok(Some((AccountRecord::from_row(&row)?, ApiKeyRecord::from_row(&row)?))),
                     None => Ok(None),
                 }
             }
@@ -331,7 +272,7 @@ macro_rules! sql_store {
                 .bind(account_id)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+                Ok(rows.iter().map(ApiKeyRecord::from_row).collect::<Result<_, _>>()?)
             }
 
             async fn revoke_api_key(&self, account_id: i64, key_id: &str) -> StoreResult<String> {
@@ -401,7 +342,7 @@ macro_rules! sql_store {
                 .bind(nonce)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.as_ref().map(challenge_from_row).transpose()?)
+                Ok(row.as_ref().map(ChallengeRecord::from_row).transpose()?)
             }
 
             async fn link_wallet(&self, account_id: i64, address: &str, at: i64, limit: i64) -> StoreResult<LinkedWalletRecord> {
@@ -412,7 +353,7 @@ macro_rules! sql_store {
                     .bind(&address_lower)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match existing.as_ref().map(wallet_from_row).transpose()? {
+                match existing.as_ref().map(LinkedWalletRecord::from_row).transpose()? {
                     Some(wallet) if wallet.account_id == account_id => return Ok(wallet),
                     Some(_) => return Err(StoreError::Conflict("wallet")),
                     None => {}
@@ -436,7 +377,7 @@ macro_rules! sql_store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(row) = inserted else { return Err(StoreError::Conflict("wallet")) };
-                let wallet = wallet_from_row(&row)?;
+                let wallet = LinkedWalletRecord::from_row(&row)?;
                 tx.commit().await?;
                 Ok(wallet)
             }
@@ -448,7 +389,7 @@ macro_rules! sql_store {
                 .bind(account_id)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.iter().map(wallet_from_row).collect::<Result<_, _>>()?)
+                Ok(rows.iter().map(LinkedWalletRecord::from_row).collect::<Result<_, _>>()?)
             }
 
             async fn unlink_wallet(&self, account_id: i64, address_lower: &str) -> StoreResult<()> {
@@ -474,7 +415,7 @@ macro_rules! sql_store {
                     .bind(name)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match existing.as_ref().map(domain_from_row).transpose()? {
+                match existing.as_ref().map(DomainRecord::from_row).transpose()? {
                     Some(domain) if domain.account_id == account_id => return Ok(domain),
                     Some(_) => return Err(StoreError::Conflict("domain")),
                     None => {}
@@ -497,7 +438,7 @@ macro_rules! sql_store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(row) = inserted else { return Err(StoreError::Conflict("domain")) };
-                let domain = domain_from_row(&row)?;
+                let domain = DomainRecord::from_row(&row)?;
                 tx.commit().await?;
                 Ok(domain)
             }
@@ -507,7 +448,7 @@ macro_rules! sql_store {
                     .bind(account_id)
                     .fetch_all(&self.pool)
                     .await?;
-                Ok(rows.iter().map(domain_from_row).collect::<Result<_, _>>()?)
+                Ok(rows.iter().map(DomainRecord::from_row).collect::<Result<_, _>>()?)
             }
 
             async fn release_domain(&self, account_id: i64, name: &str) -> StoreResult<()> {
@@ -562,7 +503,7 @@ macro_rules! sql_store {
             .fetch_one(&mut **tx)
             .await
             .map_err(conflict("api key"))?;
-            Ok(key_from_row(&row)?)
+            Ok(ApiKeyRecord::from_row(&row)?)
         }
     };
 }

@@ -24,7 +24,7 @@ pub struct NewGroupMessage {
 }
 
 /// A stored group message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredGroupMessage {
     pub id: i64,
     pub group_id: Vec<u8>,
@@ -50,7 +50,7 @@ pub struct NewWelcome {
     pub message: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredWelcome {
     pub id: i64,
     pub installation_key: Vec<u8>,
@@ -58,7 +58,7 @@ pub struct StoredWelcome {
     pub message: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredIdentityUpdate {
     pub sequence_id: i64,
     pub inbox_id: String,
@@ -67,9 +67,11 @@ pub struct StoredIdentityUpdate {
 }
 
 /// An inbox's log position, for optimistic appends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct InboxPosition {
     pub last_sequence_id: i64,
+    /// Stored as a 32-bit integer.
+    #[sqlx(try_from = "i32")]
     pub update_count: i64,
 }
 
@@ -83,7 +85,7 @@ pub struct NewCommitLogEntry {
     pub signer: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredCommitLogEntry {
     pub id: i64,
     pub group_id: Vec<u8>,

@@ -20,7 +20,7 @@ macro_rules! node_store {
         use async_trait::async_trait;
         use clawx_common::storage::placeholders;
         use futures::TryStreamExt;
-        use sqlx::Row;
+        use sqlx::{FromRow, Row};
 
         use $crate::node::store::{
             Budgeted, Direction, ENVELOPE_BYTES, InboxPosition, Inserted, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError,
@@ -108,45 +108,6 @@ macro_rules! node_store {
                 }
                 Ok(keys.iter().map(|key| heads.get(key).copied().unwrap_or(0)).collect())
             }
-        }
-
-        fn message_from_row(row: &DbRow) -> Result<StoredGroupMessage, sqlx::Error> {
-            Ok(StoredGroupMessage {
-                id: row.try_get("id")?,
-                group_id: row.try_get("group_id")?,
-                created_ns: row.try_get("created_ns")?,
-                data: row.try_get("data")?,
-                sender_hmac: row.try_get("sender_hmac")?,
-                should_push: row.try_get("should_push")?,
-                is_commit: row.try_get("is_commit")?,
-            })
-        }
-
-        fn welcome_from_row(row: &DbRow) -> Result<StoredWelcome, sqlx::Error> {
-            Ok(StoredWelcome {
-                id: row.try_get("id")?,
-                installation_key: row.try_get("installation_key")?,
-                created_ns: row.try_get("created_ns")?,
-                message: row.try_get("message")?,
-            })
-        }
-
-        fn update_from_row(row: &DbRow) -> Result<StoredIdentityUpdate, sqlx::Error> {
-            Ok(StoredIdentityUpdate {
-                sequence_id: row.try_get("sequence_id")?,
-                inbox_id: row.try_get("inbox_id")?,
-                server_timestamp_ns: row.try_get("server_timestamp_ns")?,
-                update_bytes: row.try_get("update_bytes")?,
-            })
-        }
-
-        fn commit_log_from_row(row: &DbRow) -> Result<StoredCommitLogEntry, sqlx::Error> {
-            Ok(StoredCommitLogEntry {
-                id: row.try_get("id")?,
-                group_id: row.try_get("group_id")?,
-                entry: row.try_get("entry")?,
-                signature: row.try_get("signature")?,
-            })
         }
 
         async fn next_id(tx: &mut Tx) -> Result<i64, sqlx::Error> {
@@ -289,7 +250,7 @@ macro_rules! node_store {
                 };
                 let query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(group_id).bind(cursor).bind(i64::from(limit));
                 fetch_within(&self.pool, query, max_bytes, |row| {
-                    let message = message_from_row(row)?;
+                    let message = StoredGroupMessage::from_row(row)?;
                     let size = message_size(&message);
                     Ok((message, size))
                 })
@@ -317,7 +278,7 @@ macro_rules! node_store {
                     query = query.bind(group_id);
                 }
                 let newest = fetch_all_within(&self.pool, query, max_bytes, |row| {
-                    let mut message = message_from_row(row)?;
+                    let mut message = StoredGroupMessage::from_row(row)?;
                     if !with_content {
                         message.data = Vec::new();
                     }
@@ -403,7 +364,7 @@ macro_rules! node_store {
                 };
                 let query = sqlx::query(statement).bind(installation_key).bind(cursor).bind(i64::from(limit));
                 fetch_within(&self.pool, query, max_bytes, |row| {
-                    let welcome = welcome_from_row(row)?;
+                    let welcome = StoredWelcome::from_row(row)?;
                     let size = welcome.message.len() + ENVELOPE_BYTES;
                     Ok((welcome, size))
                 })
@@ -417,7 +378,7 @@ macro_rules! node_store {
                 .bind(inbox_id)
                 .fetch_all(&self.pool)
                 .await?;
-                let log: Vec<StoredIdentityUpdate> = rows.iter().map(update_from_row).collect::<Result<_, _>>()?;
+                let log: Vec<StoredIdentityUpdate> = rows.iter().map(StoredIdentityUpdate::from_row).collect::<Result<_, _>>()?;
                 // The position is derived from the rows read, so the two always agree.
                 let position = log
                     .last()
@@ -452,14 +413,7 @@ macro_rules! node_store {
                             .bind(inbox_id)
                             .fetch_optional(&mut *tx)
                             .await?;
-                        let current = row
-                            .map(|row| -> Result<InboxPosition, sqlx::Error> {
-                                Ok(InboxPosition {
-                                    last_sequence_id: row.try_get("last_sequence_id")?,
-                                    update_count: i64::from(row.try_get::<i32, _>("update_count")?),
-                                })
-                            })
-                            .transpose()?;
+                        let current = row.as_ref().map(InboxPosition::from_row).transpose()?;
                         if current != Some(expected) {
                             return Err(StoreError::Conflict("the inbox log moved"));
                         }
@@ -517,7 +471,7 @@ macro_rules! node_store {
                     query = query.bind(inbox_id).bind(after);
                 }
                 let updates = fetch_all_within(&self.pool, query, max_bytes, |row| {
-                    let update = update_from_row(row)?;
+                    let update = StoredIdentityUpdate::from_row(row)?;
                     let size = update.update_bytes.len() + update.inbox_id.len() + ENVELOPE_BYTES;
                     Ok((update, size))
                 })
@@ -616,7 +570,7 @@ macro_rules! node_store {
                     .bind(cursor)
                     .bind(i64::from(limit));
                 fetch_within(&self.pool, query, max_bytes, |row| {
-                    let entry = commit_log_from_row(row)?;
+                    let entry = StoredCommitLogEntry::from_row(row)?;
                     let size = entry.entry.len() + entry.signature.as_ref().map_or(0, Vec::len) + ENVELOPE_BYTES;
                     Ok((entry, size))
                 })

@@ -338,7 +338,7 @@ fn sub(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
 /// OpenAPI patterns say exactly what the server accepts.
 #[tokio::test]
 async fn stored_text_refuses_markup_and_invisible_characters() {
-    use clawx_gateway::rest::openapi::{NAME_PATTERN, TEXT_PATTERN, URL_PATTERN};
+    use clawx_gateway::rest::types::{NAME_PATTERN, TEXT_PATTERN, URL_PATTERN};
     let url_pattern = regex::Regex::new(URL_PATTERN).unwrap();
     let name_pattern = regex::Regex::new(NAME_PATTERN).unwrap();
     let text_pattern = regex::Regex::new(TEXT_PATTERN).unwrap();

@@ -5,19 +5,22 @@ mod account;
 pub mod extract;
 pub mod openapi;
 mod system;
-mod views;
+pub mod types;
 
 use std::sync::Arc;
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::HeaderValue,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{MethodRouter, get},
 };
 use clawx_common::{ErrorCode, cache::RateDecision};
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouter},
+    routes,
+};
 
 use crate::{
     context::RouteLabel,
@@ -25,30 +28,36 @@ use crate::{
     guard::{Gateway, Refusal},
 };
 
-/// Every REST route.
+/// Every REST route, and the OpenAPI document generated from their declarations.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let (routes, api) = OpenApiRouter::new()
         .merge(account::routes(&gateway))
-        .route("/health", get(system::health))
-        .route("/status", get(system::status))
-        .route("/metrics", get(system::metrics))
-        .route("/openapi.json", get(openapi::document))
-        .merge(openapi::swagger_ui())
+        .routes(routes!(system::health))
+        .routes(routes!(system::status))
+        .routes(routes!(system::metrics))
+        .routes(routes!(openapi::document))
+        .split_for_parts();
+    let document = Arc::new(openapi::finish(api));
+    routes
+        .merge(openapi::swagger_ui(&document))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this path") })
         .route_layer(middleware::from_fn(label_route))
         .layer(DefaultBodyLimit::max(gateway.config.max_body_bytes))
+        .layer(Extension(document))
         .with_state(gateway)
 }
 
-/// A route's handler behind the edge guard, which decides on it as on the gRPC method `rpc` the
-/// handler calls (see [`crate::guard`]).
-pub fn guarded(gateway: &Arc<Gateway>, rpc: &'static str, route: MethodRouter<Arc<Gateway>>) -> MethodRouter<Arc<Gateway>> {
+/// A handler's routes behind the edge guard, which decides on them as on the gRPC method `rpc`
+/// the handler calls (see [`crate::guard`]).
+pub fn guarded(gateway: &Arc<Gateway>, rpc: &'static str, routes: UtoipaMethodRouter<Arc<Gateway>>) -> UtoipaMethodRouter<Arc<Gateway>> {
+    let (schemas, paths, route) = routes;
     let gateway = Arc::clone(gateway);
-    route.route_layer(middleware::from_fn(move |request: Request, next: Next| {
+    let route = route.route_layer(middleware::from_fn(move |request: Request, next: Next| {
         let gateway = Arc::clone(&gateway);
         async move { admit(&gateway, rpc, request, next).await }
-    }))
+    }));
+    (schemas, paths, route)
 }
 
 async fn label_route(request: Request, next: Next) -> Response {

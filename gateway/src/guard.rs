@@ -210,4 +210,21 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), OPERATIONS.len(), "one entry per method");
     }
+
+    #[test]
+    fn every_listed_operation_is_a_real_method() {
+        use prost::Message;
+        let descriptors = prost_types::FileDescriptorSet::decode(clawx_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let mut methods = Vec::new();
+        for file in &descriptors.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+        for (name, _) in OPERATIONS {
+            assert!(methods.iter().any(|method| method == name), "{name} is not a gRPC method");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{Account, Caller, JsonBody, PathParam, QueryParams, nullable},
-    guarded,
+    guarded::guarded,
     types::{DomainName, Envelope, Handle, KeyName, Name, ProfileUrl, Text, WalletAddress, WalletSignature},
 };
 use crate::{error::ApiError, guard::Gateway};

@@ -1,8 +1,14 @@
 //! The REST face of Clawx: the exact paths and JSON shapes of the seed APIs, each route calling
 //! the owning service over gRPC.
+//!
+//! Modules, each using only those listed before it: [`types`] and [`extract`] (what bodies,
+//! parameters and callers are made of), [`guarded`] (a route behind the edge guard), the
+//! handler files (`account`, `system`), [`openapi`] (what every operation shares); this file
+//! composes them.
 
 mod account;
 pub mod extract;
+pub mod guarded;
 pub mod openapi;
 mod system;
 pub mod types;
@@ -12,21 +18,13 @@ use std::sync::Arc;
 use axum::{
     Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::HeaderValue,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use clawx_common::{ErrorCode, cache::RateDecision};
-use utoipa_axum::{
-    router::{OpenApiRouter, UtoipaMethodRouter},
-    routes,
-};
+use clawx_common::ErrorCode;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    context::RouteLabel,
-    error::ApiError,
-    guard::{Gateway, Refusal},
-};
+use crate::{context::RouteLabel, error::ApiError, guard::Gateway};
 
 /// Every REST route, and the OpenAPI document generated from their declarations.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -48,53 +46,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// A handler's routes behind the edge guard, which decides on them as on the gRPC method `rpc`
-/// the handler calls (see [`crate::guard`]).
-pub fn guarded(gateway: &Arc<Gateway>, rpc: &'static str, routes: UtoipaMethodRouter<Arc<Gateway>>) -> UtoipaMethodRouter<Arc<Gateway>> {
-    let (schemas, paths, route) = routes;
-    let gateway = Arc::clone(gateway);
-    let route = route.route_layer(middleware::from_fn(move |request: Request, next: Next| {
-        let gateway = Arc::clone(&gateway);
-        async move { admit(&gateway, rpc, request, next).await }
-    }));
-    (schemas, paths, route)
-}
-
 async fn label_route(request: Request, next: Next) -> Response {
     let label = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string());
     let mut response = next.run(request).await;
     if let Some(label) = label {
         response.extensions_mut().insert(RouteLabel(label));
-    }
-    response
-}
-
-fn add_rate_headers(response: &mut Response, decision: &RateDecision) {
-    let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(decision.reset_after.as_secs_f64().ceil() as u64));
-}
-
-/// Asks the guard about the call, hands the principal to the handler, and settles the call
-/// (dropping revoked credentials) before the answer leaves.
-async fn admit(gateway: &Gateway, rpc: &str, mut request: Request, next: Next) -> Response {
-    let client_ip = gateway.client_ip(&request);
-    let admitted = match gateway.admit(rpc, request.headers(), &client_ip).await {
-        Ok(admitted) => admitted,
-        Err(Refusal { error, decision }) => {
-            let mut response = ApiError::from(error).into_response();
-            if let Some(decision) = &decision {
-                add_rate_headers(&mut response, decision);
-            }
-            return response;
-        }
-    };
-    request.extensions_mut().insert(admitted.principal.clone());
-    let mut response = next.run(request).await;
-    gateway.settle(&admitted);
-    if let Some(decision) = &admitted.decision {
-        add_rate_headers(&mut response, decision);
     }
     response
 }

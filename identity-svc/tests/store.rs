@@ -1,18 +1,16 @@
-//! The identity store's conformance suite, run against SQLite and (when configured) PostgreSQL.
+//! The identity store's conformance suite: each test runs on SQLite and (when configured)
+//! PostgreSQL as its own test case.
 
 use clawx_common::{Database, testing::TestDatabase};
 use clawx_identity::store::{
     ChallengeRecord, IdentityStore, NewAccount, NewApiKey, ProfileFields, ProfilePatch, StoreError, UserQuery, for_database,
 };
 
-async fn stores() -> Vec<(&'static str, std::sync::Arc<dyn IdentityStore>, TestDatabase)> {
-    let mut all = Vec::new();
-    for test_db in TestDatabase::all() {
-        let database = Database::connect(&test_db.args, "identity").await.unwrap();
-        database.migrate(&clawx_identity::MIGRATIONS).await.unwrap();
-        all.push((test_db.backend.name(), for_database(&database), test_db));
-    }
-    all
+/// The backend's name and a store on a freshly migrated database.
+async fn open_store(test_db: &TestDatabase) -> (&'static str, std::sync::Arc<dyn IdentityStore>) {
+    let database = Database::connect(&test_db.args, "identity").await.unwrap();
+    database.migrate(&clawx_identity::MIGRATIONS).await.unwrap();
+    (test_db.backend.name(), for_database(&database))
 }
 
 fn key(id: &str, hash: &str) -> NewApiKey {
@@ -33,9 +31,9 @@ fn profile(name: &str) -> ProfileFields {
     ProfileFields { name: name.into(), description: Some("d".into()), x_url: None, github_url: Some("https://github.com/a".into()), website_url: None }
 }
 
-#[tokio::test]
-async fn accounts_keys_and_handles() {
-    for (backend, store, _db) in stores().await {
+clawx_common::backend_tests! {
+    async fn accounts_keys_and_handles(test_db) {
+        let (backend, store) = open_store(&test_db).await;
         let alice = store.create_account(account("0xAAaa", "key_a", "hash-a")).await.unwrap();
         assert_eq!(alice.wallet_address, "0xAAaa", "{backend}");
         assert_eq!(alice.handle, None);
@@ -105,9 +103,9 @@ async fn accounts_keys_and_handles() {
     }
 }
 
-#[tokio::test]
-async fn wallets_challenges_and_domains() {
-    for (backend, store, _db) in stores().await {
+clawx_common::backend_tests! {
+    async fn wallets_challenges_and_domains(test_db) {
+        let (backend, store) = open_store(&test_db).await;
         let alice = store.create_account(account("0xA1", "key_a", "hash-a")).await.unwrap();
         let bob = store.create_account(account("0xB1", "key_b", "hash-b")).await.unwrap();
         store.register(alice.id, "alice", &profile("Alice"), 2).await.unwrap();
@@ -159,9 +157,9 @@ async fn wallets_challenges_and_domains() {
     }
 }
 
-#[tokio::test]
-async fn concurrent_revocations_keep_one_key() {
-    for (backend, store, _db) in stores().await {
+clawx_common::backend_tests! {
+    async fn concurrent_revocations_keep_one_key(test_db) {
+        let (backend, store) = open_store(&test_db).await;
         let alice = store.create_account(account("0xA1", "key_1", "hash-1")).await.unwrap();
         for index in 2..=4 {
             store.create_api_key(alice.id, &key(&format!("key_{index}"), &format!("hash-{index}")), 1, 20).await.unwrap();
@@ -183,4 +181,9 @@ async fn futures_results<T: Send + 'static>(handles: impl Iterator<Item = tokio:
         results.push(handle.await.unwrap());
     }
     results
+}
+
+#[test]
+fn every_migration_file_is_embedded() {
+    clawx_common::testing::assert_migrations_embedded(env!("CARGO_MANIFEST_DIR"), &clawx_identity::MIGRATIONS);
 }

@@ -1,12 +1,12 @@
-//! The node store's conformance suite on SQLite and (when configured) PostgreSQL: global ids,
-//! per-topic chaining, optimistic identity appends and the address index.
+//! The node store's conformance suite on SQLite and (when configured) PostgreSQL, each backend
+//! its own test case: global ids, per-topic chaining, optimistic identity appends and the
+//! address index.
 
-use clawx_common::{Database, testing::TestDatabase};
+use clawx_common::Database;
 use clawx_messaging::node::store::{Direction, InboxPosition, NewCommitLogEntry, NewGroupMessage, NewWelcome, StoreError, for_database};
 
-#[tokio::test]
-async fn ids_chain_per_topic_and_identity_appends_are_optimistic() {
-    for test_db in TestDatabase::all() {
+clawx_common::backend_tests! {
+    async fn ids_chain_per_topic_and_identity_appends_are_optimistic(test_db) {
         let backend = test_db.backend.name();
         let database = Database::connect(&test_db.args, "messaging").await.unwrap();
         database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
@@ -57,9 +57,8 @@ async fn ids_chain_per_topic_and_identity_appends_are_optimistic() {
     }
 }
 
-#[tokio::test]
-async fn replies_stay_within_their_byte_budget_and_commit_logs_keep_one_signer() {
-    for test_db in TestDatabase::all() {
+clawx_common::backend_tests! {
+    async fn replies_stay_within_their_byte_budget_and_commit_logs_keep_one_signer(test_db) {
         let backend = test_db.backend.name();
         let database = Database::connect(&test_db.args, "messaging").await.unwrap();
         database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
@@ -100,4 +99,9 @@ async fn replies_stay_within_their_byte_budget_and_commit_logs_keep_one_signer()
         assert_eq!(page.items.iter().map(|entry| entry.entry[0]).collect::<Vec<_>>(), vec![1, 3, 5], "{backend}");
         database.close().await;
     }
+}
+
+#[test]
+fn every_migration_file_is_embedded() {
+    clawx_common::testing::assert_migrations_embedded(env!("CARGO_MANIFEST_DIR"), &clawx_messaging::MIGRATIONS);
 }

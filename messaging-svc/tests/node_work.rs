@@ -1,7 +1,7 @@
 //! Work one caller can make the node do, counted at the store: a subscription start reads only
 //! the topics that have something to replay, and the inbox-state cache evicts the least
 //! recently used inbox, so lookups of fresh inboxes cannot force busy ones to be replayed.
-//! Runs on SQLite and (when configured) PostgreSQL.
+//! Each test runs on SQLite and (when configured) PostgreSQL as its own test case.
 
 mod support;
 
@@ -96,22 +96,18 @@ impl NodeStore for Counting {
     }
 }
 
-async fn counted_nodes(limits: NodeLimits) -> Vec<(String, Arc<Counting>, Arc<Node>, TestDatabase)> {
-    let mut nodes = Vec::new();
-    for test_db in TestDatabase::all() {
-        let name = test_db.backend.name().to_string();
-        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
-        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
-        let store = Arc::new(Counting { inner: for_database(&database), message_pages: AtomicUsize::new(0), identity_logs: AtomicUsize::new(0) });
-        let node = Arc::new(Node::new(store.clone(), PubSub::memory(), limits.clone()));
-        nodes.push((name, store, node, test_db));
-    }
-    nodes
+/// The backend's name, a counting store on a freshly migrated database and a node on it.
+async fn counted_node(test_db: &TestDatabase, limits: NodeLimits) -> (&'static str, Arc<Counting>, Arc<Node>) {
+    let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+    database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+    let store = Arc::new(Counting { inner: for_database(&database), message_pages: AtomicUsize::new(0), identity_logs: AtomicUsize::new(0) });
+    let node = Arc::new(Node::new(store.clone(), PubSub::memory(), limits));
+    (test_db.backend.name(), store, node)
 }
 
-#[tokio::test]
-async fn a_subscription_start_reads_only_the_topics_that_have_something_to_replay() {
-    for (name, store, node, _database) in counted_nodes(NodeLimits::default()).await {
+clawx_common::backend_tests! {
+    async fn a_subscription_start_reads_only_the_topics_that_have_something_to_replay(test_db) {
+        let (name, store, node) = counted_node(&test_db, NodeLimits::default()).await;
         let busy = b"the-one-busy-grp".to_vec();
         let messages = group_messages(&busy, 3);
         let inputs = messages.iter().map(|data| clawx_proto::xmtp::mls::api::v1::GroupMessageInput {
@@ -138,10 +134,10 @@ async fn a_subscription_start_reads_only_the_topics_that_have_something_to_repla
     }
 }
 
-#[tokio::test]
-async fn the_inbox_cache_evicts_the_least_recently_used_inbox() {
-    let limits = NodeLimits { inbox_cache_entries: 4, ..NodeLimits::default() };
-    for (name, store, node, _database) in counted_nodes(limits).await {
+clawx_common::backend_tests! {
+    async fn the_inbox_cache_evicts_the_least_recently_used_inbox(test_db) {
+        let limits = NodeLimits { inbox_cache_entries: 4, ..NodeLimits::default() };
+        let (name, store, node) = counted_node(&test_db, limits).await;
         let wallet = Wallet::new();
         let (busy, update) = registration(&wallet, &Inst::new());
         node.publish_identity_update(update.clone()).await.unwrap();

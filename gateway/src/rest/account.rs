@@ -380,6 +380,7 @@ pub struct ChallengeQuery {
     responses((status = 200, description = "Sign `message` with personal_sign, then POST /account/wallets", body = WalletChallengeReply)))]
 pub async fn wallet_challenge(State(gateway): State<Arc<Gateway>>, account: Account, QueryParams(query): QueryParams<ChallengeQuery>) -> Reply<WalletChallengeReply> {
     let address = query.address.ok_or_else(|| ApiError::invalid("address", "address is required"))?;
+    let address = WalletAddress::parse("address", address)?.into();
     let challenge = gateway.identity(&account.principal).get_wallet_challenge(pb::GetWalletChallengeRequest { address }).await?.into_inner();
     Ok(Json(Envelope(WalletChallenge { message: challenge.message, nonce: challenge.nonce, expires_at: challenge.expires_at_ms })))
 }

@@ -33,8 +33,10 @@ fn tidy(message: &str) -> String {
 fn data_error(detail: &str) -> ApiError {
     match field_of(detail) {
         Some(field) => {
-            let reason = detail.strip_prefix(&format!("{field}: ")).unwrap_or(detail);
-            ApiError::invalid(&field, tidy(reason))
+            let reason = tidy(detail.strip_prefix(&format!("{field}: ")).unwrap_or(detail));
+            // The formats of `types` say why a value was refused as `must be ...`.
+            let message = if reason.starts_with("must ") { format!("{field} {reason}") } else { reason };
+            ApiError::invalid(&field, message)
         }
         None => ApiError::new(ErrorCode::ValidationFailed, tidy(detail)),
     }

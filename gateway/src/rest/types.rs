@@ -17,6 +17,8 @@ use utoipa::{
     },
 };
 
+use crate::error::ApiError;
+
 /// Handles: 2-32 letters, digits, `-` or `_` (any case; stored lower-case).
 pub const HANDLE_PATTERN: &str = "^[A-Za-z0-9_-]{2,32}$";
 /// Invisible formatting characters refused in names and texts (as a character-class body):
@@ -66,7 +68,8 @@ pub struct Format {
     pub pattern: &'static str,
     pub min_length: Option<usize>,
     pub max_length: usize,
-    /// Why a value was refused (after the field name).
+    /// Why a value was refused, after the field name: `must be ...` (the body parser puts the
+    /// field name in front of messages that start so).
     pub rule: &'static str,
 }
 
@@ -81,7 +84,8 @@ impl Format {
             .build()
     }
 
-    fn accepts(&self, regex: &Regex, text: &str) -> bool {
+    /// Whether `text` is in the format.
+    pub fn accepts(&self, regex: &Regex, text: &str) -> bool {
         let length = text.chars().count();
         length <= self.max_length && self.min_length.is_none_or(|min| length >= min) && regex.is_match(text)
     }
@@ -93,12 +97,24 @@ macro_rules! formatted_string {
     ($(#[$doc:meta])* $name:ident, $format:expr, checked) => {
         formatted_string!(@type $(#[$doc])* $name, $format);
 
+        impl $name {
+            fn is_valid(text: &str) -> bool {
+                static REGEX: OnceLock<Regex> = OnceLock::new();
+                let regex = REGEX.get_or_init(|| Regex::new(Self::FORMAT.pattern).expect("a valid pattern"));
+                Self::FORMAT.accepts(regex, text)
+            }
+
+            /// `text` as the value of `field` (a query parameter, say): 400 `VALIDATION_FAILED`
+            /// naming the field unless it is in the format.
+            pub fn parse(field: &str, text: String) -> Result<Self, ApiError> {
+                if Self::is_valid(&text) { Ok($name(text)) } else { Err(ApiError::invalid(field, format!("{field} {}", Self::FORMAT.rule))) }
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                static REGEX: OnceLock<Regex> = OnceLock::new();
                 let text = String::deserialize(deserializer)?;
-                let regex = REGEX.get_or_init(|| Regex::new(Self::FORMAT.pattern).expect("a valid pattern"));
-                if Self::FORMAT.accepts(regex, &text) { Ok($name(text)) } else { Err(D::Error::custom(Self::FORMAT.rule)) }
+                if Self::is_valid(&text) { Ok($name(text)) } else { Err(D::Error::custom(Self::FORMAT.rule)) }
             }
         }
     };
@@ -240,5 +256,7 @@ mod tests {
         assert!(serde_json::from_str::<ProfileUrl>("\"https://x.com/<script>\"").is_err());
         assert!(serde_json::from_str::<WalletAddress>("\"0x0000000000000000000000000000000000000000\"").is_ok());
         assert!(serde_json::from_str::<WalletSignature>("\"0x12\"").is_err());
+        let refused = WalletAddress::parse("address", "0x12".into()).unwrap_err();
+        assert_eq!((refused.field.as_deref(), refused.message.as_str()), (Some("address"), "address must be 0x followed by 40 hex digits"));
     }
 }

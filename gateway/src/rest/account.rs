@@ -9,7 +9,7 @@ use clawx_common::time::format_sql_datetime;
 use clawx_proto::identity as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{
-    ToSchema,
+    IntoParams, ToSchema,
     openapi::schema::{Object, ObjectBuilder, Type},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -247,20 +247,23 @@ pub struct Users {
 
 type UsersReply = Envelope<Users>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsersQuery {
+    /// Page size (capped at 200)
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4_294_967_295u64, default = 50)]
     limit: Option<u32>,
+    /// Users to skip
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 4_294_967_295u64, default = 0)]
     offset: Option<u32>,
+    /// Substring of the handle or the name, case-insensitive
+    #[param(max_length = 100)]
     search: Option<String>,
 }
 
 #[utoipa::path(get, path = "/users", tag = "Users", summary = "Registered users",
     security((), ("ApiKey" = []), ("Bearer" = []), ("SignedDomain" = [], "SignedExpires" = [], "SignedSignature" = [])),
-    params(
-        ("limit" = Option<u64>, Query, minimum = 0, maximum = 4_294_967_295u64, description = "Page size (capped at 200)"),
-        ("offset" = Option<u64>, Query, minimum = 0, maximum = 4_294_967_295u64, description = "Users to skip"),
-        ("search" = Option<String>, Query, max_length = 100, description = "Substring of the handle or the name, case-insensitive"),
-    ),
+    params(UsersQuery),
     responses((status = 200, description = "Users, oldest first", body = UsersReply)))]
 pub async fn users(State(gateway): State<Arc<Gateway>>, Caller(principal): Caller, QueryParams(query): QueryParams<UsersQuery>) -> Reply<UsersReply> {
     let message = pb::ListUsersRequest { limit: query.limit, offset: query.offset.unwrap_or(0), search: query.search.unwrap_or_default() };

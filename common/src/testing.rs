@@ -84,13 +84,6 @@ impl TestDatabase {
             directory: None,
         })
     }
-
-    /// Every database backend available to this run.
-    pub fn all() -> Vec<TestDatabase> {
-        let mut all = vec![TestDatabase::sqlite()];
-        all.extend(TestDatabase::postgres());
-        all
-    }
 }
 
 /// Memory backends, plus Redis ones with a fresh key prefix when configured.

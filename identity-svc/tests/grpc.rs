@@ -1,5 +1,5 @@
 //! Every identity rule over gRPC, as the gateway calls it (with internal tokens), on SQLite +
-//! memory and on PostgreSQL + Redis.
+//! memory (`name::sqlite`) and on PostgreSQL + Redis (`name::postgres`).
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use clawx_common::{
     crypto::{Keyring, generate_master_key},
     pubsub::Event,
     service::ServiceConfig,
+    storage::Backend,
     testing::{TestDatabase, redis_backends, spawn_service},
 };
 use clawx_identity::{Config, Settings};
@@ -29,14 +30,18 @@ struct Harness {
 }
 
 impl Harness {
-    async fn all() -> Vec<Harness> {
-        let mut all = vec![Harness::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new()).await];
-        let shutdown = CancellationToken::new();
-        if let (Some(database), Some(backends)) = (TestDatabase::postgres(), redis_backends(&shutdown)) {
-            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
-            all.push(Harness::start("postgres+redis", database, backends, shutdown).await);
+    /// The service on `database`: SQLite with memory backends, or PostgreSQL with Redis (`None`
+    /// when Redis is not configured).
+    async fn on(database: TestDatabase) -> Option<Harness> {
+        match database.backend {
+            Backend::Sqlite => Some(Harness::start("sqlite+memory", database, Backends::memory(), CancellationToken::new()).await),
+            Backend::Postgres => {
+                let shutdown = CancellationToken::new();
+                let backends = redis_backends(&shutdown)?;
+                assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
+                Some(Harness::start("postgres+redis", database, backends, shutdown).await)
+            }
         }
-        all
     }
 
     async fn start(name: &'static str, database: TestDatabase, backends: Backends, shutdown: CancellationToken) -> Harness {
@@ -98,9 +103,9 @@ fn sign(signer: &PrivateKeySigner, message: &str) -> String {
     format!("0x{}", hex::encode(signer.sign_message_sync(message.as_bytes()).unwrap().as_bytes()))
 }
 
-#[tokio::test]
-async fn accounts_are_created_with_wallet_inbox_and_hashed_key() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    async fn accounts_are_created_with_wallet_inbox_and_hashed_key(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let mut client = harness.client.clone();
         let first = harness.create().await;
@@ -151,9 +156,9 @@ async fn sqlite_files_hold_no_key_or_wallet_secret_in_clear() {
     assert!(haystack.contains(&created.wallet_address), "sanity: the file was read");
 }
 
-#[tokio::test]
-async fn handles_profiles_and_the_directory() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    async fn handles_profiles_and_the_directory(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let mut client = harness.client.clone();
         let alice = harness.create().await;
@@ -224,9 +229,9 @@ async fn handles_profiles_and_the_directory() {
     }
 }
 
-#[tokio::test]
-async fn api_keys_are_listed_without_secrets_and_revoked_at_once() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    async fn api_keys_are_listed_without_secrets_and_revoked_at_once(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let mut client = harness.client.clone();
         let alice = harness.create().await;
@@ -270,9 +275,9 @@ async fn api_keys_are_listed_without_secrets_and_revoked_at_once() {
     }
 }
 
-#[tokio::test]
-async fn wallets_are_linked_by_signed_single_use_challenges() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    async fn wallets_are_linked_by_signed_single_use_challenges(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let mut client = harness.client.clone();
         let alice = harness.registered("alice").await;
@@ -344,9 +349,9 @@ async fn link(harness: &Harness, account_id: i64, wallet: &PrivateKeySigner) {
     client.link_wallet(harness.as_account(account_id, request)).await.unwrap();
 }
 
-#[tokio::test]
-async fn signed_expiry_requests_authenticate_the_domain_owner() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    async fn signed_expiry_requests_authenticate_the_domain_owner(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let mut client = harness.client.clone();
         let alice = harness.registered("alice").await;
@@ -422,9 +427,9 @@ fn high_s_twin(signature: &str) -> String {
     format!("0x{}", hex::encode(twin))
 }
 
-#[tokio::test]
-async fn other_services_resolve_accounts() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    async fn other_services_resolve_accounts(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let mut client = harness.client.clone();
         let alice = harness.registered("alice").await;
@@ -441,11 +446,11 @@ async fn other_services_resolve_accounts() {
     }
 }
 
-/// The per-account caps (20 keys, 20 wallets, 20 domains) hold when requests race: the count
-/// and the insert happen in one transaction.
-#[tokio::test]
-async fn account_caps_hold_under_concurrent_requests() {
-    for harness in Harness::all().await {
+clawx_common::backend_tests! {
+    /// The per-account caps (20 keys, 20 wallets, 20 domains) hold when requests race: the count
+    /// and the insert happen in one transaction.
+    async fn account_caps_hold_under_concurrent_requests(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
         let name = harness.name;
         let alice = harness.create().await;
         let outcomes = |results: Vec<Result<(), Status>>| {

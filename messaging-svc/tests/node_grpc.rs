@@ -1,12 +1,17 @@
 //! The XMTP node over gRPC, as XMTP clients call it: validation rejections, paging,
-//! subscriptions that replay then go live (also across two replicas), identity logs. Runs on
-//! SQLite + memory and on PostgreSQL + Redis.
+//! subscriptions that replay then go live (also across two replicas), identity logs. Each test
+//! runs on SQLite + memory (`name::sqlite`) and on PostgreSQL + Redis (`name::postgres`).
 
 mod support;
 
 use std::time::Duration;
 
-use clawx_common::{Backends, InternalAuth, Secret, service::ServiceConfig, testing::{TestDatabase, spawn_service}};
+use clawx_common::{
+    Backends, InternalAuth, Secret,
+    service::ServiceConfig,
+    storage::Backend,
+    testing::{TestDatabase, spawn_service},
+};
 use clawx_messaging::node::NodeLimits;
 use clawx_proto::xmtp::{
     identity::{
@@ -63,40 +68,39 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
     Replica { address: service.address, mls, identity: IdentityApiClient::new(service.channel) }
 }
 
-/// Every backend flavour, each with `replicas` messaging services on the same data.
-async fn harnesses(replicas: usize) -> Vec<Harness> {
-    harnesses_with(replicas, &NodeLimits::default()).await
-}
-
-async fn harnesses_with(replicas: usize, limits: &NodeLimits) -> Vec<Harness> {
-    let mut all = Vec::new();
-    let shutdown = CancellationToken::new();
-    let database = TestDatabase::sqlite();
-    let backends = Backends::memory();
-    let mut started = Vec::new();
-    for _ in 0..replicas {
-        started.push(start_replica(&database, backends.clone(), &shutdown, limits).await);
-    }
-    all.push(Harness { name: "sqlite+memory", replicas: started, backends, shutdown, _database: database });
-
-    if let (Some(database), Ok(url)) = (TestDatabase::postgres(), std::env::var("CLAWX_TEST_REDIS_URL")) {
-        let shutdown = CancellationToken::new();
-        let prefix = format!("clawx-node-test-{}", rand::random::<u64>());
-        let mut started = Vec::new();
-        let mut first_backends = None;
-        for _ in 0..replicas {
-            // Each replica has its own Redis connections, as separate processes would.
-            let backends = Backends::redis(&url, &prefix, shutdown.clone()).unwrap();
-            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
-            first_backends.get_or_insert_with(|| backends.clone());
-            started.push(start_replica(&database, backends, &shutdown, limits).await);
+/// `replicas` messaging services on the same data in `database`: SQLite with memory backends, or
+/// PostgreSQL with Redis (`None` when Redis is not configured, unless it is required).
+async fn harness_on(database: TestDatabase, replicas: usize, limits: &NodeLimits) -> Option<Harness> {
+    match database.backend {
+        Backend::Sqlite => {
+            let shutdown = CancellationToken::new();
+            let backends = Backends::memory();
+            let mut started = Vec::new();
+            for _ in 0..replicas {
+                started.push(start_replica(&database, backends.clone(), &shutdown, limits).await);
+            }
+            Some(Harness { name: "sqlite+memory", replicas: started, backends, shutdown, _database: database })
         }
-        let backends = first_backends.expect("at least one replica");
-        all.push(Harness { name: "postgres+redis", replicas: started, backends, shutdown, _database: database });
-    } else {
-        assert!(std::env::var("CLAWX_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"), "PostgreSQL and Redis are required");
+        Backend::Postgres => {
+            let Ok(url) = std::env::var("CLAWX_TEST_REDIS_URL") else {
+                assert!(std::env::var("CLAWX_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"), "Redis is required");
+                return None;
+            };
+            let shutdown = CancellationToken::new();
+            let prefix = format!("clawx-node-test-{}", rand::random::<u64>());
+            let mut started = Vec::new();
+            let mut first_backends = None;
+            for _ in 0..replicas {
+                // Each replica has its own Redis connections, as separate processes would.
+                let backends = Backends::redis(&url, &prefix, shutdown.clone()).unwrap();
+                assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await);
+                first_backends.get_or_insert_with(|| backends.clone());
+                started.push(start_replica(&database, backends, &shutdown, limits).await);
+            }
+            let backends = first_backends.expect("at least one replica");
+            Some(Harness { name: "postgres+redis", replicas: started, backends, shutdown, _database: database })
+        }
     }
-    all
 }
 
 fn v1(message: &GroupMessage) -> &group_message::V1 {
@@ -121,9 +125,9 @@ fn expect_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, needle: 
     assert!(status.message().contains(needle), "{context}: {:?} lacks {needle:?}", status.message());
 }
 
-#[tokio::test]
-async fn key_packages_are_validated_and_the_latest_wins() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn key_packages_are_validated_and_the_latest_wins(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let inbox = "ab".repeat(32);
@@ -170,9 +174,9 @@ async fn key_packages_are_validated_and_the_latest_wins() {
     }
 }
 
-#[tokio::test]
-async fn group_messages_are_framed_deduplicated_and_paged_like_an_xmtp_node() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn group_messages_are_framed_deduplicated_and_paged_like_an_xmtp_node(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let group = b"group-one-16byte".to_vec();
@@ -249,9 +253,9 @@ fn welcome_v1(installation_key: &[u8], data: &[u8], hpke: &[u8], algorithm: i32)
     }
 }
 
-#[tokio::test]
-async fn welcomes_are_checked_stored_and_paged() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn welcomes_are_checked_stored_and_paged(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let key = vec![3u8; 32];
@@ -300,9 +304,9 @@ async fn welcomes_are_checked_stored_and_paged() {
     }
 }
 
-#[tokio::test]
-async fn subscriptions_replay_then_go_live_without_gaps_or_duplicates() {
-    for harness in harnesses(2).await {
+clawx_common::backend_tests! {
+    async fn subscriptions_replay_then_go_live_without_gaps_or_duplicates(test_db) {
+        let Some(harness) = harness_on(test_db, 2, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut writer = harness.replicas[1].mls.clone();
         let mut reader = harness.replicas[0].mls.clone();
@@ -361,9 +365,9 @@ async fn subscriptions_replay_then_go_live_without_gaps_or_duplicates() {
     }
 }
 
-#[tokio::test]
-async fn a_subscription_frees_what_it_held_when_its_client_leaves() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn a_subscription_frees_what_it_held_when_its_client_leaves(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let baseline = harness.backends.pubsub.channel_count();
@@ -406,10 +410,10 @@ fn commit_log_entry(key: &ed25519_dalek::SigningKey, group: &[u8], sequence: u64
     clawx_proto::xmtp::mls::api::v1::PublishCommitLogRequest { group_id: group.to_vec(), serialized_commit_log_entry: plaintext, signature: Some(signature) }
 }
 
-#[tokio::test]
-async fn commit_log_entries_must_be_signed_by_the_group_key_and_read_back_in_order() {
-    use clawx_proto::xmtp::mls::api::v1::{BatchPublishCommitLogRequest, BatchQueryCommitLogRequest, QueryCommitLogRequest};
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn commit_log_entries_must_be_signed_by_the_group_key_and_read_back_in_order(test_db) {
+        use clawx_proto::xmtp::mls::api::v1::{BatchPublishCommitLogRequest, BatchQueryCommitLogRequest, QueryCommitLogRequest};
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let group_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
@@ -482,9 +486,9 @@ async fn inbox_of(identity: &mut IdentityApiClient<Channel>, address: &str) -> O
     identity.get_inbox_ids(request).await.unwrap().into_inner().responses[0].inbox_id.clone()
 }
 
-#[tokio::test]
-async fn identity_updates_are_verified_before_they_are_stored() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn identity_updates_are_verified_before_they_are_stored(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut identity = harness.replicas[0].identity.clone();
         let wallet = Wallet::new();
@@ -565,9 +569,9 @@ async fn identity_updates_are_verified_before_they_are_stored() {
     }
 }
 
-#[tokio::test]
-async fn an_inbox_log_is_capped() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn an_inbox_log_is_capped(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut identity = harness.replicas[0].identity.clone();
         let wallet = Wallet::new();
@@ -588,23 +592,23 @@ async fn an_inbox_log_is_capped() {
     }
 }
 
-#[tokio::test]
-async fn real_libxmtp_writes_are_accepted_in_order() {
-    let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/xmtp"));
-    let sorted = |dir: &str| {
-        let mut files: Vec<(u64, Vec<u8>)> = std::fs::read_dir(fixtures.join(dir))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .map(|path| {
-                let name = path.file_name().unwrap().to_string_lossy().to_string();
-                (name.split('_').nth(1).unwrap().parse().unwrap(), std::fs::read(&path).unwrap())
-            })
-            .collect();
-        files.sort_by_key(|(sequence, _)| *sequence);
-        files
-    };
-    let clients: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures.join("capture_clients.json")).unwrap()).unwrap();
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn real_libxmtp_writes_are_accepted_in_order(test_db) {
+        let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/xmtp"));
+        let sorted = |dir: &str| {
+            let mut files: Vec<(u64, Vec<u8>)> = std::fs::read_dir(fixtures.join(dir))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .map(|path| {
+                    let name = path.file_name().unwrap().to_string_lossy().to_string();
+                    (name.split('_').nth(1).unwrap().parse().unwrap(), std::fs::read(&path).unwrap())
+                })
+                .collect();
+            files.sort_by_key(|(sequence, _)| *sequence);
+            files
+        };
+        let clients: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures.join("capture_clients.json")).unwrap()).unwrap();
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut identity = harness.replicas[0].identity.clone();
         let mut mls = harness.replicas[0].mls.clone();
@@ -634,10 +638,10 @@ fn expect_exhausted<T: std::fmt::Debug>(result: Result<T, tonic::Status>, needle
     assert!(status.message().contains(needle), "{context}: {:?} lacks {needle:?}", status.message());
 }
 
-#[tokio::test]
-async fn repeated_keys_are_read_once_and_replies_stay_within_their_byte_budget() {
-    let limits = NodeLimits { max_reply_bytes: 1024 * 1024, ..NodeLimits::default() };
-    for harness in harnesses_with(1, &limits).await {
+clawx_common::backend_tests! {
+    async fn repeated_keys_are_read_once_and_replies_stay_within_their_byte_budget(test_db) {
+        let limits = NodeLimits { max_reply_bytes: 1024 * 1024, ..NodeLimits::default() };
+        let Some(harness) = harness_on(test_db, 1, &limits).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let mut identity = harness.replicas[0].identity.clone();
@@ -685,10 +689,10 @@ async fn repeated_keys_are_read_once_and_replies_stay_within_their_byte_budget()
     }
 }
 
-#[tokio::test]
-async fn oversized_messages_and_welcomes_are_refused() {
-    let limits = NodeLimits { max_message_bytes: 64 * 1024, max_welcome_bytes: 64 * 1024, ..NodeLimits::default() };
-    for harness in harnesses_with(1, &limits).await {
+clawx_common::backend_tests! {
+    async fn oversized_messages_and_welcomes_are_refused(test_db) {
+        let limits = NodeLimits { max_message_bytes: 64 * 1024, max_welcome_bytes: 64 * 1024, ..NodeLimits::default() };
+        let Some(harness) = harness_on(test_db, 1, &limits).await else { return };
         let name = harness.name;
         let mut mls = harness.replicas[0].mls.clone();
         let group = b"oversized-group1".to_vec();
@@ -704,9 +708,9 @@ async fn oversized_messages_and_welcomes_are_refused() {
     }
 }
 
-#[tokio::test]
-async fn identity_updates_are_bounded_in_size_free_text_and_signatures() {
-    for harness in harnesses(1).await {
+clawx_common::backend_tests! {
+    async fn identity_updates_are_bounded_in_size_free_text_and_signatures(test_db) {
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
         let name = harness.name;
         let mut identity = harness.replicas[0].identity.clone();
         let wallet = Wallet::new();
@@ -752,10 +756,10 @@ fn from_client<T>(message: T, client: &str) -> tonic::Request<T> {
     request
 }
 
-#[tokio::test]
-async fn subscriptions_are_admitted_per_client_address_and_fairly() {
-    let limits = NodeLimits { max_subscriptions: 2_000, topics_per_client: 3_000, ..NodeLimits::default() };
-    for harness in harnesses_with(1, &limits).await {
+clawx_common::backend_tests! {
+    async fn subscriptions_are_admitted_per_client_address_and_fairly(test_db) {
+        let limits = NodeLimits { max_subscriptions: 2_000, topics_per_client: 3_000, ..NodeLimits::default() };
+        let Some(harness) = harness_on(test_db, 1, &limits).await else { return };
         let name = harness.name;
         let address = harness.replicas[0].address;
         let connect = || async move { MlsApiClient::new(Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap()) };

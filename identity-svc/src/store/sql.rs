@@ -85,15 +85,14 @@ macro_rules! sql_store {
                     column,
                     placeholders(1, values.len())
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                let mut query = sqlx::query_as::<_, AccountRecord>(sqlx::AssertSqlSafe(statement));
                 for value in values {
                     query = match value {
                         AccountLookup::Id(id) => query.bind(id),
                         AccountLookup::Text(text) => query.bind(text),
                     };
                 }
-                let rows = query.fetch_all(&self.pool).await?;
-                Ok(rows.iter().map(AccountRecord::from_row).collect::<Result<_, _>>()?)
+                Ok(query.fetch_all(&self.pool).await?)
             }
         }
 
@@ -106,7 +105,7 @@ macro_rules! sql_store {
         impl IdentityStore for $name {
             async fn create_account(&self, account: NewAccount) -> StoreResult<AccountRecord> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                let row = sqlx::query(concat!(
+                let record = sqlx::query_as::<_, AccountRecord>(concat!(
                     "INSERT INTO accounts (wallet_address, wallet_address_lower, wallet_key, xmtp_inbox_id, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
                     account_columns!()
@@ -119,26 +118,25 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(conflict("wallet"))?;
-                let record = AccountRecord::from_row(&row)?;
                 insert_key(&mut tx, record.id, &account.first_key, account.created_at).await?;
                 tx.commit().await?;
                 Ok(record)
             }
 
             async fn account(&self, id: i64) -> StoreResult<Option<AccountRecord>> {
-                let row = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1"))
+                let row = sqlx::query_as::<_, AccountRecord>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1"))
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
-                Ok(row.as_ref().map(AccountRecord::from_row).transpose()?)
+                Ok(row)
             }
 
             async fn account_by_handle(&self, handle: &str) -> StoreResult<Option<AccountRecord>> {
-                let row = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts WHERE handle = $1"))
+                let row = sqlx::query_as::<_, AccountRecord>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE handle = $1"))
                     .bind(handle)
                     .fetch_optional(&self.pool)
                     .await?;
-                Ok(row.as_ref().map(AccountRecord::from_row).transpose()?)
+                Ok(row)
             }
 
             async fn accounts_by_wallet(&self, addresses_lower: &[String]) -> StoreResult<Vec<AccountRecord>> {
@@ -166,7 +164,7 @@ macro_rules! sql_store {
                     Some(Some(_)) => return Err(StoreError::AlreadyRegistered),
                     Some(None) => {}
                 }
-                let row = sqlx::query(concat!(
+                let record = sqlx::query_as::<_, AccountRecord>(concat!(
                     "UPDATE accounts SET handle = $2, name = $3, name_lower = $4, description = $5, x_url = $6, \
                      github_url = $7, website_url = $8, registered_at = $9, updated_at = $9 WHERE id = $1 RETURNING ",
                     account_columns!()
@@ -183,20 +181,19 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(conflict("handle"))?;
-                let record = AccountRecord::from_row(&row)?;
                 tx.commit().await?;
                 Ok(record)
             }
 
             async fn update_profile(&self, id: i64, patch: &ProfilePatch, at: i64) -> StoreResult<AccountRecord> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                let row = sqlx::query(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1 ", $for_update))
+                let row = sqlx::query_as::<_, AccountRecord>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1 ", $for_update))
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let current = row.as_ref().map(AccountRecord::from_row).transpose()?.ok_or(StoreError::NotFound)?;
+                let current = row.ok_or(StoreError::NotFound)?;
                 let profile = patch.apply(&current);
-                let row = sqlx::query(concat!(
+                let record = sqlx::query_as::<_, AccountRecord>(concat!(
                     "UPDATE accounts SET name = $2, name_lower = $3, description = $4, x_url = $5, github_url = $6, \
                      website_url = $7, updated_at = $8 WHERE id = $1 RETURNING ",
                     account_columns!()
@@ -211,14 +208,13 @@ macro_rules! sql_store {
                 .bind(at)
                 .fetch_one(&mut *tx)
                 .await?;
-                let record = AccountRecord::from_row(&row)?;
                 tx.commit().await?;
                 Ok(record)
             }
 
             async fn list_users(&self, query: &UserQuery) -> StoreResult<Vec<AccountRecord>> {
                 let pattern = query.search.as_deref().map(like_pattern);
-                let rows = sqlx::query(concat!(
+                let rows = sqlx::query_as::<_, AccountRecord>(concat!(
                     "SELECT ", account_columns!(), " FROM accounts WHERE handle IS NOT NULL \
                      AND ($1 IS NULL OR handle LIKE $1 ESCAPE '\\' OR name_lower LIKE $1 ESCAPE '\\') \
                      ORDER BY id LIMIT $2 OFFSET $3"
@@ -228,7 +224,7 @@ macro_rules! sql_store {
                 .bind(i64::from(query.offset))
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.iter().map(AccountRecord::from_row).collect::<Result<_, _>>()?)
+                Ok(rows)
             }
 
             async fn account_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<(AccountRecord, ApiKeyRecord)>> {
@@ -236,6 +232,7 @@ macro_rules! sql_store {
                     "SELECT ", account_columns_of_a!(), ", ", key_columns_of_k!(),
                     " FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
                 );
+                // One row holds both records, under column names apart.
                 let row = sqlx::query(statement).bind(key_hash).fetch_optional(&self.pool).await?;
                 match row {
                     Some(row) => Ok(Some((AccountRecord::from_row(&row)?, ApiKeyRecord::from_row(&row)?))),
@@ -268,11 +265,11 @@ macro_rules! sql_store {
             }
 
             async fn list_api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
-                let rows = sqlx::query(concat!("SELECT ", key_columns_of_k!(), " FROM api_keys k WHERE k.account_id = $1 ORDER BY k.id"))
+                let rows = sqlx::query_as::<_, ApiKeyRecord>(concat!("SELECT ", key_columns_of_k!(), " FROM api_keys k WHERE k.account_id = $1 ORDER BY k.id"))
                 .bind(account_id)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.iter().map(ApiKeyRecord::from_row).collect::<Result<_, _>>()?)
+                Ok(rows)
             }
 
             async fn revoke_api_key(&self, account_id: i64, key_id: &str) -> StoreResult<String> {
@@ -336,24 +333,24 @@ macro_rules! sql_store {
             }
 
             async fn take_challenge(&self, nonce: &str) -> StoreResult<Option<ChallengeRecord>> {
-                let row = sqlx::query(
+                let row = sqlx::query_as::<_, ChallengeRecord>(
                     "DELETE FROM wallet_challenges WHERE nonce = $1 RETURNING nonce, account_id, address_lower, message, expires_at",
                 )
                 .bind(nonce)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.as_ref().map(ChallengeRecord::from_row).transpose()?)
+                Ok(row)
             }
 
             async fn link_wallet(&self, account_id: i64, address: &str, at: i64, limit: i64) -> StoreResult<LinkedWalletRecord> {
                 let address_lower = address.to_lowercase();
                 let mut tx = self.pool.begin_with($begin).await?;
                 lock_account(&mut tx, account_id).await?;
-                let existing = sqlx::query("SELECT address, account_id, linked_at FROM linked_wallets WHERE address_lower = $1")
+                let existing = sqlx::query_as::<_, LinkedWalletRecord>("SELECT address, account_id, linked_at FROM linked_wallets WHERE address_lower = $1")
                     .bind(&address_lower)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match existing.as_ref().map(LinkedWalletRecord::from_row).transpose()? {
+                match existing {
                     Some(wallet) if wallet.account_id == account_id => return Ok(wallet),
                     Some(_) => return Err(StoreError::Conflict("wallet")),
                     None => {}
@@ -366,7 +363,7 @@ macro_rules! sql_store {
                     return Err(StoreError::LimitExceeded);
                 }
                 // Another account may link the same wallet meanwhile (it holds another lock).
-                let inserted = sqlx::query(
+                let inserted = sqlx::query_as::<_, LinkedWalletRecord>(
                     "INSERT INTO linked_wallets (address_lower, address, account_id, linked_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (address_lower) DO NOTHING RETURNING address, account_id, linked_at",
                 )
@@ -376,20 +373,19 @@ macro_rules! sql_store {
                 .bind(at)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(row) = inserted else { return Err(StoreError::Conflict("wallet")) };
-                let wallet = LinkedWalletRecord::from_row(&row)?;
+                let Some(wallet) = inserted else { return Err(StoreError::Conflict("wallet")) };
                 tx.commit().await?;
                 Ok(wallet)
             }
 
             async fn list_wallets(&self, account_id: i64) -> StoreResult<Vec<LinkedWalletRecord>> {
-                let rows = sqlx::query(
+                let rows = sqlx::query_as::<_, LinkedWalletRecord>(
                     "SELECT address, account_id, linked_at FROM linked_wallets WHERE account_id = $1 ORDER BY linked_at, address_lower",
                 )
                 .bind(account_id)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.iter().map(LinkedWalletRecord::from_row).collect::<Result<_, _>>()?)
+                Ok(rows)
             }
 
             async fn unlink_wallet(&self, account_id: i64, address_lower: &str) -> StoreResult<()> {
@@ -411,11 +407,11 @@ macro_rules! sql_store {
             async fn claim_domain(&self, account_id: i64, name: &str, at: i64, limit: i64) -> StoreResult<DomainRecord> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 lock_account(&mut tx, account_id).await?;
-                let existing = sqlx::query("SELECT name, account_id, claimed_at FROM domains WHERE name = $1")
+                let existing = sqlx::query_as::<_, DomainRecord>("SELECT name, account_id, claimed_at FROM domains WHERE name = $1")
                     .bind(name)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match existing.as_ref().map(DomainRecord::from_row).transpose()? {
+                match existing {
                     Some(domain) if domain.account_id == account_id => return Ok(domain),
                     Some(_) => return Err(StoreError::Conflict("domain")),
                     None => {}
@@ -428,7 +424,7 @@ macro_rules! sql_store {
                     return Err(StoreError::LimitExceeded);
                 }
                 // Another account may claim the same name meanwhile (it holds another lock).
-                let inserted = sqlx::query(
+                let inserted = sqlx::query_as::<_, DomainRecord>(
                     "INSERT INTO domains (name, account_id, claimed_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO NOTHING RETURNING name, account_id, claimed_at",
                 )
@@ -437,18 +433,17 @@ macro_rules! sql_store {
                 .bind(at)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(row) = inserted else { return Err(StoreError::Conflict("domain")) };
-                let domain = DomainRecord::from_row(&row)?;
+                let Some(domain) = inserted else { return Err(StoreError::Conflict("domain")) };
                 tx.commit().await?;
                 Ok(domain)
             }
 
             async fn list_domains(&self, account_id: i64) -> StoreResult<Vec<DomainRecord>> {
-                let rows = sqlx::query("SELECT name, account_id, claimed_at FROM domains WHERE account_id = $1 ORDER BY name")
+                let rows = sqlx::query_as::<_, DomainRecord>("SELECT name, account_id, claimed_at FROM domains WHERE account_id = $1 ORDER BY name")
                     .bind(account_id)
                     .fetch_all(&self.pool)
                     .await?;
-                Ok(rows.iter().map(DomainRecord::from_row).collect::<Result<_, _>>()?)
+                Ok(rows)
             }
 
             async fn release_domain(&self, account_id: i64, name: &str) -> StoreResult<()> {
@@ -490,7 +485,7 @@ macro_rules! sql_store {
             key: &NewApiKey,
             at: i64,
         ) -> StoreResult<ApiKeyRecord> {
-            let row = sqlx::query(
+            let row = sqlx::query_as::<_, ApiKeyRecord>(
                 "INSERT INTO api_keys (public_id, account_id, key_hash, prefix, name, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  RETURNING public_id, account_id, name AS key_name, prefix, created_at AS key_created_at, last_used_at",
             )
@@ -503,7 +498,7 @@ macro_rules! sql_store {
             .fetch_one(&mut **tx)
             .await
             .map_err(conflict("api key"))?;
-            Ok(ApiKeyRecord::from_row(&row)?)
+            Ok(row)
         }
     };
 }

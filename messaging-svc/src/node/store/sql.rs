@@ -372,13 +372,12 @@ macro_rules! node_store {
             }
 
             async fn identity_log(&self, inbox_id: &str) -> StoreResult<(Option<InboxPosition>, Vec<StoredIdentityUpdate>)> {
-                let rows = sqlx::query(
+                let log = sqlx::query_as::<_, StoredIdentityUpdate>(
                     "SELECT sequence_id, inbox_id, server_timestamp_ns, update_bytes FROM xmtp_identity_updates WHERE inbox_id = $1 ORDER BY sequence_id",
                 )
                 .bind(inbox_id)
                 .fetch_all(&self.pool)
                 .await?;
-                let log: Vec<StoredIdentityUpdate> = rows.iter().map(StoredIdentityUpdate::from_row).collect::<Result<_, _>>()?;
                 // The position is derived from the rows read, so the two always agree.
                 let position = log
                     .last()
@@ -409,11 +408,13 @@ macro_rules! node_store {
                         }
                     }
                     Some(expected) => {
-                        let row = sqlx::query(concat!("SELECT last_sequence_id, update_count FROM xmtp_inboxes WHERE inbox_id = $1 ", $for_update))
-                            .bind(inbox_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        let current = row.as_ref().map(InboxPosition::from_row).transpose()?;
+                        let current = sqlx::query_as::<_, InboxPosition>(concat!(
+                            "SELECT last_sequence_id, update_count FROM xmtp_inboxes WHERE inbox_id = $1 ",
+                            $for_update
+                        ))
+                        .bind(inbox_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                         if current != Some(expected) {
                             return Err(StoreError::Conflict("the inbox log moved"));
                         }

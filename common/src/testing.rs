@@ -144,7 +144,8 @@ where
 }
 
 async fn health_checked(address: SocketAddr) -> Option<Channel> {
-    let channel = Channel::from_shared(format!("http://{address}")).expect("valid address").connect().await.ok()?;
+    let endpoint = Channel::from_shared(format!("http://{address}")).expect("valid address");
+    let channel = tokio::time::timeout(Duration::from_secs(1), endpoint.connect()).await.ok()?.ok()?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
     let answer = tokio::time::timeout(Duration::from_secs(1), health.check(request)).await.ok()?.ok()?;

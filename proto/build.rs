@@ -2,8 +2,7 @@
 //! and writes the encoded file descriptor set used by gRPC server reflection.
 
 use std::{
-    env,
-    fs,
+    env, fs,
     path::{Path, PathBuf},
 };
 
@@ -37,8 +36,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("descriptor.bin"), descriptors.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .include_file("_includes.rs")
-        .compile_fds(descriptors)?;
+    tonic_prost_build::configure().include_file("_includes.rs").compile_fds(descriptors)?;
     Ok(())
 }

@@ -147,6 +147,12 @@ export CLAWX_TEST_REQUIRE_BACKENDS=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 FAILED=""
+log "checking formatting (cargo fmt) and lints (cargo clippy -D warnings)"
+if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then rustup component add rustfmt >/dev/null 2>&1 || true; fi
+if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rustup component add clippy >/dev/null 2>&1 || true; fi
+cargo fmt --all --check || FAILED="$FAILED fmt"
+cargo clippy --workspace --all-targets -q -- -D warnings || FAILED="$FAILED clippy"
+
 log "running the test suite (SQLite + memory and PostgreSQL + Redis)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || FAILED="$FAILED cargo-tests"

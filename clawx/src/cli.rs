@@ -262,8 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let secrets = crate::secrets::load_or_create(&data_dir)?;
     let gateway = args.gateway.clone();

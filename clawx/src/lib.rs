@@ -63,19 +63,14 @@ impl Stack {
         let groups = loopback_listener().await?;
         let verify = loopback_listener().await?;
         let url = |listener: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", listener.local_addr()?)) };
-        let upstreams = clawx_gateway::UpstreamUrls {
-            identity: url(&identity)?,
-            messaging: url(&messaging)?,
-            groups: url(&groups)?,
-            verify: url(&verify)?,
-        };
+        let upstreams =
+            clawx_gateway::UpstreamUrls { identity: url(&identity)?, messaging: url(&messaging)?, groups: url(&groups)?, verify: url(&verify)? };
         for (name, listener) in [("identity", &identity), ("messaging", &messaging), ("groups", &groups), ("verify", &verify)] {
             service_addresses.push((name, listener.local_addr()?));
         }
 
-        let gateway_listener = TcpListener::bind(config.listen).await.map_err(|error| {
-            anyhow::anyhow!("cannot listen on {}: {error}", config.listen)
-        })?;
+        let gateway_listener =
+            TcpListener::bind(config.listen).await.map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
         let gateway_address = gateway_listener.local_addr()?;
 
         let service = ServiceConfig { database: config.database.clone(), backends: config.backends.clone(), auth: config.auth.clone() };
@@ -128,11 +123,7 @@ impl Stack {
 
     async fn all_serving(&self) -> bool {
         for (_, address) in &self.service_addresses {
-            let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                .expect("valid address")
-                .connect()
-                .await
-            else {
+            let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{address}")).expect("valid address").connect().await else {
                 return false;
             };
             let mut health = tonic_health::pb::health_client::HealthClient::new(channel);

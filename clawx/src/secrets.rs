@@ -30,11 +30,7 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<SecretArgs> {
         tracing::info!(path = %path.display(), "generated development secrets");
         secrets
     };
-    Ok(SecretArgs {
-        jwt_secret: Some(Secret::new(secrets.jwt_secret)),
-        master_key: Some(Secret::new(secrets.master_key)),
-        master_keys_retired: None,
-    })
+    Ok(SecretArgs { jwt_secret: Some(Secret::new(secrets.jwt_secret)), master_key: Some(Secret::new(secrets.master_key)), master_keys_retired: None })
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {

@@ -8,7 +8,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
 
-use crate::{config::Secret, error::{ErrorCode, ServiceError}};
+use crate::{
+    config::Secret,
+    error::{ErrorCode, ServiceError},
+};
 
 /// gRPC metadata key carrying the internal JWT.
 pub const INTERNAL_TOKEN_METADATA: &str = "clawx-internal-token";
@@ -87,9 +90,7 @@ impl Principal {
 
     /// The authenticated account, or `UNAUTHORIZED`.
     pub fn require_account(&self) -> Result<i64, ServiceError> {
-        self.account_id.ok_or_else(|| {
-            ServiceError::new(ErrorCode::Unauthorized, "authentication required: send X-Api-Key or a signed request")
-        })
+        self.account_id.ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "authentication required: send X-Api-Key or a signed request"))
     }
 }
 
@@ -140,8 +141,7 @@ impl InternalAuth {
             exp: now + TOKEN_TTL.as_secs(),
             principal: principal.clone(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing of plain claims cannot fail")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing of plain claims cannot fail")
     }
 
     /// The principal of a valid token for `audience`.
@@ -151,12 +151,10 @@ impl InternalAuth {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map(|data| data.claims.principal)
-            .map_err(|error| {
-                tracing::debug!(%error, "internal token rejected");
-                ServiceError::new(ErrorCode::Unauthorized, "missing or invalid internal token")
-            })
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map(|data| data.claims.principal).map_err(|error| {
+            tracing::debug!(%error, "internal token rejected");
+            ServiceError::new(ErrorCode::Unauthorized, "missing or invalid internal token")
+        })
     }
 
     /// Adds a fresh token for `audience` to an outgoing request.
@@ -186,10 +184,7 @@ impl Interceptor for VerifyToken {
             .metadata()
             .get(INTERNAL_TOKEN_METADATA)
             .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| {
-                ServiceError::new(ErrorCode::Unauthorized, "missing internal token: call Clawx through its gateway")
-                    .into_status()
-            })?;
+            .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "missing internal token: call Clawx through its gateway").into_status())?;
         let principal = self.auth.verify(token, self.audience).map_err(ServiceError::into_status)?;
         request.extensions_mut().insert(principal);
         Ok(request)

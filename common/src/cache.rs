@@ -28,8 +28,7 @@ impl RedisHandle {
     /// Opens a lazily connecting, self-reconnecting handle; a Redis outage shows up as failed
     /// calls (and `redis: false` in status), not as a crash at start-up.
     pub fn open(url: &str, prefix: &str) -> anyhow::Result<RedisHandle> {
-        let client = redis::Client::open(url)
-            .map_err(|error| anyhow::anyhow!("invalid CLAWX_REDIS_URL: {error}"))?;
+        let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("invalid CLAWX_REDIS_URL: {error}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -133,13 +132,7 @@ impl Cache {
             }
             Cache::Redis(redis) => {
                 let mut connection = redis.connection.clone();
-                redis::cmd("SET")
-                    .arg(redis.key(key))
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64)
-                    .query_async::<()>(&mut connection)
-                    .await?;
+                redis::cmd("SET").arg(redis.key(key)).arg(value).arg("PX").arg(ttl.as_millis() as u64).query_async::<()>(&mut connection).await?;
                 Ok(())
             }
         }
@@ -252,13 +245,8 @@ fn gcra(now_ms: u64, stored_tat_ms: Option<u64>, limit: u32, window: Duration) -
         return (decision, None);
     }
     let remaining = ((capacity_ms - (new_tat - now_ms)) / interval_ms) as u32;
-    let decision = RateDecision {
-        allowed: true,
-        limit,
-        remaining,
-        reset_after: Duration::from_millis(new_tat - now_ms),
-        retry_after: Duration::ZERO,
-    };
+    let decision =
+        RateDecision { allowed: true, limit, remaining, reset_after: Duration::from_millis(new_tat - now_ms), retry_after: Duration::ZERO };
     (decision, Some(new_tat))
 }
 
@@ -388,18 +376,10 @@ impl RateLimiter {
                 let interval_ms = (window_ms / u64::from(limit)).max(1);
                 let capacity_ms = interval_ms * u64::from(limit);
                 let mut connection = redis.connection.clone();
-                let (allowed, reset_ms, retry_ms): (i64, i64, i64) = script
-                    .key(redis.key(&format!("rl:{key}")))
-                    .arg(interval_ms)
-                    .arg(capacity_ms)
-                    .invoke_async(&mut connection)
-                    .await?;
+                let (allowed, reset_ms, retry_ms): (i64, i64, i64) =
+                    script.key(redis.key(&format!("rl:{key}"))).arg(interval_ms).arg(capacity_ms).invoke_async(&mut connection).await?;
                 let reset_ms = reset_ms.max(0) as u64;
-                let remaining = if allowed == 1 {
-                    (capacity_ms.saturating_sub(reset_ms) / interval_ms) as u32
-                } else {
-                    0
-                };
+                let remaining = if allowed == 1 { (capacity_ms.saturating_sub(reset_ms) / interval_ms) as u32 } else { 0 };
                 Ok(RateDecision {
                     allowed: allowed == 1,
                     limit,

@@ -99,10 +99,7 @@ impl Keyring {
     /// Decrypts a blob made by [`Keyring::encrypt`] with the same `context`.
     pub fn decrypt(&self, blob: &[u8], context: &[u8]) -> anyhow::Result<Vec<u8>> {
         let key_id = Keyring::key_id_of(blob).context("malformed encrypted blob")?;
-        let key = self
-            .keys
-            .get(key_id)
-            .with_context(|| format!("data is encrypted under master key {key_id}, which is not configured"))?;
+        let key = self.keys.get(key_id).with_context(|| format!("data is encrypted under master key {key_id}, which is not configured"))?;
         let rest = &blob[2 + key_id.len()..];
         anyhow::ensure!(rest.len() > NONCE_LEN, "malformed encrypted blob");
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);

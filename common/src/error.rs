@@ -144,12 +144,7 @@ impl ServiceError {
 
     /// A `VALIDATION_FAILED` error naming the field at fault.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        ServiceError {
-            code: ErrorCode::ValidationFailed,
-            message: message.into(),
-            field: Some(field.to_string()),
-            retry_after_secs: None,
-        }
+        ServiceError { code: ErrorCode::ValidationFailed, message: message.into(), field: Some(field.to_string()), retry_after_secs: None }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -173,9 +168,7 @@ impl ServiceError {
     /// Converts to a `Status` carrying the code (and field) as metadata.
     pub fn into_status(self) -> Status {
         let mut status = Status::new(self.code.grpc_code(), self.message);
-        status
-            .metadata_mut()
-            .insert(ERROR_CODE_METADATA, MetadataValue::from_static(self.code.as_str()));
+        status.metadata_mut().insert(ERROR_CODE_METADATA, MetadataValue::from_static(self.code.as_str()));
         if let Some(field) = self.field
             && let Ok(value) = MetadataValue::try_from(field.as_str())
         {
@@ -187,20 +180,12 @@ impl ServiceError {
     /// Recovers the error from a `Status` produced by `into_status`, or derives one from the
     /// gRPC code. Messages of internal and transport errors are replaced, so they never leak.
     pub fn from_status(status: &Status) -> Self {
-        let code = status
-            .metadata()
-            .get(ERROR_CODE_METADATA)
-            .and_then(|value| value.to_str().ok())
-            .and_then(ErrorCode::parse);
+        let code = status.metadata().get(ERROR_CODE_METADATA).and_then(|value| value.to_str().ok()).and_then(ErrorCode::parse);
         match code {
             Some(code) if code != ErrorCode::Internal => ServiceError {
                 code,
                 message: status.message().to_string(),
-                field: status
-                    .metadata()
-                    .get(ERROR_FIELD_METADATA)
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_string),
+                field: status.metadata().get(ERROR_FIELD_METADATA).and_then(|value| value.to_str().ok()).map(str::to_string),
                 retry_after_secs: None,
             },
             Some(_) => ServiceError::new(ErrorCode::Internal, "internal error"),

@@ -23,8 +23,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// `A-Z a-z 0-9 . _ : -`. Anything else (spaces, `key=value` text, kilobytes of it) could forge
 /// or flood log lines, so the gateway replaces it with an id of its own.
 pub fn is_valid_request_id(id: &str) -> bool {
-    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
-        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len()) && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
 }
 
 /// The largest gRPC message a Clawx server accepts or sends.
@@ -68,12 +67,8 @@ pub fn server_builder() -> tonic::transport::Server {
         .trace_fn(|request| {
             // Ports are private to the gateway, which only forwards well-formed ids; a malformed
             // one here came around it and is not logged.
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .filter(|id| is_valid_request_id(id))
-                .unwrap_or("");
+            let request_id =
+                request.headers().get(REQUEST_ID_HEADER).and_then(|value| value.to_str().ok()).filter(|id| is_valid_request_id(id)).unwrap_or("");
             tracing::info_span!("grpc", request_id, path = request.uri().path())
         })
 }

@@ -50,11 +50,7 @@ impl Backends {
     /// `shutdown`.
     pub fn redis(url: &str, prefix: &str, shutdown: CancellationToken) -> anyhow::Result<Backends> {
         let handle = cache::RedisHandle::open(url, prefix)?;
-        Ok(Backends {
-            cache: Cache::Redis(handle.clone()),
-            limiter: RateLimiter::redis(handle.clone()),
-            pubsub: PubSub::redis(handle, shutdown),
-        })
+        Ok(Backends { cache: Cache::Redis(handle.clone()), limiter: RateLimiter::redis(handle.clone()), pubsub: PubSub::redis(handle, shutdown) })
     }
 
     /// Redis when `CLAWX_REDIS_URL` is set, memory otherwise.

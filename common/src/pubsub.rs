@@ -47,10 +47,7 @@ impl Hub {
 impl Hub {
     fn subscribe(&self, channel: &str) -> broadcast::Receiver<Event> {
         let mut channels = self.channels.lock().expect("hub lock");
-        channels
-            .entry(channel.to_string())
-            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
-            .subscribe()
+        channels.entry(channel.to_string()).or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0).subscribe()
     }
 
     fn deliver(&self, channel: &str, event: Event) {
@@ -165,11 +162,7 @@ impl PubSub {
             }
             PubSub::Redis(_, redis) => {
                 let mut connection = redis.connection.clone();
-                redis::cmd("PUBLISH")
-                    .arg(format!("{}:ps:{channel}", redis.prefix))
-                    .arg(payload)
-                    .query_async::<()>(&mut connection)
-                    .await?;
+                redis::cmd("PUBLISH").arg(format!("{}:ps:{channel}", redis.prefix)).arg(payload).query_async::<()>(&mut connection).await?;
                 Ok(())
             }
         }

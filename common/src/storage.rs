@@ -5,7 +5,7 @@ use std::{borrow::Cow, path::PathBuf, str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    ConnectOptions, Connection, Executor, PgPool, SqlitePool, SqlSafeStr,
+    ConnectOptions, Connection, Executor, PgPool, SqlSafeStr, SqlitePool,
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -52,13 +52,7 @@ fn migrator(list: &'static [EmbeddedMigration]) -> Migrator {
     let migrations = list
         .iter()
         .map(|migration| {
-            Migration::new(
-                migration.version,
-                Cow::Borrowed(migration.description),
-                MigrationType::Simple,
-                migration.sql.into_sql_str(),
-                false,
-            )
+            Migration::new(migration.version, Cow::Borrowed(migration.description), MigrationType::Simple, migration.sql.into_sql_str(), false)
         })
         .collect();
     Migrator::with_migrations(migrations)
@@ -100,10 +94,7 @@ pub enum Database {
 /// The SQLite file a service uses for a `sqlite:` URL: `{service}` is replaced, otherwise
 /// `-<service>` goes before the extension.
 pub fn sqlite_path_for(url: &str, service: &str) -> anyhow::Result<PathBuf> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .context("not a sqlite URL")?;
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).context("not a sqlite URL")?;
     let path = path.split('?').next().unwrap_or(path);
     anyhow::ensure!(!path.is_empty() && path != ":memory:", "a sqlite URL must name a file");
     if path.contains("{service}") {
@@ -151,17 +142,11 @@ fn valid_identifier(name: &str) -> bool {
 impl Database {
     /// Connects the pool of `service`, creating its schema or file when missing.
     pub async fn connect(args: &DatabaseArgs, service: &str) -> anyhow::Result<Database> {
-        let url = args
-            .database_url
-            .as_deref()
-            .context("CLAWX_DATABASE_URL is not set (postgres://... or sqlite://path)")?;
+        let url = args.database_url.as_deref().context("CLAWX_DATABASE_URL is not set (postgres://... or sqlite://path)")?;
         match Backend::of_url(url)? {
             Backend::Postgres => {
                 let schema = schema_for(args, service);
-                anyhow::ensure!(
-                    valid_identifier(&schema),
-                    "schema name {schema:?} must be lowercase letters, digits and _"
-                );
+                anyhow::ensure!(valid_identifier(&schema), "schema name {schema:?} must be lowercase letters, digits and _");
                 let options = PgConnectOptions::from_str(url)
                     .context("invalid PostgreSQL URL")?
                     .application_name(&format!("clawx-{service}"))
@@ -189,8 +174,7 @@ impl Database {
             Backend::Sqlite => {
                 let path = sqlite_path_for(url, service)?;
                 if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
                 }
                 create_private_file(&path).with_context(|| format!("cannot create SQLite database {}", path.display()))?;
                 let options = SqliteConnectOptions::new()

@@ -76,11 +76,7 @@ impl TestDatabase {
         };
         Some(TestDatabase {
             backend: Backend::Postgres,
-            args: DatabaseArgs {
-                database_url: Some(url),
-                database_max_connections: 4,
-                database_schema_prefix: format!("t{}_", random_tag()),
-            },
+            args: DatabaseArgs { database_url: Some(url), database_max_connections: 4, database_schema_prefix: format!("t{}_", random_tag()) },
             directory: None,
         })
     }
@@ -241,8 +237,7 @@ pub fn assert_migrations_embedded(crate_dir: impl AsRef<Path>, migrations: &Migr
             .map(|path| path.file_stem().and_then(|stem| stem.to_str()).expect("UTF-8 file name").to_string())
             .collect();
         on_disk.sort();
-        let missing: Vec<&String> =
-            on_disk.iter().filter(|name| !embedded.iter().any(|migration| migration.description == name.as_str())).collect();
+        let missing: Vec<&String> = on_disk.iter().filter(|name| !embedded.iter().any(|migration| migration.description == name.as_str())).collect();
         assert!(missing.is_empty(), "{}: {missing:?} not embedded in the service's migrations!(...)", directory.display());
         for migration in embedded {
             assert_eq!(

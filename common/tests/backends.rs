@@ -17,7 +17,11 @@ const PROBE_MIGRATIONS: Migrations = Migrations {
         EmbeddedMigration { version: 2, description: "probe_more", sql: "ALTER TABLE probe ADD COLUMN note TEXT" },
     ],
     sqlite: &[
-        EmbeddedMigration { version: 1, description: "probe", sql: "CREATE TABLE probe (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE)" },
+        EmbeddedMigration {
+            version: 1,
+            description: "probe",
+            sql: "CREATE TABLE probe (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE)",
+        },
         EmbeddedMigration { version: 2, description: "probe_more", sql: "ALTER TABLE probe ADD COLUMN note TEXT" },
     ],
 };

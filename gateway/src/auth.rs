@@ -37,14 +37,7 @@ use crate::{
 };
 
 /// Headers that carry client credentials; never forwarded to services.
-pub const CREDENTIAL_HEADERS: &[&str] = &[
-    "x-api-key",
-    "authorization",
-    "x-auth-domain",
-    "x-auth-expires",
-    "x-auth-expiration",
-    "x-auth-signature",
-];
+pub const CREDENTIAL_HEADERS: &[&str] = &["x-api-key", "authorization", "x-auth-domain", "x-auth-expires", "x-auth-expiration", "x-auth-signature"];
 
 /// How long this replica trusts an authenticated API key without asking again.
 const LOCAL_TTL: Duration = Duration::from_secs(30);
@@ -79,15 +72,10 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ServiceError> {
     let expires = header(headers, "x-auth-expires").or_else(|| header(headers, "x-auth-expiration"));
     if signature.is_some() || domain.is_some() || expires.is_some() {
         return match (domain, expires, signature) {
-            (Some(domain), Some(expires), Some(signature)) => Ok(Credentials::Signature {
-                domain: domain.to_string(),
-                expires: expires.to_string(),
-                signature: signature.to_string(),
-            }),
-            _ => Err(ServiceError::new(
-                ErrorCode::SignatureMalformed,
-                "a signed request needs x-auth-domain, x-auth-expires and x-auth-signature",
-            )),
+            (Some(domain), Some(expires), Some(signature)) => {
+                Ok(Credentials::Signature { domain: domain.to_string(), expires: expires.to_string(), signature: signature.to_string() })
+            }
+            _ => Err(ServiceError::new(ErrorCode::SignatureMalformed, "a signed request needs x-auth-domain, x-auth-expires and x-auth-signature")),
         };
     }
     if let Some(key) = header(headers, "x-api-key") {
@@ -229,7 +217,8 @@ impl Authenticator {
                 Ok(Principal::account(account_id, AuthMethod::ApiKey, client_ip))
             }
             Credentials::Signature { domain, expires, signature } => {
-                let account_id = self.authenticate_signature(limiter, &domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
+                let account_id =
+                    self.authenticate_signature(limiter, &domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
                 Ok(Principal::account(account_id, AuthMethod::Signature, client_ip))
             }
         }
@@ -269,7 +258,12 @@ impl Authenticator {
             None => {
                 Self::charge_credential_check(limiter, client_ip).await?;
                 let request = AuthenticateRequest { api_key: key.to_string() };
-                let account = self.upstreams.identity(&Principal::service()).authenticate(request).await.map_err(|status| ServiceError::from_status(&status))?;
+                let account = self
+                    .upstreams
+                    .identity(&Principal::service())
+                    .authenticate(request)
+                    .await
+                    .map_err(|status| ServiceError::from_status(&status))?;
                 let account_id = account.into_inner().account_id;
                 if self.cache.generation() == generation {
                     let entry = serde_json::to_vec(&SharedEntry { account_id }).expect("plain struct");
@@ -285,7 +279,14 @@ impl Authenticator {
         Ok(account_id)
     }
 
-    async fn authenticate_signature(&self, limiter: &Limiter, domain: &str, expires: &str, signature: &str, client_ip: &str) -> Result<i64, ServiceError> {
+    async fn authenticate_signature(
+        &self,
+        limiter: &Limiter,
+        domain: &str,
+        expires: &str,
+        signature: &str,
+        client_ip: &str,
+    ) -> Result<i64, ServiceError> {
         let local_key = signature_cache_key(domain, expires, signature);
         if let Some(entry) = self.cache.get(&local_key) {
             return Ok(entry.account_id);

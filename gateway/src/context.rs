@@ -43,10 +43,7 @@ pub struct RouteLabel(pub String);
 
 /// Whether a request is gRPC or grpc-web (any `application/grpc*` content type).
 pub fn is_grpc_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"))
+    headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("application/grpc"))
 }
 
 /// The client's IP address: the TCP peer or, behind a trusted proxy (`trust_forwarded_for`), the

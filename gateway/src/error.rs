@@ -156,9 +156,6 @@ mod tests {
             error_body(&error, Family::of_path("/verify/complete")),
             json!({"error": "code expired", "code": "VERIFICATION_EXPIRED", "statusCode": 400})
         );
-        assert_eq!(
-            error_body(&ApiError::not_found(), Family::of_path("/push/group")),
-            json!({"error": "not found", "code": "NOT_FOUND"})
-        );
+        assert_eq!(error_body(&ApiError::not_found(), Family::of_path("/push/group")), json!({"error": "not found", "code": "NOT_FOUND"}));
     }
 }

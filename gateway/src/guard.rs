@@ -145,9 +145,7 @@ impl Gateway {
         let principal = match policy.access {
             // XMTP clients carry no Clawx credentials; the node is protected by client IP instead.
             Access::Open => Principal::anonymous(Some(client_ip.to_string())),
-            Access::Public | Access::Account => {
-                self.authenticator.authenticate(&self.limiter, headers, client_ip).await.map_err(Refusal::denied)?
-            }
+            Access::Public | Access::Account => self.authenticator.authenticate(&self.limiter, headers, client_ip).await.map_err(Refusal::denied)?,
         };
         if policy.creates_identity {
             self.limiter.limit(&format!("create:{client_ip}"), limits.create_per_minute).await.map_err(Refusal::limited)?;

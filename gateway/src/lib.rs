@@ -66,8 +66,16 @@ impl Service<Request<Body>> for Edge {
     }
 }
 
-const EXPOSED_HEADERS: &[&str] =
-    &["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id", "retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"];
+const EXPOSED_HEADERS: &[&str] = &[
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "x-request-id",
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+];
 
 fn cors(config: &Config) -> CorsLayer {
     let origins = if config.cors_origins.is_empty() {
@@ -133,8 +141,6 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let app = app(config, shutdown.clone()).await?;
     tracing::info!(address = %listener.local_addr()?, "gateway serving REST, gRPC and grpc-web");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     Ok(())
 }

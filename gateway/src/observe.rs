@@ -29,18 +29,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// gRPC services whose calls get their own metrics label; anything else is `grpc:unknown`, so
 /// clients cannot create label values at will.
-const KNOWN_GRPC_SERVICES: &[&str] = &[
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
+const KNOWN_GRPC_SERVICES: &[&str] = &["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
 
 /// A bounded label for a gRPC path: the service name when Clawx serves it.
 fn grpc_label(path: &str) -> String {
     let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    let known = KNOWN_GRPC_SERVICES.contains(&service)
-        || clawx_proto::PUBLIC_SERVICES.contains(&service)
-        || clawx_proto::XMTP_SERVICES.contains(&service);
+    let known =
+        KNOWN_GRPC_SERVICES.contains(&service) || clawx_proto::PUBLIC_SERVICES.contains(&service) || clawx_proto::XMTP_SERVICES.contains(&service);
     if known { service.to_string() } else { "grpc:unknown".to_string() }
 }
 
@@ -70,9 +65,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     // Everything logged while serving the request carries its id, and calls to services send it.
     let span = tracing::info_span!("request", request_id = request_id.as_str());
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span).await;
-    response
-        .headers_mut()
-        .insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("a checked id is a valid header value"));
+    response.headers_mut().insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id).expect("a checked id is a valid header value"));
     let route = match response.extensions().get::<RouteLabel>() {
         Some(RouteLabel(route)) => route.clone(),
         None if grpc => grpc_label(&path),
@@ -80,10 +73,8 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    metrics::counter!("clawx_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("clawx_http_request_duration_seconds", "method" => method, "route" => route.clone())
-        .record(elapsed.as_secs_f64());
+    metrics::counter!("clawx_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("clawx_http_request_duration_seconds", "method" => method, "route" => route.clone()).record(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let (route, path, request_id) = (route.as_str(), path.as_str(), request_id.as_str());
     if matches!(route, "/health" | "/metrics" | "/status") {

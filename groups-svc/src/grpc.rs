@@ -1,7 +1,10 @@
 //! gRPC adapter of the groups service.
 
 use clawx_common::ServiceContext;
-use clawx_proto::{common::{GetStatusRequest, ServiceStatus}, groups::groups_service_server::GroupsService};
+use clawx_proto::{
+    common::{GetStatusRequest, ServiceStatus},
+    groups::groups_service_server::GroupsService,
+};
 use tonic::{Request, Response, Status};
 
 pub struct GroupsGrpc {

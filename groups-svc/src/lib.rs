@@ -22,7 +22,9 @@ pub struct Config {
 /// Serves the groups service on `listener` until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     clawx_common::service::serve(SERVICE, &MIGRATIONS, config.service, listener, shutdown, |context, servers| {
-        servers.authenticated(GroupsServiceServer::new(grpc::GroupsGrpc::new(context.clone())).max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES));
+        servers.authenticated(
+            GroupsServiceServer::new(grpc::GroupsGrpc::new(context.clone())).max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES),
+        );
         Ok(())
     })
     .await

@@ -123,10 +123,7 @@ impl IdentityService for IdentityGrpc {
             website_url: message.website_url,
         };
         let account = self.identity.register(account_id, registration).await?;
-        Ok(Response::new(pb::RegisterHandleResponse {
-            handle: account.handle.unwrap_or_default(),
-            wallet_address: account.wallet_address,
-        }))
+        Ok(Response::new(pb::RegisterHandleResponse { handle: account.handle.unwrap_or_default(), wallet_address: account.wallet_address }))
     }
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Reply<pb::Profile> {
@@ -178,11 +175,7 @@ impl IdentityService for IdentityGrpc {
     async fn get_wallet_challenge(&self, request: Request<pb::GetWalletChallengeRequest>) -> Reply<pb::WalletChallenge> {
         let account_id = account_of(&request)?;
         let challenge = self.identity.wallet_challenge(account_id, &request.into_inner().address).await?;
-        Ok(Response::new(pb::WalletChallenge {
-            message: challenge.message,
-            nonce: challenge.nonce,
-            expires_at_ms: challenge.expires_at_ms,
-        }))
+        Ok(Response::new(pb::WalletChallenge { message: challenge.message, nonce: challenge.nonce, expires_at_ms: challenge.expires_at_ms }))
     }
 
     async fn link_wallet(&self, request: Request<pb::LinkWalletRequest>) -> Reply<pb::LinkedWallet> {
@@ -247,4 +240,3 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(pb::ResolveAccountsResponse { accounts: accounts.into_iter().map(profile).collect() }))
     }
 }
-

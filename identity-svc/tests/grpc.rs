@@ -49,11 +49,7 @@ impl Harness {
         let config = Config {
             service: ServiceConfig { database: database.args.clone(), backends: backends.clone(), auth: auth.clone() },
             keyring: Keyring::new(&Secret::new(generate_master_key()), None).unwrap(),
-            settings: Settings {
-                public_url: "https://clawx.example:8443".into(),
-                challenge_ttl: Duration::from_millis(1500),
-                ..Settings::default()
-            },
+            settings: Settings { public_url: "https://clawx.example:8443".into(), challenge_ttl: Duration::from_millis(1500), ..Settings::default() },
         };
         let token = shutdown.clone();
         let service = spawn_service(|listener| clawx_identity::run(config, listener, token)).await;
@@ -344,7 +340,11 @@ clawx_common::backend_tests! {
 async fn link(harness: &Harness, account_id: i64, wallet: &PrivateKeySigner) {
     let mut client = harness.client.clone();
     let address = wallet.address().to_checksum(None);
-    let challenge = client.get_wallet_challenge(harness.as_account(account_id, pb::GetWalletChallengeRequest { address: address.clone() })).await.unwrap().into_inner();
+    let challenge = client
+        .get_wallet_challenge(harness.as_account(account_id, pb::GetWalletChallengeRequest { address: address.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
     let request = pb::LinkWalletRequest { address, message: challenge.message.clone(), signature: sign(wallet, &challenge.message) };
     client.link_wallet(harness.as_account(account_id, request)).await.unwrap();
 }

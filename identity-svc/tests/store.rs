@@ -28,7 +28,13 @@ fn account(address: &str, key_id: &str, hash: &str) -> NewAccount {
 }
 
 fn profile(name: &str) -> ProfileFields {
-    ProfileFields { name: name.into(), description: Some("d".into()), x_url: None, github_url: Some("https://github.com/a".into()), website_url: None }
+    ProfileFields {
+        name: name.into(),
+        description: Some("d".into()),
+        x_url: None,
+        github_url: Some("https://github.com/a".into()),
+        website_url: None,
+    }
 }
 
 clawx_common::backend_tests! {

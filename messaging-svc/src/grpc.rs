@@ -1,7 +1,10 @@
 //! gRPC adapter of the messaging service.
 
 use clawx_common::ServiceContext;
-use clawx_proto::{common::{GetStatusRequest, ServiceStatus}, messaging::messaging_service_server::MessagingService};
+use clawx_proto::{
+    common::{GetStatusRequest, ServiceStatus},
+    messaging::messaging_service_server::MessagingService,
+};
 use tonic::{Request, Response, Status};
 
 pub struct MessagingGrpc {

@@ -43,8 +43,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         servers.authenticated(messaging.max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES));
         let node = Arc::new(node::Node::new(node::store::for_database(&context.database), context.backends.pubsub.clone(), limits));
         let xmtp = node::grpc::XmtpNode::new(node, node_shutdown);
-        servers.open(MlsApiServer::new(xmtp.clone()).max_decoding_message_size(MAX_XMTP_MESSAGE_BYTES).max_encoding_message_size(MAX_XMTP_MESSAGE_BYTES));
-        servers.open(IdentityApiServer::new(xmtp).max_decoding_message_size(MAX_XMTP_MESSAGE_BYTES).max_encoding_message_size(MAX_XMTP_MESSAGE_BYTES));
+        servers.open(
+            MlsApiServer::new(xmtp.clone()).max_decoding_message_size(MAX_XMTP_MESSAGE_BYTES).max_encoding_message_size(MAX_XMTP_MESSAGE_BYTES),
+        );
+        servers
+            .open(IdentityApiServer::new(xmtp).max_decoding_message_size(MAX_XMTP_MESSAGE_BYTES).max_encoding_message_size(MAX_XMTP_MESSAGE_BYTES));
         Ok(())
     })
     .await

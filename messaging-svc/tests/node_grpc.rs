@@ -406,8 +406,13 @@ fn commit_log_entry(key: &ed25519_dalek::SigningKey, group: &[u8], sequence: u64
         applied_epoch_authenticator: vec![8; 32],
     }
     .encode_to_vec();
-    let signature = pb::RecoverableEd25519Signature { bytes: key.sign(&plaintext).to_bytes().to_vec(), public_key: key.verifying_key().to_bytes().to_vec() };
-    clawx_proto::xmtp::mls::api::v1::PublishCommitLogRequest { group_id: group.to_vec(), serialized_commit_log_entry: plaintext, signature: Some(signature) }
+    let signature =
+        pb::RecoverableEd25519Signature { bytes: key.sign(&plaintext).to_bytes().to_vec(), public_key: key.verifying_key().to_bytes().to_vec() };
+    clawx_proto::xmtp::mls::api::v1::PublishCommitLogRequest {
+        group_id: group.to_vec(),
+        serialized_commit_log_entry: plaintext,
+        signature: Some(signature),
+    }
 }
 
 clawx_common::backend_tests! {

@@ -43,7 +43,14 @@ impl NodeStore for Counting {
     async fn insert_group_messages(&self, messages: &[NewGroupMessage], created_ns: i64) -> StoreResult<Vec<Inserted<StoredGroupMessage>>> {
         self.inner.insert_group_messages(messages, created_ns).await
     }
-    async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredGroupMessage>> {
+    async fn group_messages(
+        &self,
+        group_id: &[u8],
+        cursor: i64,
+        direction: Direction,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<Budgeted<StoredGroupMessage>> {
         self.message_pages.fetch_add(1, Ordering::SeqCst);
         self.inner.group_messages(group_id, cursor, direction, limit, max_bytes).await
     }
@@ -64,7 +71,14 @@ impl NodeStore for Counting {
     async fn insert_welcomes(&self, welcomes: &[NewWelcome], created_ns: i64) -> StoreResult<Vec<Inserted<StoredWelcome>>> {
         self.inner.insert_welcomes(welcomes, created_ns).await
     }
-    async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredWelcome>> {
+    async fn welcomes(
+        &self,
+        installation_key: &[u8],
+        cursor: i64,
+        direction: Direction,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<Budgeted<StoredWelcome>> {
         self.inner.welcomes(installation_key, cursor, direction, limit, max_bytes).await
     }
     async fn identity_log(&self, inbox_id: &str) -> StoreResult<(Option<InboxPosition>, Vec<StoredIdentityUpdate>)> {

@@ -9,9 +9,9 @@ use tls_codec::Serialize as _;
 use clawx_messaging::node::validate::assoc::{self, AssocError, AssociationState, MemberId, MemberKind, Policy};
 use clawx_messaging::node::validate::keypackage::{self, KeyPackageError};
 use clawx_messaging::node::validate::mlsmsg;
-use clawx_proto::xmtp::identity::associations::{self as pb, identity_action::Kind, signature::Signature as S};
-use clawx_proto::xmtp::identity::MlsCredential;
 use clawx_messaging::node::validate::text::{self, ActionText, Subject};
+use clawx_proto::xmtp::identity::MlsCredential;
+use clawx_proto::xmtp::identity::associations::{self as pb, identity_action::Kind, signature::Signature as S};
 
 mod support;
 use support::*;
@@ -63,10 +63,7 @@ Current time: 1970-01-01T00:00:00Z
 
 For more info: https://xmtp.org/signatures";
     assert_eq!(t, expected);
-    assert_eq!(
-        ActionText::Add(Subject::Passkey(&[0xab, 0xcd])).line(),
-        "- Link passkey to inbox\n  (Passkey: abcd)"
-    );
+    assert_eq!(ActionText::Add(Subject::Passkey(&[0xab, 0xcd])).line(), "- Link passkey to inbox\n  (Passkey: abcd)");
     assert_eq!(ActionText::Revoke(Subject::Passkey(&[0xab])).line(), "- Unlink passkey from inbox\n  (Passkey: ab)");
 }
 
@@ -222,7 +219,10 @@ fn signature_encodings() {
     // plain Ed25519 (not prehashed) is rejected
     use ed25519_dalek::Signer as _;
     let plain = i.0.sign(text_.as_bytes()).to_bytes().to_vec();
-    assert_eq!(clawx_messaging::node::validate::sig::verify_installation_signature(&text_, &plain, &i.key()), Err(clawx_messaging::node::validate::sig::SigError::Ed25519Verify));
+    assert_eq!(
+        clawx_messaging::node::validate::sig::verify_installation_signature(&text_, &plain, &i.key()),
+        Err(clawx_messaging::node::validate::sig::SigError::Ed25519Verify)
+    );
     // Ed25519ph without the context is rejected
     let noctx = i.0.sign_prehashed(Sha512::new().chain_update(text_.as_bytes()), None).unwrap().to_bytes().to_vec();
     assert!(clawx_messaging::node::validate::sig::verify_installation_signature(&text_, &noctx, &i.key()).is_err());
@@ -237,12 +237,19 @@ fn signature_encodings() {
 
     // unsupported kinds are rejected before any state is looked at
     let scw = pb::Signature {
-        signature: Some(S::Erc6492(pb::SmartContractWalletSignature { account_id: format!("eip155:8453:{}", w.address()), block_number: 1, signature: vec![1, 2, 3] })),
+        signature: Some(S::Erc6492(pb::SmartContractWalletSignature {
+            account_id: format!("eip155:8453:{}", w.address()),
+            block_number: 1,
+            signature: vec![1, 2, 3],
+        })),
     };
     let u = build(&inbox, t0, vec![A::Create(w.address(), 1, Signer::Raw(scw)), A::Add(i.id(), Signer::W(&w), Signer::I(&i))]);
     assert!(matches!(assoc::verify_update(&u, &Policy::default()), Err(AssocError::Unsupported(_))));
     let legacy = pb::Signature {
-        signature: Some(S::DelegatedErc191(pb::LegacyDelegatedSignature { delegated_key: Some(Default::default()), signature: Some(pb::RecoverableEcdsaSignature { bytes: vec![0; 65] }) })),
+        signature: Some(S::DelegatedErc191(pb::LegacyDelegatedSignature {
+            delegated_key: Some(Default::default()),
+            signature: Some(pb::RecoverableEcdsaSignature { bytes: vec![0; 65] }),
+        })),
     };
     let u = build(&inbox, t0, vec![A::Create(w.address(), 0, Signer::Raw(legacy))]);
     assert!(matches!(assoc::verify_update(&u, &Policy::default()), Err(AssocError::Unsupported(_))));

@@ -1,11 +1,11 @@
 //! Validation against real libxmtp v1.9 (node-sdk 5.5.0) wire data, in tests/fixtures/xmtp.
 use std::{collections::HashMap, fs, path::Path};
 
-use prost::Message as _;
 use clawx_messaging::node::validate::assoc::{self, AssocError, MemberId, Policy};
 use clawx_messaging::node::validate::keypackage::{self, KeyPackageError};
 use clawx_messaging::node::validate::mlsmsg;
 use clawx_proto::xmtp::identity::api::v1::PublishIdentityUpdateRequest;
+use prost::Message as _;
 
 const V: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/xmtp");
 
@@ -175,9 +175,9 @@ fn identity_update_rejections_on_real_data() {
         if let Some(clawx_proto::xmtp::identity::associations::identity_action::Kind::Add(add)) = a.kind.as_mut()
             && let Some(clawx_proto::xmtp::identity::associations::signature::Signature::Erc191(e)) =
                 add.existing_member_signature.as_mut().and_then(|s| s.signature.as_mut())
-            {
-                e.bytes[64] -= 27;
-            }
+        {
+            e.bytes[64] -= 27;
+        }
     }
     let vre = assoc::verify_update(&u, &p).unwrap();
     assert_eq!(assoc::apply_update(st4.clone(), &vre).unwrap_err(), AssocError::ReplayCanonical);

@@ -151,10 +151,9 @@ impl TestStack {
             Auth::None => request,
             Auth::Key(key) => request.header("x-api-key", key),
             Auth::Bearer(key) => request.header("authorization", format!("Bearer {key}")),
-            Auth::Signed { domain, expires, signature } => request
-                .header("x-auth-domain", domain)
-                .header("x-auth-expires", expires)
-                .header("x-auth-signature", signature),
+            Auth::Signed { domain, expires, signature } => {
+                request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature)
+            }
         };
         if let Some(body) = body {
             request = request.json(&body);
@@ -163,7 +162,11 @@ impl TestStack {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body");
-        let body = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         Reply { status, headers, body }
     }
 
@@ -185,7 +188,8 @@ impl TestStack {
     /// Creates an account and registers `handle`; returns its API key.
     pub async fn registered(&self, handle: &str) -> String {
         let (key, _) = self.create_account().await;
-        let reply = self.post("/account/register", &Auth::Key(key.clone()), serde_json::json!({"handle": handle, "name": format!("{handle} name")})).await;
+        let reply =
+            self.post("/account/register", &Auth::Key(key.clone()), serde_json::json!({"handle": handle, "name": format!("{handle} name")})).await;
         reply.expect_ok("register");
         key
     }
@@ -197,7 +201,8 @@ impl TestStack {
     pub async fn second_gateway(&self) -> String {
         let stack = self.stack.as_ref().expect("running");
         let url = |name: &str| self.service_address(name);
-        let upstreams = clawx_gateway::UpstreamUrls { identity: url("identity"), messaging: url("messaging"), groups: url("groups"), verify: url("verify") };
+        let upstreams =
+            clawx_gateway::UpstreamUrls { identity: url("identity"), messaging: url("messaging"), groups: url("groups"), verify: url("verify") };
         let config = clawx_gateway::Config::new(upstreams, stack.backends.clone(), self.auth.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");

@@ -2,7 +2,9 @@
 //! gRPC share the per-IP creation limit, and a revocation through either drops the credentials
 //! the other one cached.
 
-use clawx_proto::identity::{CreateAccountRequest, CreateApiKeyRequest, GetMeRequest, RevokeApiKeyRequest, identity_service_client::IdentityServiceClient};
+use clawx_proto::identity::{
+    CreateAccountRequest, CreateApiKeyRequest, GetMeRequest, RevokeApiKeyRequest, identity_service_client::IdentityServiceClient,
+};
 use clawx_tests::{Auth, TestStack};
 use reqwest::Method;
 use serde_json::json;

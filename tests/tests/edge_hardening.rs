@@ -67,8 +67,7 @@ impl EchoedGateway {
         tokio::spawn(clawx_common::grpc::serve(router, echo_listener, shutdown.clone()));
 
         let nowhere = "http://127.0.0.1:9".to_string();
-        let upstreams =
-            clawx_gateway::UpstreamUrls { identity: nowhere.clone(), messaging: echo_url, groups: nowhere.clone(), verify: nowhere };
+        let upstreams = clawx_gateway::UpstreamUrls { identity: nowhere.clone(), messaging: echo_url, groups: nowhere.clone(), verify: nowhere };
         let auth = InternalAuth::new(&Secret::new("test-secret-test-secret-test-secret"));
         let mut config = clawx_gateway::Config::new(upstreams, backends, auth);
         adjust(&mut config);
@@ -154,8 +153,7 @@ async fn xmtp_calls_carry_the_client_ip_the_gateway_computed() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(text(status.metadata(), "echo-client-ip"), "127.0.0.1", "the TCP peer, not what the client claimed");
     let status =
-        fetch(&mut mls, &[(CLIENT_IP_METADATA, "6.6.6.6"), (CLIENT_IP_METADATA, "7.7.7.7"), ("x-forwarded-for", "6.6.6.6, 2001:db8::7")])
-            .await;
+        fetch(&mut mls, &[(CLIENT_IP_METADATA, "6.6.6.6"), (CLIENT_IP_METADATA, "7.7.7.7"), ("x-forwarded-for", "6.6.6.6, 2001:db8::7")]).await;
     assert_eq!(text(status.metadata(), "echo-client-ip"), "2001:db8::7", "the address itself, not its /64");
 }
 
@@ -174,11 +172,7 @@ async fn ipv6_clients_are_limited_by_their_64() {
         assert_eq!(fetch(&mut mls, &from("2001:db8:0:1:ffff:ffff:ffff:fffe")).await.code(), Code::FailedPrecondition, "{backend}");
         let refused = fetch(&mut mls, &from("2001:db8:0:1:abcd::9")).await;
         assert_eq!(refused.code(), Code::ResourceExhausted, "{backend}: same /64, new address: {refused:?}");
-        assert_eq!(
-            fetch(&mut mls, &from("2001:db8:0:2::1")).await.code(),
-            Code::FailedPrecondition,
-            "{backend}: the next /64 has its own budget"
-        );
+        assert_eq!(fetch(&mut mls, &from("2001:db8:0:2::1")).await.code(), Code::FailedPrecondition, "{backend}: the next /64 has its own budget");
         // IPv4 clients, also written as IPv4-mapped IPv6, count per address.
         assert_eq!(fetch(&mut mls, &from("192.0.2.1")).await.code(), Code::FailedPrecondition, "{backend}");
         assert_eq!(fetch(&mut mls, &from("::ffff:192.0.2.1")).await.code(), Code::FailedPrecondition, "{backend}");

@@ -47,11 +47,7 @@ async fn grpc_health_reflection_and_pass_through_share_the_port() {
 
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         for service in ["", "clawx.identity.v1.IdentityService", "xmtp.mls.api.v1.MlsApi"] {
-            let reply = health
-                .check(tonic_health::pb::HealthCheckRequest { service: service.to_string() })
-                .await
-                .unwrap()
-                .into_inner();
+            let reply = health.check(tonic_health::pb::HealthCheckRequest { service: service.to_string() }).await.unwrap().into_inner();
             assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{name}: {service}");
         }
 

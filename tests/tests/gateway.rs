@@ -23,7 +23,10 @@ async fn signed_credentials(stack: &TestStack, key: &str, domain: &str) -> (Stri
     let address = wallet.address().to_checksum(None);
     let challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &auth).await.body.clone();
     let message = challenge["message"].as_str().unwrap();
-    stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, message)})).await.expect_ok("link");
+    stack
+        .post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, message)}))
+        .await
+        .expect_ok("link");
     let expiry = (clawx_common::time::now_ms() + 600_000).to_string();
     let reply = stack.get(&format!("/api/user/{domain}/signature?expiry={expiry}&device=true"), &Auth::None).await;
     let signature = sign(&wallet, reply.body["message"].as_str().unwrap());
@@ -95,7 +98,9 @@ async fn revocation_reaches_every_gateway_replica() {
                 let mut request = http.get(format!("{base}/account/me"));
                 request = match auth {
                     Auth::Key(key) => request.header("x-api-key", key),
-                    Auth::Signed { domain, expires, signature } => request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature),
+                    Auth::Signed { domain, expires, signature } => {
+                        request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature)
+                    }
                     _ => request,
                 };
                 request.send().await.unwrap().status().as_u16()
@@ -224,9 +229,23 @@ async fn docs_openapi_and_metrics_are_served() {
     let spec = stack.get("/openapi.json", &Auth::None).await;
     let body = spec.expect_ok("openapi");
     assert_eq!(body["openapi"], "3.1.0");
-    for path in ["/account/create", "/account/register", "/account/me", "/users", "/users/{handle}", "/account/keys", "/account/keys/{id}",
-        "/account/wallets", "/account/wallets/challenge", "/account/wallets/{address}", "/account/domains", "/account/domains/{name}",
-        "/api/user/{domain}/signature", "/health", "/status"] {
+    for path in [
+        "/account/create",
+        "/account/register",
+        "/account/me",
+        "/users",
+        "/users/{handle}",
+        "/account/keys",
+        "/account/keys/{id}",
+        "/account/wallets",
+        "/account/wallets/challenge",
+        "/account/wallets/{address}",
+        "/account/domains",
+        "/account/domains/{name}",
+        "/api/user/{domain}/signature",
+        "/health",
+        "/status",
+    ] {
         assert!(body["paths"].get(path).is_some(), "documented: {path}");
     }
     assert!(body["components"]["securitySchemes"].get("ApiKey").is_some());
@@ -429,7 +448,8 @@ async fn signed_requests_cannot_manage_credentials() {
         stack.post("/account/domains", &auth, json!({"name": "cautious.crypto"})).await.expect_ok(name);
         let other_wallet = PrivateKeySigner::random();
         let other_address = other_wallet.address().to_checksum(None);
-        let challenge = stack.get(&format!("/account/wallets/challenge?address={other_address}"), &auth).await.body["message"].as_str().unwrap().to_string();
+        let challenge =
+            stack.get(&format!("/account/wallets/challenge?address={other_address}"), &auth).await.body["message"].as_str().unwrap().to_string();
         let link = json!({"address": other_address, "message": challenge, "signature": sign(&other_wallet, &challenge)});
 
         // REST: every credential change is refused with 403 API_KEY_REQUIRED and ok:false.
@@ -450,24 +470,28 @@ async fn signed_requests_cannot_manage_credentials() {
         // Reading them, and the rest of the account, still works with a signature.
         stack.get("/account/me", &signed).await.expect_ok(name);
         assert_eq!(stack.get("/account/keys", &signed).await.expect_ok(name)["keys"].as_array().unwrap().len(), 2, "{name}: no key minted");
-        assert_eq!(stack.get("/account/wallets", &signed).await.expect_ok(name)["wallets"].as_array().unwrap().len(), 1, "{name}: nothing linked or unlinked");
+        assert_eq!(
+            stack.get("/account/wallets", &signed).await.expect_ok(name)["wallets"].as_array().unwrap().len(),
+            1,
+            "{name}: nothing linked or unlinked"
+        );
         assert_eq!(stack.get("/account/domains", &signed).await.expect_ok(name)["domains"][0]["name"], "cautious.crypto", "{name}: not released");
         assert_eq!(stack.get("/account/domains", &signed).await.body["domains"].as_array().unwrap().len(), 1, "{name}: nothing claimed");
 
         // Native gRPC through the gateway: PermissionDenied with the same code.
         let mut client = IdentityServiceClient::new(stack.channel().await);
-        let link_request = || LinkWalletRequest {
-            address: other_address.clone(),
-            message: challenge.clone(),
-            signature: sign(&other_wallet, &challenge),
-        };
+        let link_request =
+            || LinkWalletRequest { address: other_address.clone(), message: challenge.clone(), signature: sign(&other_wallet, &challenge) };
         let results = [
             ("CreateApiKey", client.create_api_key(with_signature(&credentials, CreateApiKeyRequest { name: "minted".into() })).await.map(|_| ())),
             ("RevokeApiKey", client.revoke_api_key(with_signature(&credentials, RevokeApiKeyRequest { id: spare_key.clone() })).await.map(|_| ())),
             ("LinkWallet", client.link_wallet(with_signature(&credentials, link_request())).await.map(|_| ())),
             ("UnlinkWallet", client.unlink_wallet(with_signature(&credentials, UnlinkWalletRequest { address: linked.clone() })).await.map(|_| ())),
             ("ClaimDomain", client.claim_domain(with_signature(&credentials, ClaimDomainRequest { name: "stolen.crypto".into() })).await.map(|_| ())),
-            ("ReleaseDomain", client.release_domain(with_signature(&credentials, ReleaseDomainRequest { name: "cautious.crypto".into() })).await.map(|_| ())),
+            (
+                "ReleaseDomain",
+                client.release_domain(with_signature(&credentials, ReleaseDomainRequest { name: "cautious.crypto".into() })).await.map(|_| ()),
+            ),
         ];
         for (method, result) in results {
             let status = result.expect_err(&format!("{name}: {method} with a signature"));

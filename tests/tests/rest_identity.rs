@@ -49,20 +49,41 @@ async fn accounts_handles_profiles_and_directory() {
         assert_eq!(reply.body["ok"], false);
 
         let registered = stack
-            .post("/account/register", &Auth::Bearer(key.clone()), json!({
-                "handle": "Alice", "name": "Alice Liddell", "description": "Curious", "x_url": "https://x.com/alice",
-                "github_url": "https://github.com/alice", "website_url": null,
-            }))
+            .post(
+                "/account/register",
+                &Auth::Bearer(key.clone()),
+                json!({
+                    "handle": "Alice", "name": "Alice Liddell", "description": "Curious", "x_url": "https://x.com/alice",
+                    "github_url": "https://github.com/alice", "website_url": null,
+                }),
+            )
             .await;
         assert_eq!(registered.expect_ok(name), &json!({"ok": true, "handle": "alice", "wallet_address": wallet, "profile_url": "/users/alice"}));
         stack.post("/account/register", &auth, json!({"handle": "alice2", "name": "A"})).await.expect_error(409, "ALREADY_REGISTERED", name);
         let other = stack.create_account().await.0;
-        stack.post("/account/register", &Auth::Key(other.clone()), json!({"handle": "ALICE", "name": "B"})).await.expect_error(409, "HANDLE_TAKEN", name);
+        stack.post("/account/register", &Auth::Key(other.clone()), json!({"handle": "ALICE", "name": "B"})).await.expect_error(
+            409,
+            "HANDLE_TAKEN",
+            name,
+        );
 
         // Profile: every field, flat; PATCH partial, null clears, unknown fields refused.
         let me = stack.get("/account/me", &auth).await;
         let body = me.expect_ok(name);
-        for field in ["id", "handle", "name", "description", "x_url", "github_url", "website_url", "wallet_address", "xmtp_inbox_id", "created_at", "verified", "twitter_username"] {
+        for field in [
+            "id",
+            "handle",
+            "name",
+            "description",
+            "x_url",
+            "github_url",
+            "website_url",
+            "wallet_address",
+            "xmtp_inbox_id",
+            "created_at",
+            "verified",
+            "twitter_username",
+        ] {
             assert!(body.get(field).is_some(), "{name}: /account/me has {field}");
         }
         assert_eq!(body["verified"], false);
@@ -78,14 +99,30 @@ async fn accounts_handles_profiles_and_directory() {
         assert_eq!(body["github_url"], "https://github.com/alice", "{name}: untouched");
         stack.call(Method::PATCH, "/account/me", &auth, Some(json!({"handle": "bob"}))).await.expect_error(400, "VALIDATION_FAILED", name);
         stack.call(Method::PATCH, "/account/me", &auth, Some(json!({"name": null}))).await.expect_error(400, "VALIDATION_FAILED", name);
-        stack.call(Method::PATCH, "/account/me", &auth, Some(json!({"website_url": "javascript:alert(1)"}))).await.expect_error(400, "VALIDATION_FAILED", name);
+        stack.call(Method::PATCH, "/account/me", &auth, Some(json!({"website_url": "javascript:alert(1)"}))).await.expect_error(
+            400,
+            "VALIDATION_FAILED",
+            name,
+        );
 
         // Directory.
         stack.post("/account/register", &Auth::Key(other), json!({"handle": "bob", "name": "Robert"})).await.expect_ok(name);
         let users = stack.get("/users", &Auth::None).await;
         let list = users.expect_ok(name)["users"].as_array().unwrap().clone();
         assert_eq!(list.iter().map(|user| user["handle"].as_str().unwrap()).collect::<Vec<_>>(), vec!["alice", "bob"], "{name}");
-        for field in ["id", "wallet_address", "handle", "name", "description", "x_url", "github_url", "website_url", "created_at", "verified", "twitter_username"] {
+        for field in [
+            "id",
+            "wallet_address",
+            "handle",
+            "name",
+            "description",
+            "x_url",
+            "github_url",
+            "website_url",
+            "created_at",
+            "verified",
+            "twitter_username",
+        ] {
             assert!(list[0].get(field).is_some(), "{name}: users carry {field}");
         }
         assert!(list[0].get("ok").is_none());
@@ -205,14 +242,24 @@ async fn wallets_domains_and_signed_requests() {
         let other = stack.registered("other").await;
         let other_challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &Auth::Key(other.clone())).await.body.clone();
         let other_message = other_challenge["message"].as_str().unwrap();
-        let reply = stack.post("/account/wallets", &Auth::Key(other.clone()), json!({"address": address, "message": other_message, "signature": sign(&wallet, other_message)})).await;
+        let reply = stack
+            .post(
+                "/account/wallets",
+                &Auth::Key(other.clone()),
+                json!({"address": address, "message": other_message, "signature": sign(&wallet, other_message)}),
+            )
+            .await;
         reply.expect_error(409, "WALLET_ALREADY_LINKED", name);
 
         // The signature route and signed requests.
         let expiry = clawx_common::time::now_ms() + 600_000;
         stack.get("/api/user/signer/signature", &Auth::None).await.expect_error(400, "VALIDATION_FAILED", name);
         stack.get(&format!("/api/user/nobody/signature?expiry={expiry}"), &Auth::None).await.expect_error(404, "NOT_FOUND", name);
-        stack.get(&format!("/api/user/signer/signature?expiry={expiry}&device=maybe"), &Auth::None).await.expect_error(400, "VALIDATION_FAILED", name);
+        stack.get(&format!("/api/user/signer/signature?expiry={expiry}&device=maybe"), &Auth::None).await.expect_error(
+            400,
+            "VALIDATION_FAILED",
+            name,
+        );
         let reply = stack.get(&format!("/api/user/signer/signature?device=true&expiry={expiry}"), &Auth::None).await;
         let body = reply.expect_ok(name).clone();
         assert!(body.get("ok").is_none(), "{name}: messaging family shape");
@@ -222,7 +269,15 @@ async fn wallets_domains_and_signed_requests() {
         let me = stack.get("/account/me", &signed).await;
         assert_eq!(me.expect_ok(name)["handle"], "signer", "{name}: signed request authenticates");
         // x-auth-expiration is accepted as well.
-        let response = stack.http.get(stack.url("/account/me")).header("x-auth-domain", "signer").header("x-auth-expiration", expiry.to_string()).header("x-auth-signature", &signature).send().await.unwrap();
+        let response = stack
+            .http
+            .get(stack.url("/account/me"))
+            .header("x-auth-domain", "signer")
+            .header("x-auth-expiration", expiry.to_string())
+            .header("x-auth-signature", &signature)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{name}");
 
         let now = clawx_common::time::now_ms();
@@ -256,7 +311,11 @@ async fn wallets_domains_and_signed_requests() {
         assert_eq!(stack.call(Method::DELETE, "/account/domains/signer.crypto", &auth, None).await.status, 204);
 
         // Unlinking ends signed requests at once, cached or not.
-        stack.call(Method::DELETE, "/account/wallets/0x0000000000000000000000000000000000000001", &auth, None).await.expect_error(404, "NOT_FOUND", name);
+        stack.call(Method::DELETE, "/account/wallets/0x0000000000000000000000000000000000000001", &auth, None).await.expect_error(
+            404,
+            "NOT_FOUND",
+            name,
+        );
         assert_eq!(stack.call(Method::DELETE, &format!("/account/wallets/{address}"), &auth, None).await.status, 204, "{name}");
         stack.get("/account/me", &signed).await.expect_error(401, "SIGNATURE_MISMATCH", name);
         stack.stop().await;
@@ -281,15 +340,22 @@ async fn limits_expiry_and_non_canonical_signatures_over_rest() {
         let challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &auth).await.body.clone();
         let message = challenge["message"].as_str().unwrap().to_string();
         tokio::time::sleep(clawx_tests::CHALLENGE_TTL + std::time::Duration::from_millis(200)).await;
-        let reply = stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, &message)})).await;
+        let reply =
+            stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, &message)})).await;
         reply.expect_error(400, "CHALLENGE_EXPIRED", name);
 
         // A malleated (high-s) signed request.
         let challenge = stack.get(&format!("/account/wallets/challenge?address={address}"), &auth).await.body.clone();
         let message = challenge["message"].as_str().unwrap().to_string();
-        stack.post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, &message)})).await.expect_ok(name);
+        stack
+            .post("/account/wallets", &auth, json!({"address": address, "message": message, "signature": sign(&wallet, &message)}))
+            .await
+            .expect_ok(name);
         let expiry = clawx_common::time::now_ms() + 600_000;
-        let text = stack.get(&format!("/api/user/limits/signature?expiry={expiry}&device=true"), &Auth::None).await.body["message"].as_str().unwrap().to_string();
+        let text = stack.get(&format!("/api/user/limits/signature?expiry={expiry}&device=true"), &Auth::None).await.body["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let signature = hex::decode(sign(&wallet, &text).trim_start_matches("0x")).unwrap();
         let order = alloy_primitives_order();
         let s = u256(&signature[32..64]);

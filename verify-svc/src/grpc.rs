@@ -1,7 +1,10 @@
 //! gRPC adapter of the verify service.
 
 use clawx_common::ServiceContext;
-use clawx_proto::{common::{GetStatusRequest, ServiceStatus}, verify::verify_service_server::VerifyService};
+use clawx_proto::{
+    common::{GetStatusRequest, ServiceStatus},
+    verify::verify_service_server::VerifyService,
+};
 use tonic::{Request, Response, Status};
 
 pub struct VerifyGrpc {

@@ -381,7 +381,11 @@ pub struct ChallengeQuery {
     security(("ApiKey" = []), ("Bearer" = []), ("SignedDomain" = [], "SignedExpires" = [], "SignedSignature" = [])),
     params(("address" = WalletAddress, Query, description = "The wallet to link")),
     responses((status = 200, description = "Sign `message` with personal_sign, then POST /account/wallets", body = WalletChallengeReply)))]
-pub async fn wallet_challenge(State(gateway): State<Arc<Gateway>>, account: Account, QueryParams(query): QueryParams<ChallengeQuery>) -> Reply<WalletChallengeReply> {
+pub async fn wallet_challenge(
+    State(gateway): State<Arc<Gateway>>,
+    account: Account,
+    QueryParams(query): QueryParams<ChallengeQuery>,
+) -> Reply<WalletChallengeReply> {
     let address = query.address.ok_or_else(|| ApiError::invalid("address", "address is required"))?;
     let address = WalletAddress::parse("address", address)?.into();
     let challenge = gateway.identity(&account.principal).get_wallet_challenge(pb::GetWalletChallengeRequest { address }).await?.into_inner();
@@ -450,7 +454,11 @@ pub async fn wallets(State(gateway): State<Arc<Gateway>>, account: Account) -> R
         (status = 403, description = "A signed-expiry request cannot manage credentials; send an API key (`API_KEY_REQUIRED`)"),
         (status = 404, description = "Not found (`NOT_FOUND`)"),
     ))]
-pub async fn unlink_wallet(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(address): PathParam<String>) -> Result<StatusCode, ApiError> {
+pub async fn unlink_wallet(
+    State(gateway): State<Arc<Gateway>>,
+    account: Account,
+    PathParam(address): PathParam<String>,
+) -> Result<StatusCode, ApiError> {
     gateway.identity(&account.principal).unlink_wallet(pb::UnlinkWalletRequest { address }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -512,7 +520,11 @@ pub async fn domains(State(gateway): State<Arc<Gateway>>, account: Account) -> R
         (status = 403, description = "A signed-expiry request cannot manage credentials; send an API key (`API_KEY_REQUIRED`)"),
         (status = 404, description = "Not found (`NOT_FOUND`)"),
     ))]
-pub async fn release_domain(State(gateway): State<Arc<Gateway>>, account: Account, PathParam(name): PathParam<String>) -> Result<StatusCode, ApiError> {
+pub async fn release_domain(
+    State(gateway): State<Arc<Gateway>>,
+    account: Account,
+    PathParam(name): PathParam<String>,
+) -> Result<StatusCode, ApiError> {
     gateway.identity(&account.principal).release_domain(pb::ReleaseDomainRequest { name }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -559,10 +571,7 @@ pub async fn signature_message(
     QueryParams(query): QueryParams<SignatureQuery>,
 ) -> Reply<SignatureMessage> {
     let expiry_text = query.expiry.ok_or_else(|| ApiError::invalid("expiry", "expiry is required (Unix milliseconds)"))?;
-    let expiry: i64 = expiry_text
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::invalid("expiry", "expiry must be a Unix timestamp in milliseconds"))?;
+    let expiry: i64 = expiry_text.trim().parse().map_err(|_| ApiError::invalid("expiry", "expiry must be a Unix timestamp in milliseconds"))?;
     let device = match query.device.as_deref().map(str::trim) {
         None | Some("") => false,
         Some("true") | Some("1") => true,

@@ -12,10 +12,7 @@ use std::sync::Arc;
 use axum::{Extension, Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::{
-    error::Family,
-    guard::Gateway,
-};
+use crate::{error::Family, guard::Gateway};
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "Status", summary = "This document",

@@ -224,9 +224,7 @@ pub fn always_true() -> Object {
 
 impl<T: ToSchema> PartialSchema for Envelope<T> {
     fn schema() -> RefOr<Schema> {
-        let RefOr::T(Schema::Object(mut object)) = T::schema() else {
-            unreachable!("the envelope wraps an object schema")
-        };
+        let RefOr::T(Schema::Object(mut object)) = T::schema() else { unreachable!("the envelope wraps an object schema") };
         object.properties.insert("ok".to_string(), RefOr::T(Schema::Object(always_true())));
         object.required.insert(0, "ok".to_string());
         RefOr::T(Schema::Object(object))

@@ -16,13 +16,13 @@ use clawx_common::{
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::store::{
-    AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount, NewApiKey,
-    ProfileFields, ProfilePatch, StoreError, UserQuery,
-};
 use self::{
     signature::{SignatureProblem, parse_signature, recover_personal_sign, signed_request_message, xmtp_inbox_id},
     types::{Handle, WalletAddress, parse_domain, parse_name, parse_text, parse_url},
+};
+use crate::store::{
+    AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount, NewApiKey, ProfileFields,
+    ProfilePatch, StoreError, UserQuery,
 };
 
 /// Limits of one account.
@@ -184,13 +184,7 @@ impl Identity {
         let api_key_id = first_key.id.clone();
         let account = self
             .store
-            .create_account(NewAccount {
-                wallet_address,
-                wallet_key,
-                xmtp_inbox_id: xmtp_inbox_id(&address),
-                first_key,
-                created_at: now_ms(),
-            })
+            .create_account(NewAccount { wallet_address, wallet_key, xmtp_inbox_id: xmtp_inbox_id(&address), first_key, created_at: now_ms() })
             .await
             .map_err(internal)?;
         tracing::info!(account.id = account.id, "account created");
@@ -199,10 +193,8 @@ impl Identity {
 
     /// The wallet signer of an account, for services that act as its XMTP client.
     pub fn wallet_signer(&self, account: &AccountRecord) -> ServiceResult<PrivateKeySigner> {
-        let bytes = self
-            .keyring
-            .decrypt(&account.wallet_key, wallet_key_context(&account.wallet_address).as_bytes())
-            .map_err(ServiceError::internal)?;
+        let bytes =
+            self.keyring.decrypt(&account.wallet_key, wallet_key_context(&account.wallet_address).as_bytes()).map_err(ServiceError::internal)?;
         PrivateKeySigner::from_slice(&bytes).map_err(ServiceError::internal)
     }
 
@@ -220,13 +212,10 @@ impl Identity {
                 tracing::info!(account.id = account_id, handle = %handle, "handle registered");
                 Ok(account)
             }
-            Err(StoreError::Conflict(_)) => {
-                Err(ServiceError::new(ErrorCode::HandleTaken, format!("the handle {handle} is already taken")))
+            Err(StoreError::Conflict(_)) => Err(ServiceError::new(ErrorCode::HandleTaken, format!("the handle {handle} is already taken"))),
+            Err(StoreError::AlreadyRegistered) => {
+                Err(ServiceError::new(ErrorCode::AlreadyRegistered, "this account already registered a handle; handles cannot be changed"))
             }
-            Err(StoreError::AlreadyRegistered) => Err(ServiceError::new(
-                ErrorCode::AlreadyRegistered,
-                "this account already registered a handle; handles cannot be changed",
-            )),
             Err(StoreError::NotFound) => Err(ServiceError::new(ErrorCode::Unauthorized, "the account no longer exists")),
             Err(error) => Err(internal(error)),
         }
@@ -239,21 +228,14 @@ impl Identity {
     pub async fn update_me(&self, account_id: i64, update: ProfileUpdate) -> ServiceResult<AccountRecord> {
         let patch = ProfilePatch {
             name: update.name.as_deref().map(|name| parse_name("name", name, MAX_NAME_CHARS)).transpose()?,
-            description: update
-                .description
-                .as_deref()
-                .map(|text| parse_text("description", text, MAX_DESCRIPTION_CHARS))
-                .transpose()?,
+            description: update.description.as_deref().map(|text| parse_text("description", text, MAX_DESCRIPTION_CHARS)).transpose()?,
             x_url: update.x_url.as_deref().map(|url| parse_url("x_url", url)).transpose()?,
             github_url: update.github_url.as_deref().map(|url| parse_url("github_url", url)).transpose()?,
             website_url: update.website_url.as_deref().map(|url| parse_url("website_url", url)).transpose()?,
         };
         let current = self.account(account_id).await?;
         if current.handle.is_none() {
-            return Err(ServiceError::new(
-                ErrorCode::NotRegistered,
-                "register a handle first (POST /account/register); it sets your profile",
-            ));
+            return Err(ServiceError::new(ErrorCode::NotRegistered, "register a handle first (POST /account/register); it sets your profile"));
         }
         match self.store.update_profile(account_id, &patch, now_ms()).await {
             Ok(account) => Ok(account),
@@ -268,11 +250,7 @@ impl Identity {
             return Err(ServiceError::invalid("search", "search must be at most 100 characters"));
         }
         let search = search.trim();
-        let query = UserQuery {
-            search: (!search.is_empty()).then(|| search.to_lowercase()),
-            limit,
-            offset: offset.min(1_000_000),
-        };
+        let query = UserQuery { search: (!search.is_empty()).then(|| search.to_lowercase()), limit, offset: offset.min(1_000_000) };
         self.store.list_users(&query).await.map_err(internal)
     }
 
@@ -312,10 +290,9 @@ impl Identity {
                 Ok(())
             }
             Err(StoreError::NotFound) => Err(ServiceError::not_found(format!("no API key {key_id} on this account"))),
-            Err(StoreError::LastKey) => Err(ServiceError::new(
-                ErrorCode::LastKey,
-                "this is the account's last API key; create another before revoking it",
-            )),
+            Err(StoreError::LastKey) => {
+                Err(ServiceError::new(ErrorCode::LastKey, "this is the account's last API key; create another before revoking it"))
+            }
             Err(error) => Err(internal(error)),
         }
     }
@@ -323,10 +300,12 @@ impl Identity {
     fn authority(&self) -> String {
         url::Url::parse(&self.settings.public_url)
             .ok()
-            .and_then(|url| url.host_str().map(|host| match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_string(),
-            }))
+            .and_then(|url| {
+                url.host_str().map(|host| match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_string(),
+                })
+            })
             .unwrap_or_else(|| "clawx".to_string())
     }
 
@@ -343,13 +322,8 @@ impl Identity {
             &format_rfc3339(now),
             &format_rfc3339(expires_at_ms),
         );
-        let challenge = ChallengeRecord {
-            nonce: nonce.clone(),
-            account_id,
-            address_lower: address.lower(),
-            message: message.clone(),
-            expires_at: expires_at_ms,
-        };
+        let challenge =
+            ChallengeRecord { nonce: nonce.clone(), account_id, address_lower: address.lower(), message: message.clone(), expires_at: expires_at_ms };
         self.store.create_challenge(&challenge, now, OUTSTANDING_CHALLENGES).await.map_err(internal)?;
         Ok(WalletChallenge { message, nonce, expires_at_ms })
     }
@@ -385,14 +359,10 @@ impl Identity {
                 tracing::info!(account.id = account_id, wallet = %wallet.address, "wallet linked");
                 Ok(wallet)
             }
-            Err(StoreError::Conflict(_)) => Err(ServiceError::new(
-                ErrorCode::WalletAlreadyLinked,
-                "this wallet is linked to another account",
-            )),
-            Err(StoreError::LimitExceeded) => Err(ServiceError::new(
-                ErrorCode::LimitExceeded,
-                format!("an account may link at most {MAX_LINKED_WALLETS} wallets"),
-            )),
+            Err(StoreError::Conflict(_)) => Err(ServiceError::new(ErrorCode::WalletAlreadyLinked, "this wallet is linked to another account")),
+            Err(StoreError::LimitExceeded) => {
+                Err(ServiceError::new(ErrorCode::LimitExceeded, format!("an account may link at most {MAX_LINKED_WALLETS} wallets")))
+            }
             Err(StoreError::NotFound) => Err(ServiceError::not_found("no such account")),
             Err(error) => Err(internal(error)),
         }
@@ -420,9 +390,7 @@ impl Identity {
         let name = parse_domain("name", name)?;
         match self.store.claim_domain(account_id, &name, now_ms(), MAX_DOMAINS).await {
             Ok(domain) => Ok(domain),
-            Err(StoreError::Conflict(_)) => {
-                Err(ServiceError::new(ErrorCode::Conflict, format!("the domain {name} is claimed by another account")))
-            }
+            Err(StoreError::Conflict(_)) => Err(ServiceError::new(ErrorCode::Conflict, format!("the domain {name} is claimed by another account"))),
             Err(StoreError::LimitExceeded) => {
                 Err(ServiceError::new(ErrorCode::LimitExceeded, format!("an account may claim at most {MAX_DOMAINS} domains")))
             }
@@ -489,19 +457,13 @@ impl Identity {
     /// The account behind a signed-expiry request.
     pub async fn authenticate_signature(&self, domain: &str, expires: &str, signature: &str) -> ServiceResult<Authenticated> {
         let malformed = |reason: String| ServiceError::new(ErrorCode::SignatureMalformed, reason);
-        let expiry_ms: i64 = expires
-            .trim()
-            .parse()
-            .map_err(|_| malformed("x-auth-expires must be a Unix timestamp in milliseconds".to_string()))?;
+        let expiry_ms: i64 = expires.trim().parse().map_err(|_| malformed("x-auth-expires must be a Unix timestamp in milliseconds".to_string()))?;
         let now = now_ms();
         if expiry_ms <= now {
             return Err(ServiceError::new(ErrorCode::SignatureExpired, "the signature expired; sign a new message"));
         }
         if expiry_ms > now + self.settings.signature_horizon.as_millis() as i64 {
-            return Err(malformed(format!(
-                "x-auth-expires is more than {} days ahead",
-                self.settings.signature_horizon.as_secs() / 86_400
-            )));
+            return Err(malformed(format!("x-auth-expires is more than {} days ahead", self.settings.signature_horizon.as_secs() / 86_400)));
         }
         let domain = Identity::normalize_domain(domain);
         if domain.is_empty() {
@@ -515,9 +477,7 @@ impl Identity {
             .ok_or_else(|| ServiceError::new(ErrorCode::DomainNotFound, format!("no account answers to the domain {domain}")))?;
         let parsed = parse_signature(signature).map_err(|problem| match problem {
             SignatureProblem::Malformed(reason) => malformed(format!("x-auth-signature: {reason}")),
-            SignatureProblem::NotCanonical => {
-                ServiceError::new(ErrorCode::SignatureNotCanonical, "x-auth-signature is not canonical (high s)")
-            }
+            SignatureProblem::NotCanonical => ServiceError::new(ErrorCode::SignatureNotCanonical, "x-auth-signature is not canonical (high s)"),
         })?;
         for device in [true, false] {
             let message = signed_request_message(&domain, expiry_ms, device);
@@ -526,10 +486,7 @@ impl Identity {
                 return Ok(Authenticated { account, valid_until_ms: expiry_ms });
             }
         }
-        Err(ServiceError::new(
-            ErrorCode::SignatureMismatch,
-            format!("the signature was not made by a wallet linked to {domain}"),
-        ))
+        Err(ServiceError::new(ErrorCode::SignatureMismatch, format!("the signature was not made by a wallet linked to {domain}")))
     }
 
     /// Whether `message` was signed by a wallet linked to the account. A recovery that matched

@@ -58,14 +58,7 @@ pub fn xmtp_inbox_id(address: &Address) -> String {
 }
 
 /// An EIP-4361 sign-in message proving control of `address` to link it to an account.
-pub fn link_wallet_message(
-    authority: &str,
-    uri: &str,
-    address_checksummed: &str,
-    nonce: &str,
-    issued_at: &str,
-    expires_at: &str,
-) -> String {
+pub fn link_wallet_message(authority: &str, uri: &str, address_checksummed: &str, nonce: &str, issued_at: &str, expires_at: &str) -> String {
     format!(
         "{authority} wants you to sign in with your Ethereum account:\n{address_checksummed}\n\n\
          Link this wallet to your Clawx account.\n\n\

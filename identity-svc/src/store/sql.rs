@@ -52,8 +52,8 @@ macro_rules! sql_store {
         use sqlx::FromRow;
 
         use $crate::store::{
-            AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount,
-            NewApiKey, ProfileFields, ProfilePatch, StoreError, StoreResult, UserQuery,
+            AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount, NewApiKey, ProfileFields,
+            ProfilePatch, StoreError, StoreResult, UserQuery,
             sql::{MAX_LOOKUP, account_columns, account_columns_of_a, key_columns_of_k, like_pattern},
         };
 
@@ -79,12 +79,8 @@ macro_rules! sql_store {
                 }
                 let values: Vec<AccountLookup> = values.into_iter().take(MAX_LOOKUP).collect();
                 // Only placeholders and a fixed column name are formatted into the statement.
-                let statement = format!(
-                    "SELECT {} FROM accounts WHERE {} IN ({}) ORDER BY id",
-                    account_columns!(),
-                    column,
-                    placeholders(1, values.len())
-                );
+                let statement =
+                    format!("SELECT {} FROM accounts WHERE {} IN ({}) ORDER BY id", account_columns!(), column, placeholders(1, values.len()));
                 let mut query = sqlx::query_as::<_, AccountRecord>(sqlx::AssertSqlSafe(statement));
                 for value in values {
                     query = match value {
@@ -155,10 +151,7 @@ macro_rules! sql_store {
             async fn register(&self, id: i64, handle: &str, profile: &ProfileFields, at: i64) -> StoreResult<AccountRecord> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 let existing: Option<Option<String>> =
-                    sqlx::query_scalar(concat!("SELECT handle FROM accounts WHERE id = $1 ", $for_update))
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    sqlx::query_scalar(concat!("SELECT handle FROM accounts WHERE id = $1 ", $for_update)).bind(id).fetch_optional(&mut *tx).await?;
                 match existing {
                     None => return Err(StoreError::NotFound),
                     Some(Some(_)) => return Err(StoreError::AlreadyRegistered),
@@ -215,7 +208,9 @@ macro_rules! sql_store {
             async fn list_users(&self, query: &UserQuery) -> StoreResult<Vec<AccountRecord>> {
                 let pattern = query.search.as_deref().map(like_pattern);
                 let rows = sqlx::query_as::<_, AccountRecord>(concat!(
-                    "SELECT ", account_columns!(), " FROM accounts WHERE handle IS NOT NULL \
+                    "SELECT ",
+                    account_columns!(),
+                    " FROM accounts WHERE handle IS NOT NULL \
                      AND ($1 IS NULL OR handle LIKE $1 ESCAPE '\\' OR name_lower LIKE $1 ESCAPE '\\') \
                      ORDER BY id LIMIT $2 OFFSET $3"
                 ))
@@ -229,7 +224,10 @@ macro_rules! sql_store {
 
             async fn account_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<(AccountRecord, ApiKeyRecord)>> {
                 let statement = concat!(
-                    "SELECT ", account_columns_of_a!(), ", ", key_columns_of_k!(),
+                    "SELECT ",
+                    account_columns_of_a!(),
+                    ", ",
+                    key_columns_of_k!(),
                     " FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
                 );
                 // One row holds both records, under column names apart.
@@ -241,21 +239,15 @@ macro_rules! sql_store {
             }
 
             async fn touch_api_key(&self, key_id: &str, at: i64) -> StoreResult<()> {
-                sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE public_id = $1")
-                    .bind(key_id)
-                    .bind(at)
-                    .execute(&self.pool)
-                    .await?;
+                sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE public_id = $1").bind(key_id).bind(at).execute(&self.pool).await?;
                 Ok(())
             }
 
             async fn create_api_key(&self, account_id: i64, key: &NewApiKey, at: i64, limit: i64) -> StoreResult<ApiKeyRecord> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 lock_account(&mut tx, account_id).await?;
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1")
-                    .bind(account_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1").bind(account_id).fetch_one(&mut *tx).await?;
                 if count >= limit {
                     return Err(StoreError::LimitExceeded);
                 }
@@ -265,7 +257,11 @@ macro_rules! sql_store {
             }
 
             async fn list_api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
-                let rows = sqlx::query_as::<_, ApiKeyRecord>(concat!("SELECT ", key_columns_of_k!(), " FROM api_keys k WHERE k.account_id = $1 ORDER BY k.id"))
+                let rows = sqlx::query_as::<_, ApiKeyRecord>(concat!(
+                    "SELECT ",
+                    key_columns_of_k!(),
+                    " FROM api_keys k WHERE k.account_id = $1 ORDER BY k.id"
+                ))
                 .bind(account_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -276,34 +272,24 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin_with($begin).await?;
                 // Under the account's lock, two revocations cannot remove its last two keys together.
                 lock_account(&mut tx, account_id).await?;
-                let hash: Option<String> =
-                    sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE account_id = $1 AND public_id = $2")
-                        .bind(account_id)
-                        .bind(key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let hash = hash.ok_or(StoreError::NotFound)?;
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1")
+                let hash: Option<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE account_id = $1 AND public_id = $2")
                     .bind(account_id)
-                    .fetch_one(&mut *tx)
+                    .bind(key_id)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                let hash = hash.ok_or(StoreError::NotFound)?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1").bind(account_id).fetch_one(&mut *tx).await?;
                 if count <= 1 {
                     return Err(StoreError::LastKey);
                 }
-                sqlx::query("DELETE FROM api_keys WHERE account_id = $1 AND public_id = $2")
-                    .bind(account_id)
-                    .bind(key_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query("DELETE FROM api_keys WHERE account_id = $1 AND public_id = $2").bind(account_id).bind(key_id).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(hash)
             }
 
             async fn count_api_keys(&self, account_id: i64) -> StoreResult<i64> {
-                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1")
-                    .bind(account_id)
-                    .fetch_one(&self.pool)
-                    .await?)
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1").bind(account_id).fetch_one(&self.pool).await?)
             }
 
             async fn create_challenge(&self, challenge: &ChallengeRecord, now: i64, keep: u32) -> StoreResult<()> {
@@ -317,17 +303,15 @@ macro_rules! sql_store {
                 .bind(i64::from(keep.saturating_sub(1)))
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO wallet_challenges (nonce, account_id, address_lower, message, expires_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&challenge.nonce)
-                .bind(challenge.account_id)
-                .bind(&challenge.address_lower)
-                .bind(&challenge.message)
-                .bind(challenge.expires_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict("nonce"))?;
+                sqlx::query("INSERT INTO wallet_challenges (nonce, account_id, address_lower, message, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&challenge.nonce)
+                    .bind(challenge.account_id)
+                    .bind(&challenge.address_lower)
+                    .bind(&challenge.message)
+                    .bind(challenge.expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict("nonce"))?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -346,19 +330,18 @@ macro_rules! sql_store {
                 let address_lower = address.to_lowercase();
                 let mut tx = self.pool.begin_with($begin).await?;
                 lock_account(&mut tx, account_id).await?;
-                let existing = sqlx::query_as::<_, LinkedWalletRecord>("SELECT address, account_id, linked_at FROM linked_wallets WHERE address_lower = $1")
-                    .bind(&address_lower)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let existing =
+                    sqlx::query_as::<_, LinkedWalletRecord>("SELECT address, account_id, linked_at FROM linked_wallets WHERE address_lower = $1")
+                        .bind(&address_lower)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 match existing {
                     Some(wallet) if wallet.account_id == account_id => return Ok(wallet),
                     Some(_) => return Err(StoreError::Conflict("wallet")),
                     None => {}
                 }
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM linked_wallets WHERE account_id = $1")
-                    .bind(account_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM linked_wallets WHERE account_id = $1").bind(account_id).fetch_one(&mut *tx).await?;
                 if count >= limit {
                     return Err(StoreError::LimitExceeded);
                 }
@@ -416,10 +399,8 @@ macro_rules! sql_store {
                     Some(_) => return Err(StoreError::Conflict("domain")),
                     None => {}
                 }
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE account_id = $1")
-                    .bind(account_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE account_id = $1").bind(account_id).fetch_one(&mut *tx).await?;
                 if count >= limit {
                     return Err(StoreError::LimitExceeded);
                 }
@@ -447,20 +428,14 @@ macro_rules! sql_store {
             }
 
             async fn release_domain(&self, account_id: i64, name: &str) -> StoreResult<()> {
-                let result = sqlx::query("DELETE FROM domains WHERE account_id = $1 AND name = $2")
-                    .bind(account_id)
-                    .bind(name)
-                    .execute(&self.pool)
-                    .await?;
+                let result =
+                    sqlx::query("DELETE FROM domains WHERE account_id = $1 AND name = $2").bind(account_id).bind(name).execute(&self.pool).await?;
                 if result.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
             }
 
             async fn account_for_domain(&self, domain: &str) -> StoreResult<Option<i64>> {
-                let statement = if domain.contains('.') {
-                    "SELECT account_id FROM domains WHERE name = $1"
-                } else {
-                    "SELECT id FROM accounts WHERE handle = $1"
-                };
+                let statement =
+                    if domain.contains('.') { "SELECT account_id FROM domains WHERE name = $1" } else { "SELECT id FROM accounts WHERE handle = $1" };
                 Ok(sqlx::query_scalar(statement).bind(domain).fetch_optional(&self.pool).await?)
             }
         }
@@ -469,22 +444,15 @@ macro_rules! sql_store {
         /// SQLite's `BEGIN IMMEDIATE` already holds the database's write lock), so the per-account
         /// counts checked after it cannot change until commit (`NotFound` without the account).
         async fn lock_account(tx: &mut sqlx::Transaction<'static, $db>, account_id: i64) -> StoreResult<()> {
-            let locked: Option<i64> = sqlx::query_scalar(concat!("SELECT id FROM accounts WHERE id = $1 ", $for_update))
-                .bind(account_id)
-                .fetch_optional(&mut **tx)
-                .await?;
+            let locked: Option<i64> =
+                sqlx::query_scalar(concat!("SELECT id FROM accounts WHERE id = $1 ", $for_update)).bind(account_id).fetch_optional(&mut **tx).await?;
             if locked.is_none() {
                 return Err(StoreError::NotFound);
             }
             Ok(())
         }
 
-        async fn insert_key(
-            tx: &mut sqlx::Transaction<'static, $db>,
-            account_id: i64,
-            key: &NewApiKey,
-            at: i64,
-        ) -> StoreResult<ApiKeyRecord> {
+        async fn insert_key(tx: &mut sqlx::Transaction<'static, $db>, account_id: i64, key: &NewApiKey, at: i64) -> StoreResult<ApiKeyRecord> {
             let row = sqlx::query_as::<_, ApiKeyRecord>(
                 "INSERT INTO api_keys (public_id, account_id, key_hash, prefix, name, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  RETURNING public_id, account_id, name AS key_name, prefix, created_at AS key_created_at, last_used_at",

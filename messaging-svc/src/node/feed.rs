@@ -237,9 +237,8 @@ async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<
     let mut events: SelectAll<Tagged> = SelectAll::new();
     for (index, topic) in watched.iter().enumerate() {
         let subscription = node.pubsub().subscribe(&T::channel(&topic.key));
-        let stream = futures::stream::unfold(subscription, |mut subscription| async move {
-            subscription.recv().await.map(|event| (event, subscription))
-        });
+        let stream =
+            futures::stream::unfold(subscription, |mut subscription| async move { subscription.recv().await.map(|event| (event, subscription)) });
         events.push(Box::pin(stream.map(move |event| (index, event))));
     }
     if !catch_up_behind::<T>(node, &mut watched, sink).await? {

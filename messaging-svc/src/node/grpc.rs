@@ -12,9 +12,9 @@ use std::{
 use clawx_proto::xmtp::{
     identity::{
         api::v1::{
-            GetIdentityUpdatesRequest, GetIdentityUpdatesResponse, GetInboxIdsRequest, GetInboxIdsResponse,
-            PublishIdentityUpdateRequest, PublishIdentityUpdateResponse, VerifySmartContractWalletSignaturesRequest,
-            VerifySmartContractWalletSignaturesResponse, get_identity_updates_response, get_inbox_ids_response, identity_api_server::IdentityApi,
+            GetIdentityUpdatesRequest, GetIdentityUpdatesResponse, GetInboxIdsRequest, GetInboxIdsResponse, PublishIdentityUpdateRequest,
+            PublishIdentityUpdateResponse, VerifySmartContractWalletSignaturesRequest, VerifySmartContractWalletSignaturesResponse,
+            get_identity_updates_response, get_inbox_ids_response, identity_api_server::IdentityApi,
             verify_smart_contract_wallet_signatures_response::ValidationResponse,
         },
         associations::{IdentifierKind, IdentityUpdate, RecoverableEd25519Signature},
@@ -121,8 +121,8 @@ impl Admission {
             let free_topics = limits.max_topics - total.topics;
             let within_share = held.streams < (free_streams / FAIR_SHARE_DIVISOR).max(1)
                 && held.topics + topics <= (free_topics / FAIR_SHARE_DIVISOR).max(feed::MAX_FILTERS);
-            let leaves_reserve = free_streams > (limits.max_subscriptions / RESERVE_DIVISOR).max(1)
-                && free_topics >= topics + limits.max_topics / RESERVE_DIVISOR;
+            let leaves_reserve =
+                free_streams > (limits.max_subscriptions / RESERVE_DIVISOR).max(1) && free_topics >= topics + limits.max_topics / RESERVE_DIVISOR;
             if !within_share || !leaves_reserve {
                 return Err(Status::resource_exhausted("this address holds its share of this node's subscriptions; close some or retry later"));
             }
@@ -352,7 +352,8 @@ impl IdentityApi for XmtpNode {
         let requests = request.into_inner().requests;
         // Only Ethereum identifiers are indexed; other kinds resolve to no inbox.
         let is_ethereum = |kind: i32| matches!(IdentifierKind::try_from(kind), Ok(IdentifierKind::Ethereum | IdentifierKind::Unspecified) | Err(_));
-        let addresses: Vec<String> = requests.iter().filter(|query| is_ethereum(query.identifier_kind)).map(|query| query.identifier.clone()).collect();
+        let addresses: Vec<String> =
+            requests.iter().filter(|query| is_ethereum(query.identifier_kind)).map(|query| query.identifier.clone()).collect();
         let mut inbox_ids = self.node.inbox_ids(&addresses).await?.into_iter();
         let responses = requests
             .into_iter()
@@ -382,4 +383,3 @@ impl IdentityApi for XmtpNode {
         Ok(Response::new(VerifySmartContractWalletSignaturesResponse { responses }))
     }
 }
-

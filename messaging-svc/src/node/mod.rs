@@ -15,7 +15,10 @@ use std::{
 use clawx_common::PubSub;
 use clawx_proto::xmtp::{
     identity::associations::IdentityUpdate,
-    mls::api::v1::{GroupMessage, GroupMessageInput, PagingInfo, SortDirection, WelcomeMessage, WelcomeMessageInput, group_message, group_message_input, welcome_message, welcome_message_input},
+    mls::api::v1::{
+        GroupMessage, GroupMessageInput, PagingInfo, SortDirection, WelcomeMessage, WelcomeMessageInput, group_message, group_message_input,
+        welcome_message, welcome_message_input,
+    },
     mls::message_contents::{WelcomePointerWrapperAlgorithm, WelcomeWrapperAlgorithm},
 };
 use prost::Message;
@@ -23,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use self::{
     store::{
-        Budgeted, Direction, ENVELOPE_BYTES, InboxPosition, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError, StoredCommitLogEntry,
-        StoredGroupMessage, StoredIdentityUpdate, StoredWelcome,
+        Budgeted, Direction, ENVELOPE_BYTES, InboxPosition, NewCommitLogEntry, NewGroupMessage, NewWelcome, NodeStore, StoreError,
+        StoredCommitLogEntry, StoredGroupMessage, StoredIdentityUpdate, StoredWelcome,
     },
     validate::assoc::{self, AssocError, AssociationState, MemberId, Policy},
 };
@@ -119,9 +122,7 @@ pub enum NodeError {
 impl From<StoreError> for NodeError {
     fn from(error: StoreError) -> NodeError {
         match error {
-            StoreError::OverBudget(bytes) => {
-                NodeError::Exhausted(format!("the reply would exceed {bytes} bytes; ask for fewer keys at a time"))
-            }
+            StoreError::OverBudget(bytes) => NodeError::Exhausted(format!("the reply would exceed {bytes} bytes; ask for fewer keys at a time")),
             StoreError::Full(what) => NodeError::Exhausted(what.to_string()),
             StoreError::Conflict(_) | StoreError::Database(_) => {
                 tracing::error!(%error, "XMTP node store failed");
@@ -279,7 +280,13 @@ fn distinct_keys<K: Clone + Ord>(requests: impl IntoIterator<Item = (K, u64)>) -
             }
         }
     }
-    order.into_iter().map(|key| { let cursor = smallest[&key]; (key, cursor) }).collect()
+    order
+        .into_iter()
+        .map(|key| {
+            let cursor = smallest[&key];
+            (key, cursor)
+        })
+        .collect()
 }
 
 fn check_key_count(count: usize, max: usize, what: &str) -> NodeResult<()> {
@@ -393,7 +400,13 @@ impl Node {
                     let info = validate::mlsmsg::parse_group_message(&v1.data)
                         .map_err(|error| invalid(format!("invalid group message {index}: {error}")))?;
                     check_topic("group id", &info.group_id)?;
-                    Ok(NewGroupMessage { group_id: info.group_id, data: v1.data, sender_hmac: v1.sender_hmac, should_push: v1.should_push, is_commit: info.is_commit })
+                    Ok(NewGroupMessage {
+                        group_id: info.group_id,
+                        data: v1.data,
+                        sender_hmac: v1.sender_hmac,
+                        should_push: v1.should_push,
+                        is_commit: info.is_commit,
+                    })
                 })
                 .collect::<NodeResult<Vec<_>>>()
         })
@@ -414,7 +427,8 @@ impl Node {
     /// A page of a group's messages, at most [`MAX_PAGE`] and at most the reply budget.
     pub async fn query_group_messages(&self, group_id: &[u8], page: Page) -> NodeResult<(Vec<GroupMessage>, PagingInfo)> {
         check_topic("group id", group_id)?;
-        let Budgeted { items, cut } = self.store.group_messages(group_id, page.cursor, page.direction, page.limit, self.limits.max_reply_bytes).await?;
+        let Budgeted { items, cut } =
+            self.store.group_messages(group_id, page.cursor, page.direction, page.limit, self.limits.max_reply_bytes).await?;
         let paging = page.reply(items.last().map(|message| message.id), items.len(), cut);
         Ok((items.iter().map(|message| group_message(message, true)).collect(), paging))
     }
@@ -428,10 +442,16 @@ impl Node {
         let mut remaining = self.limits.max_reply_bytes;
         for chunk in distinct.chunks(IN_LIST_CHUNK) {
             let found = self.store.newest_group_messages(chunk, include_content, remaining).await?;
-            remaining = remaining.saturating_sub(found.values().map(|message| message.data.len() + message.sender_hmac.len() + message.group_id.len() + ENVELOPE_BYTES).sum());
+            remaining = remaining.saturating_sub(
+                found.values().map(|message| message.data.len() + message.sender_hmac.len() + message.group_id.len() + ENVELOPE_BYTES).sum(),
+            );
             newest.extend(found);
         }
-        let size = |group_id: &Vec<u8>| newest.get(group_id).map_or(8, |message: &StoredGroupMessage| message.data.len() + message.sender_hmac.len() + group_id.len() + ENVELOPE_BYTES);
+        let size = |group_id: &Vec<u8>| {
+            newest
+                .get(group_id)
+                .map_or(8, |message: &StoredGroupMessage| message.data.len() + message.sender_hmac.len() + group_id.len() + ENVELOPE_BYTES)
+        };
         check_reply_size(group_ids.iter().map(size), self.limits.max_reply_bytes)?;
         Ok(group_ids.iter().map(|group_id| newest.get(group_id).map(|message| group_message(message, include_content))).collect())
     }
@@ -537,9 +557,7 @@ impl Node {
         let signatures = assoc::signature_count(&update);
         let inbox_id = update.inbox_id.clone();
         let policy = self.policy;
-        let verified = tokio::task::spawn_blocking(move || assoc::verify_update(&update, &policy))
-            .await
-            .map_err(|_| NodeError::Internal)?;
+        let verified = tokio::task::spawn_blocking(move || assoc::verify_update(&update, &policy)).await.map_err(|_| NodeError::Internal)?;
         let verified = match verified {
             Ok(verified) => verified,
             Err(AssocError::NoActions) => {
@@ -655,7 +673,8 @@ impl Node {
             let mut entries = entries;
             for (index, entry) in entries.iter_mut().enumerate() {
                 let signature = entry.signature.clone().unwrap_or_default();
-                entry.signer = validate::commitlog::verify_entry(entry, &signature).map_err(|error| invalid(format!("commit log entry {index}: {error}")))?;
+                entry.signer =
+                    validate::commitlog::verify_entry(entry, &signature).map_err(|error| invalid(format!("commit log entry {index}: {error}")))?;
             }
             Ok::<_, NodeError>(entries)
         })

@@ -49,10 +49,7 @@ impl Inst {
         self.0.verifying_key().to_bytes().to_vec()
     }
     pub fn sign(&self, text: &str) -> pb::Signature {
-        let sig = self
-            .0
-            .sign_prehashed(Sha512::new().chain_update(text.as_bytes()), Some(b"IDENTITY UPDATE SIGNATURE"))
-            .unwrap();
+        let sig = self.0.sign_prehashed(Sha512::new().chain_update(text.as_bytes()), Some(b"IDENTITY UPDATE SIGNATURE")).unwrap();
         pb::Signature {
             signature: Some(S::InstallationKey(pb::RecoverableEd25519Signature { bytes: sig.to_bytes().to_vec(), public_key: self.key() })),
         }
@@ -121,7 +118,9 @@ pub fn build(inbox: &str, ts: u64, actions: Vec<A<'_>>) -> pb::IdentityUpdate {
                     new_member_signature: Some(n.sign(&t)),
                     relying_party: None,
                 }),
-                A::Revoke(m, s) => Kind::Revoke(pb::RevokeAssociation { member_to_revoke: Some(m.clone()), recovery_identifier_signature: Some(s.sign(&t)) }),
+                A::Revoke(m, s) => {
+                    Kind::Revoke(pb::RevokeAssociation { member_to_revoke: Some(m.clone()), recovery_identifier_signature: Some(s.sign(&t)) })
+                }
                 A::Change(id, s) => Kind::ChangeRecoveryAddress(pb::ChangeRecoveryAddress {
                     new_recovery_identifier: id.clone(),
                     existing_recovery_identifier_signature: Some(s.sign(&t)),
@@ -162,7 +161,6 @@ pub fn make_kp(cs: Ciphersuite, identity: Vec<u8>, app_id: Option<&[u8]>) -> (Ve
         .unwrap();
     (bundle.key_package().tls_serialize_detached().unwrap(), signer.public().to_vec())
 }
-
 
 /// A fresh, valid key package for `inbox_id` (as libxmtp builds them) and its installation key.
 pub fn key_package_for(inbox_id: &str) -> (Vec<u8>, Vec<u8>) {
@@ -227,6 +225,10 @@ pub fn key_package_with(signer: &SignatureKeyPair, inbox_id: &str) -> Vec<u8> {
 /// A new inbox (nonce 1) with a wallet and an installation, as node-sdk registers one.
 pub fn registration(wallet: &Wallet, installation: &Inst) -> (String, pb::IdentityUpdate) {
     let inbox = clawx_messaging::node::validate::sig::inbox_id_for(&wallet.address(), 1);
-    let update = build(&inbox, ts(), vec![A::Create(wallet.address(), 1, Signer::W(wallet)), A::Add(installation.id(), Signer::W(wallet), Signer::I(installation))]);
+    let update = build(
+        &inbox,
+        ts(),
+        vec![A::Create(wallet.address(), 1, Signer::W(wallet)), A::Add(installation.id(), Signer::W(wallet), Signer::I(installation))],
+    );
     (inbox, update)
 }

@@ -66,7 +66,9 @@ fn rand_bytes(count: usize) -> Vec<u8> {
 }
 
 fn group_input(data: Vec<u8>) -> GroupMessageInput {
-    GroupMessageInput { version: Some(group_message_input::Version::V1(group_message_input::V1 { data, sender_hmac: vec![1; 32], should_push: false })) }
+    GroupMessageInput {
+        version: Some(group_message_input::Version::V1(group_message_input::V1 { data, sender_hmac: vec![1; 32], should_push: false })),
+    }
 }
 
 /// The server's resident memory in KiB, when `CLAWX_ABUSE_PID` names its process.
@@ -108,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
     expect("store a message just under the cap", stored, &[Code::Ok], &mut failures);
     let page = mls.query_group_messages(QueryGroupMessagesRequest { group_id: group.clone(), paging_info: None }).await;
     expect("read it back", page, &[Code::Ok], &mut failures);
-    let filters: Vec<_> = (0..2_000u32).map(|topic| subscribe_group_messages_request::Filter { group_id: topic.to_be_bytes().to_vec(), id_cursor: 0 }).collect();
+    let filters: Vec<_> =
+        (0..2_000u32).map(|topic| subscribe_group_messages_request::Filter { group_id: topic.to_be_bytes().to_vec(), id_cursor: 0 }).collect();
     let warm = mls.subscribe_group_messages(SubscribeGroupMessagesRequest { filters }).await;
     drop(expect("one subscription of 2,000 topics", warm, &[Code::Ok], &mut failures));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -188,7 +191,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("{} {} subscriptions of 2,000 topics admitted from one address{}", if subscription_refused { "ok  " } else { "FAIL" }, streams.len(), server_rss());
+    println!(
+        "{} {} subscriptions of 2,000 topics admitted from one address{}",
+        if subscription_refused { "ok  " } else { "FAIL" },
+        streams.len(),
+        server_rss()
+    );
     if !subscription_refused {
         failures += 1;
     }
@@ -214,7 +222,13 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(before), Some(after)) = (baseline, server_rss_kb()) {
         let limit: u64 = std::env::var("CLAWX_ABUSE_RSS_LIMIT_KB").ok().and_then(|value| value.parse().ok()).unwrap_or(50 * 1024);
         let growth = after.saturating_sub(before);
-        println!("server memory during the attack: {} MB -> {} MB (growth {} MB, limit {} MB)", before / 1024, after / 1024, growth / 1024, limit / 1024);
+        println!(
+            "server memory during the attack: {} MB -> {} MB (growth {} MB, limit {} MB)",
+            before / 1024,
+            after / 1024,
+            growth / 1024,
+            limit / 1024
+        );
         anyhow::ensure!(growth < limit, "the attack grew the server's memory by {} MB", growth / 1024);
     }
     Ok(())

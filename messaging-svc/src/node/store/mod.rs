@@ -149,7 +149,14 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     async fn insert_group_messages(&self, messages: &[NewGroupMessage], created_ns: i64) -> StoreResult<Vec<Inserted<StoredGroupMessage>>>;
     /// A page of a group's messages: at most `limit`, and no more bytes than `max_bytes`
     /// (but at least one message).
-    async fn group_messages(&self, group_id: &[u8], cursor: i64, direction: Direction, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredGroupMessage>>;
+    async fn group_messages(
+        &self,
+        group_id: &[u8],
+        cursor: i64,
+        direction: Direction,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<Budgeted<StoredGroupMessage>>;
     /// The newest message of each group (their content only when `with_content`), keyed by
     /// group id; `OverBudget` when they add up to more than `max_bytes`.
     async fn newest_group_messages(
@@ -166,7 +173,14 @@ pub trait NodeStore: Send + Sync + std::fmt::Debug {
     /// Stores welcomes atomically; a welcome already stored is skipped.
     async fn insert_welcomes(&self, welcomes: &[NewWelcome], created_ns: i64) -> StoreResult<Vec<Inserted<StoredWelcome>>>;
     /// A page of an installation's welcomes, bounded like [`NodeStore::group_messages`].
-    async fn welcomes(&self, installation_key: &[u8], cursor: i64, direction: Direction, limit: u32, max_bytes: usize) -> StoreResult<Budgeted<StoredWelcome>>;
+    async fn welcomes(
+        &self,
+        installation_key: &[u8],
+        cursor: i64,
+        direction: Direction,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<Budgeted<StoredWelcome>>;
 
     /// The log of an inbox, oldest first, and its position as of that log (`None` before the
     /// first update).

@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use clawx_proto::xmtp::identity::associations as pb;
-use clawx_proto::xmtp::identity::associations::{identity_action, member_identifier, signature};
 use super::sig::{self, SigError};
 use super::text::{self, ActionText, Subject};
+use clawx_proto::xmtp::identity::associations as pb;
+use clawx_proto::xmtp::identity::associations::{identity_action, member_identifier, signature};
 
 // ---------------------------------------------------------------- identifiers
 
@@ -209,9 +209,7 @@ fn member_from_proto(m: Option<&pb::MemberIdentifier>, what: &'static str) -> Re
     match m.and_then(|m| m.kind.as_ref()) {
         Some(member_identifier::Kind::EthereumAddress(a)) => Ok(MemberId::Ethereum(a.clone())),
         Some(member_identifier::Kind::InstallationPublicKey(k)) => Ok(MemberId::Installation(k.clone())),
-        Some(member_identifier::Kind::Passkey(p)) => {
-            Ok(MemberId::Passkey { key: p.key.clone(), relying_party: p.relying_party.clone() })
-        }
+        Some(member_identifier::Kind::Passkey(p)) => Ok(MemberId::Passkey { key: p.key.clone(), relying_party: p.relying_party.clone() }),
         None => Err(AssocError::Malformed(what)),
     }
 }
@@ -236,9 +234,7 @@ fn check_sig_shape(s: Option<&pb::Signature>, policy: &Policy) -> Result<(), Ass
         Some(signature::Signature::DelegatedErc191(_)) => Err(AssocError::Unsupported("delegated-erc-191 (legacy v2 key)")),
         Some(signature::Signature::Passkey(_)) if !policy.allow_passkeys => Err(AssocError::Unsupported("passkey")),
         Some(signature::Signature::InstallationKey(k)) => {
-            ed25519_dalek::VerifyingKey::try_from(k.public_key.as_slice())
-                .map(|_| ())
-                .map_err(|_| AssocError::Signature(SigError::Ed25519Key))
+            ed25519_dalek::VerifyingKey::try_from(k.public_key.as_slice()).map(|_| ()).map_err(|_| AssocError::Signature(SigError::Ed25519Key))
         }
         Some(_) => Ok(()),
     }
@@ -564,12 +560,8 @@ fn apply_action(state: Option<AssociationState>, a: &VerifiedAction, ts: u64) ->
             if existing.signer.kind() == MemberKind::Installation && new_member.kind() == MemberKind::Installation {
                 return Err(AssocError::MemberNotAllowed(MemberKind::Installation, MemberKind::Installation));
             }
-            let m = Member {
-                id: new.signer.clone(),
-                added_by: Some(existing_entity_id),
-                client_timestamp_ns: Some(ts),
-                added_on_chain_id: new.chain_id,
-            };
+            let m =
+                Member { id: new.signer.clone(), added_by: Some(existing_entity_id), client_timestamp_ns: Some(ts), added_on_chain_id: new.chain_id };
             st.members.insert(m.id.clone(), m); // re-adding an existing member overwrites it
             Ok(st)
         }

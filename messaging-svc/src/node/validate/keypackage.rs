@@ -7,8 +7,7 @@ use tls_codec::Deserialize as _;
 use clawx_proto::xmtp::identity::MlsCredential;
 
 /// The only ciphersuite libxmtp uses (0x0003).
-pub const XMTP_CIPHERSUITE: Ciphersuite =
-    Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
+pub const XMTP_CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
 
 /// Upper bound on an uploaded key package (libxmtp's are ~1.7 KB with the X-Wing key).
 pub const MAX_KEY_PACKAGE_BYTES: usize = 32 * 1024;
@@ -53,9 +52,7 @@ pub enum KeyPackageError {
 impl From<KeyPackageVerifyError> for KeyPackageError {
     fn from(e: KeyPackageVerifyError) -> Self {
         match e {
-            KeyPackageVerifyError::LifetimeError(_) | KeyPackageVerifyError::MissingLifetime => {
-                KeyPackageError::Lifetime(e)
-            }
+            KeyPackageVerifyError::LifetimeError(_) | KeyPackageVerifyError::MissingLifetime => KeyPackageError::Lifetime(e),
             e => KeyPackageError::Invalid(e),
         }
     }
@@ -88,16 +85,16 @@ fn validate_inner(bytes: &[u8]) -> Result<ValidatedKeyPackage, KeyPackageError> 
         return Err(KeyPackageError::Ciphersuite(kp.ciphersuite().into()));
     }
     let leaf = kp.leaf_node();
-    let basic = BasicCredential::try_from(leaf.credential().clone())
-        .map_err(|_| KeyPackageError::NotBasicCredential)?;
+    let basic = BasicCredential::try_from(leaf.credential().clone()).map_err(|_| KeyPackageError::NotBasicCredential)?;
     let cred = MlsCredential::decode(basic.identity())?;
     if !is_inbox_id(&cred.inbox_id) {
         return Err(KeyPackageError::BadInboxId(cred.inbox_id));
     }
     if let Some(app_id) = leaf.extensions().application_id()
-        && app_id.as_slice() != cred.inbox_id.as_bytes() {
-            return Err(KeyPackageError::ApplicationIdMismatch);
-        }
+        && app_id.as_slice() != cred.inbox_id.as_bytes()
+    {
+        return Err(KeyPackageError::ApplicationIdMismatch);
+    }
     let lifetime = kp.life_time();
     Ok(ValidatedKeyPackage {
         installation_key: leaf.signature_key().as_slice().to_vec(),

@@ -40,9 +40,7 @@ pub fn parse_group_message(data: &[u8]) -> Result<GroupMessageInfo, GroupMessage
 fn parse_inner(data: &[u8]) -> Result<GroupMessageInfo, GroupMessageError> {
     // _exact: rejects trailing bytes (libxmtp's validation service tolerates them; libxmtp never sends them).
     let msg = MlsMessageIn::tls_deserialize_exact(data)?;
-    let pm: ProtocolMessage = msg
-        .try_into_protocol_message()
-        .map_err(|_| GroupMessageError::NotProtocolMessage)?;
+    let pm: ProtocolMessage = msg.try_into_protocol_message().map_err(|_| GroupMessageError::NotProtocolMessage)?;
     let group_id = pm.group_id().as_slice().to_vec();
     if group_id.is_empty() {
         return Err(GroupMessageError::EmptyGroupId);

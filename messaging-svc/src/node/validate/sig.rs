@@ -70,8 +70,7 @@ pub fn verify_installation_signature(text: &str, sig: &[u8], public_key: &[u8]) 
     let sig: [u8; 64] = sig.try_into().map_err(|_| SigError::Ed25519Length(sig.len()))?;
     let mut prehashed = Sha512::new();
     prehashed.update(text.as_bytes());
-    vk.verify_prehashed(prehashed, Some(INSTALLATION_KEY_SIGNATURE_CONTEXT), &EdSignature::from_bytes(&sig))
-        .map_err(|_| SigError::Ed25519Verify)
+    vk.verify_prehashed(prehashed, Some(INSTALLATION_KEY_SIGNATURE_CONTEXT), &EdSignature::from_bytes(&sig)).map_err(|_| SigError::Ed25519Verify)
 }
 
 #[derive(serde::Deserialize)]
@@ -91,8 +90,7 @@ pub fn verify_passkey(
 ) -> Result<(String, Vec<u8>), SigError> {
     use base64::Engine as _;
     use p256::ecdsa::signature::Verifier as _;
-    let cd: ClientDataJson =
-        serde_json::from_slice(client_data_json).map_err(|_| SigError::PasskeyClientData)?;
+    let cd: ClientDataJson = serde_json::from_slice(client_data_json).map_err(|_| SigError::PasskeyClientData)?;
     if base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.as_bytes()) != cd.challenge {
         return Err(SigError::PasskeyClientData);
     }

@@ -73,23 +73,11 @@ pub fn pretty_timestamp(client_timestamp_ns: u64) -> String {
     let ns = client_timestamp_ns as i64;
     let secs = ns.div_euclid(1_000_000_000);
     let dt = time::OffsetDateTime::from_unix_timestamp(secs).expect("any i64 ns is in range");
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        dt.year(),
-        dt.month() as u8,
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", dt.year(), dt.month() as u8, dt.day(), dt.hour(), dt.minute(), dt.second())
 }
 
 /// The one text every signature of an IdentityUpdate signs.
 pub fn signature_text(inbox_id: &str, client_timestamp_ns: u64, actions: &[ActionText<'_>]) -> String {
     let lines: Vec<String> = actions.iter().map(ActionText::line).collect();
-    format!(
-        "{HEADER}\n\nInbox ID: {inbox_id}\nCurrent time: {}\n\n{}\n\n{FOOTER}",
-        pretty_timestamp(client_timestamp_ns),
-        lines.join("\n")
-    )
+    format!("{HEADER}\n\nInbox ID: {inbox_id}\nCurrent time: {}\n\n{}\n\n{FOOTER}", pretty_timestamp(client_timestamp_ns), lines.join("\n"))
 }

@@ -50,6 +50,16 @@ pub struct DevArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub xmtp_node: XmtpNodeArgs,
+    #[command(flatten)]
+    pub messaging: MessagingArgs,
+}
+
+/// Direct-message options shared by `dev` and `serve messaging`.
+#[derive(Args, Debug, Clone)]
+pub struct MessagingArgs {
+    /// Largest direct message, in bytes of content.
+    #[arg(long, env = "CLAWX_MESSAGE_MAX_BYTES", default_value_t = clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub message_max_bytes: usize,
 }
 
 /// Bounds of the XMTP node, shared by `dev` and `serve messaging`.
@@ -159,7 +169,9 @@ pub struct ServeArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub xmtp_node: XmtpNodeArgs,
-    /// identity service URL (gateway role).
+    #[command(flatten)]
+    pub messaging: MessagingArgs,
+    /// identity service URL (gateway and messaging roles).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
     /// messaging service URL (gateway role).
@@ -280,6 +292,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         signature_horizon: args.identity.settings("").signature_horizon,
         challenge_ttl: clawx_identity::Settings::default().challenge_ttl,
         xmtp_node: args.xmtp_node.limits(),
+        message_max_bytes: args.messaging.message_max_bytes,
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -327,7 +340,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clawx_identity::run(config, listener, shutdown).await
         }
         Role::Messaging => {
-            let config = clawx_messaging::Config { service: service(backends, auth), node: args.xmtp_node.limits() };
+            let config = clawx_messaging::Config {
+                service: service(backends, auth),
+                node: args.xmtp_node.limits(),
+                identity_url: args.identity_url,
+                message_max_bytes: args.messaging.message_max_bytes,
+            };
             clawx_messaging::run(config, listener, shutdown).await
         }
         Role::Groups => {

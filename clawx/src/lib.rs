@@ -4,7 +4,7 @@
 pub mod cli;
 pub mod secrets;
 
-pub use clawx_messaging::node::NodeLimits as XmtpNodeLimits;
+pub use clawx_messaging::{dm::DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MESSAGE_MAX_BYTES, node::NodeLimits as XmtpNodeLimits};
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -29,6 +29,8 @@ pub struct StackConfig {
     pub challenge_ttl: Duration,
     /// Bounds of the XMTP node.
     pub xmtp_node: clawx_messaging::node::NodeLimits,
+    /// Largest direct message, in bytes of content.
+    pub message_max_bytes: usize,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -83,7 +85,12 @@ impl Stack {
                 challenge_ttl: config.challenge_ttl,
             },
         };
-        let messaging_config = clawx_messaging::Config { service: service.clone(), node: config.xmtp_node.clone() };
+        let messaging_config = clawx_messaging::Config {
+            service: service.clone(),
+            node: config.xmtp_node.clone(),
+            identity_url: upstreams.identity.clone(),
+            message_max_bytes: config.message_max_bytes,
+        };
         let groups_config = clawx_groups::Config { service: service.clone() };
         let verify_config = clawx_verify::Config { service };
         let mut gateway_config = clawx_gateway::Config::new(upstreams, config.backends.clone(), config.auth.clone());

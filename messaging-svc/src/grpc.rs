@@ -1,25 +1,93 @@
-//! gRPC adapter of the messaging service.
+//! gRPC adapter of the messaging service: unwraps requests, calls the direct-message domain,
+//! converts its errors to `Status` once.
 
-use clawx_common::ServiceContext;
+use std::{pin::Pin, sync::Arc};
+
+use clawx_common::{ServiceContext, ServiceError, auth::principal_of};
 use clawx_proto::{
     common::{GetStatusRequest, ServiceStatus},
-    messaging::messaging_service_server::MessagingService,
+    messaging::{self as pb, list_conversation_request, messaging_service_server::MessagingService, send_direct_message_request},
 };
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+
+use crate::dm::{DirectMessages, Peer, store::Consent};
 
 pub struct MessagingGrpc {
     context: ServiceContext,
+    messages: Arc<DirectMessages>,
+    shutdown: CancellationToken,
 }
 
 impl MessagingGrpc {
-    pub fn new(context: ServiceContext) -> Self {
-        MessagingGrpc { context }
+    pub fn new(context: ServiceContext, messages: Arc<DirectMessages>, shutdown: CancellationToken) -> Self {
+        MessagingGrpc { context, messages, shutdown }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn account_of<T>(request: &Request<T>) -> Result<i64, Status> {
+    principal_of(request).require_account().map_err(ServiceError::into_status)
+}
+
+fn consent(value: i32) -> Result<Option<Consent>, Status> {
+    match pb::Consent::try_from(value) {
+        Ok(pb::Consent::Unspecified) => Ok(None),
+        Ok(pb::Consent::Unknown) => Ok(Some(Consent::Unknown)),
+        Ok(pb::Consent::Allowed) => Ok(Some(Consent::Allowed)),
+        Ok(pb::Consent::Denied) => Ok(Some(Consent::Denied)),
+        Err(_) => Err(ServiceError::invalid("consent", "consent must be unknown, allowed or denied").into_status()),
     }
 }
 
 #[tonic::async_trait]
 impl MessagingService for MessagingGrpc {
-    async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<ServiceStatus>, Status> {
+    async fn get_status(&self, _request: Request<GetStatusRequest>) -> Reply<ServiceStatus> {
         Ok(Response::new(self.context.status().await))
+    }
+
+    async fn send_direct_message(&self, request: Request<pb::SendDirectMessageRequest>) -> Reply<pb::SendDirectMessageResponse> {
+        let account_id = account_of(&request)?;
+        let message = request.into_inner();
+        let to = message.to.map(|to| match to {
+            send_direct_message_request::To::Handle(handle) => Peer::Handle(handle),
+            send_direct_message_request::To::WalletAddress(address) => Peer::WalletAddress(address),
+        });
+        let sent = self.messages.send(account_id, to, message.content, message.idempotency_key).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::SendDirectMessageResponse { message: Some(sent) }))
+    }
+
+    async fn list_inbox(&self, request: Request<pb::ListInboxRequest>) -> Reply<pb::ListInboxResponse> {
+        let account_id = account_of(&request)?;
+        let message = request.into_inner();
+        let conversations =
+            self.messages.inbox(account_id, consent(message.consent)?, message.limit, message.offset).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::ListInboxResponse { conversations }))
+    }
+
+    async fn list_conversation(&self, request: Request<pb::ListConversationRequest>) -> Reply<pb::ListConversationResponse> {
+        let account_id = account_of(&request)?;
+        let message = request.into_inner();
+        let peer = message.peer.map(|peer| match peer {
+            list_conversation_request::Peer::Handle(handle) => Peer::Handle(handle),
+            list_conversation_request::Peer::WalletAddress(address) => Peer::WalletAddress(address),
+        });
+        let messages = self
+            .messages
+            .conversation(account_id, peer, message.limit, message.offset, message.before_id, message.after_id)
+            .await
+            .map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::ListConversationResponse { messages }))
+    }
+
+    type StreamMessagesStream = Pin<Box<dyn Stream<Item = Result<pb::Message, Status>> + Send>>;
+
+    async fn stream_messages(&self, request: Request<pb::StreamMessagesRequest>) -> Reply<Self::StreamMessagesStream> {
+        let account_id = account_of(&request)?;
+        let after_id = request.into_inner().after_id;
+        let stream = self.messages.stream(account_id, after_id, self.shutdown.clone()).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(stream))
     }
 }

@@ -2,6 +2,7 @@
 //! (`xmtp.mls.api.v1.MlsApi`, `xmtp.identity.api.v1.IdentityApi`) that unmodified XMTP clients
 //! use as their network.
 
+pub mod dm;
 mod grpc;
 pub mod node;
 
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub const SERVICE: &str = "messaging";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds");
+pub const MIGRATIONS: Migrations =
+    clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages");
 
 /// XMTP messages can be large (group commits with many members, key packages with post-quantum
 /// keys); this bounds one request.
@@ -31,15 +33,27 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Bounds of the XMTP node.
     pub node: node::NodeLimits,
+    /// Where the identity service listens (accounts, handles and wallets are resolved there).
+    pub identity_url: String,
+    /// Largest direct message, in bytes of content.
+    pub message_max_bytes: usize,
 }
 
 /// Serves the messaging service and the XMTP node on `listener` until `shutdown` fires. The
 /// node's servers take no internal token: unmodified XMTP clients call them through the gateway.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Config { service, node: limits } = config;
+    let Config { service, node: limits, identity_url, message_max_bytes } = config;
+    let identity = dm::identity::Identity::connect_lazy(&identity_url, service.auth.clone())?;
     let node_shutdown = shutdown.clone();
+    let messaging_shutdown = shutdown.clone();
     clawx_common::service::serve(SERVICE, &MIGRATIONS, service, listener, shutdown, move |context, servers| {
-        let messaging = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone()));
+        let messages = Arc::new(dm::DirectMessages::new(
+            dm::store::for_database(&context.database),
+            context.backends.pubsub.clone(),
+            identity,
+            message_max_bytes.max(1),
+        ));
+        let messaging = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone(), messages, messaging_shutdown));
         servers.authenticated(messaging.max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES));
         let node = Arc::new(node::Node::new(node::store::for_database(&context.database), context.backends.pubsub.clone(), limits));
         let xmtp = node::grpc::XmtpNode::new(node, node_shutdown);

@@ -61,6 +61,9 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
             auth: InternalAuth::new(&Secret::new("node-test-secret-node-test-secret")),
         },
         node: limits.clone(),
+        // The XMTP node never calls the identity service; nothing listens there.
+        identity_url: "http://127.0.0.1:9".into(),
+        message_max_bytes: clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES,
     };
     let token = shutdown.clone();
     let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;

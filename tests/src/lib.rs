@@ -51,6 +51,7 @@ impl TestStack {
             signature_horizon: Duration::from_secs(30 * 86_400),
             challenge_ttl: CHALLENGE_TTL,
             xmtp_node: clawx::XmtpNodeLimits::default(),
+            message_max_bytes: clawx::DEFAULT_MESSAGE_MAX_BYTES,
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

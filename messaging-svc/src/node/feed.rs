@@ -75,24 +75,46 @@ fn decode_notice<T: Message + Default>(payload: &[u8]) -> Option<Notice<T>> {
     Some(Notice { id, previous_id, message })
 }
 
-/// What a subscription streams: group messages by group id, or welcomes by installation key.
+/// What a feed reads from: its pub/sub and a replica-wide bound on concurrent replays. The
+/// XMTP node is one; the direct-message service is another.
+pub trait FeedContext: Send + Sync + 'static {
+    fn pubsub(&self) -> &PubSub;
+
+    /// A permit to read one replay page; waits while the replica replays enough already.
+    fn catch_up_permit(&self) -> impl Future<Output = NodeResult<tokio::sync::SemaphorePermit<'_>>> + Send;
+}
+
+impl FeedContext for Node {
+    fn pubsub(&self) -> &PubSub {
+        Node::pubsub(self)
+    }
+
+    async fn catch_up_permit(&self) -> NodeResult<tokio::sync::SemaphorePermit<'_>> {
+        Node::catch_up_permit(self).await
+    }
+}
+
+/// What a subscription streams: group messages by group id, welcomes by installation key, or
+/// an account's direct messages by account id.
 pub trait Topic: Send + Sync + 'static {
+    type Context: FeedContext;
     type Item: Message + Default + Clone + Send + 'static;
 
     fn channel(key: &[u8]) -> String;
 
     /// A replay page of the items after `cursor`, oldest first, with their ids; `cut` when
     /// more may follow.
-    fn after(node: &Node, key: &[u8], cursor: i64) -> impl Future<Output = NodeResult<Budgeted<(i64, Self::Item)>>> + Send;
+    fn after(context: &Self::Context, key: &[u8], cursor: i64) -> impl Future<Output = NodeResult<Budgeted<(i64, Self::Item)>>> + Send;
 
     /// The last stored id of each topic (0 when none), in order.
-    fn heads(node: &Node, keys: &[Vec<u8>]) -> impl Future<Output = NodeResult<Vec<i64>>> + Send;
+    fn heads(context: &Self::Context, keys: &[Vec<u8>]) -> impl Future<Output = NodeResult<Vec<i64>>> + Send;
 }
 
 /// Group messages by group id.
 pub struct GroupTopic;
 
 impl Topic for GroupTopic {
+    type Context = Node;
     type Item = clawx_proto::xmtp::mls::api::v1::GroupMessage;
 
     fn channel(key: &[u8]) -> String {
@@ -114,6 +136,7 @@ impl Topic for GroupTopic {
 pub struct WelcomeTopic;
 
 impl Topic for WelcomeTopic {
+    type Context = Node;
     type Item = clawx_proto::xmtp::mls::api::v1::WelcomeMessage;
 
     fn channel(key: &[u8]) -> String {
@@ -182,9 +205,9 @@ struct Watched {
 /// Sends every item after the watched cursor, page by page; false when the client is gone.
 /// Each page is read under a replica-wide replay permit, released before the page is sent,
 /// so clients that read slowly cannot hold the database.
-async fn catch_up<T: Topic>(node: &Node, watched: &mut Watched, sink: &Sink<T::Item>) -> NodeResult<bool> {
+async fn catch_up<T: Topic>(node: &T::Context, watched: &mut Watched, sink: &Sink<T::Item>) -> NodeResult<bool> {
     loop {
-        let permit = node.catch_up_permit().await?;
+        let permit = FeedContext::catch_up_permit(node).await?;
         let page = T::after(node, &watched.key, watched.delivered).await?;
         drop(permit);
         for (id, item) in page.items {
@@ -202,10 +225,10 @@ async fn catch_up<T: Topic>(node: &Node, watched: &mut Watched, sink: &Sink<T::I
 /// Catches up the topics whose stored head is past what was delivered (one query per chunk of
 /// topics, so a subscription to many quiet topics costs a few queries); false when the client
 /// is gone.
-async fn catch_up_behind<T: Topic>(node: &Node, watched: &mut [Watched], sink: &Sink<T::Item>) -> NodeResult<bool> {
+async fn catch_up_behind<T: Topic>(node: &T::Context, watched: &mut [Watched], sink: &Sink<T::Item>) -> NodeResult<bool> {
     for chunk in watched.chunks_mut(super::IN_LIST_CHUNK) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|topic| topic.key.clone()).collect();
-        let permit = node.catch_up_permit().await?;
+        let permit = FeedContext::catch_up_permit(node).await?;
         let heads = T::heads(node, &keys).await?;
         drop(permit);
         for (topic, head) in chunk.iter_mut().zip(heads) {
@@ -218,13 +241,13 @@ async fn catch_up_behind<T: Topic>(node: &Node, watched: &mut [Watched], sink: &
 }
 
 /// Runs one subscription until the client goes away or the service shuts down.
-pub async fn run<T: Topic>(node: Arc<Node>, filters: Vec<(Vec<u8>, u64)>, sink: Sink<T::Item>, shutdown: CancellationToken) {
+pub async fn run<T: Topic>(node: Arc<T::Context>, filters: Vec<(Vec<u8>, u64)>, sink: Sink<T::Item>, shutdown: CancellationToken) {
     if let Err(error) = serve::<T>(&node, filters, &sink, shutdown).await {
         let _ = sink.send(Err(error.into())).await;
     }
 }
 
-async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<T::Item>, shutdown: CancellationToken) -> NodeResult<()> {
+async fn serve<T: Topic>(node: &T::Context, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<T::Item>, shutdown: CancellationToken) -> NodeResult<()> {
     // One entry per topic, from the smallest cursor asked for it.
     let mut by_key: std::collections::BTreeMap<Vec<u8>, i64> = std::collections::BTreeMap::new();
     for (key, cursor) in filters {
@@ -236,7 +259,7 @@ async fn serve<T: Topic>(node: &Node, filters: Vec<(Vec<u8>, u64)>, sink: &Sink<
     // Listen first, then replay: anything stored meanwhile is seen by one or the other.
     let mut events: SelectAll<Tagged> = SelectAll::new();
     for (index, topic) in watched.iter().enumerate() {
-        let subscription = node.pubsub().subscribe(&T::channel(&topic.key));
+        let subscription = FeedContext::pubsub(node).subscribe(&T::channel(&topic.key));
         let stream =
             futures::stream::unfold(subscription, |mut subscription| async move { subscription.recv().await.map(|event| (event, subscription)) });
         events.push(Box::pin(stream.map(move |event| (index, event))));

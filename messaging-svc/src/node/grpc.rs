@@ -168,7 +168,7 @@ impl XmtpNode {
         XmtpNode { node, shutdown, admission }
     }
 
-    fn subscribe<T: feed::Topic>(&self, client: &str, filters: Vec<(Vec<u8>, u64)>) -> Result<Feed<T::Item>, Status> {
+    fn subscribe<T: feed::Topic<Context = super::Node>>(&self, client: &str, filters: Vec<(Vec<u8>, u64)>) -> Result<Feed<T::Item>, Status> {
         if filters.len() > feed::MAX_FILTERS {
             return Err(Status::invalid_argument(format!("at most {} filters per subscription", feed::MAX_FILTERS)));
         }

@@ -1,0 +1,123 @@
+//! Group commit: concurrent sends share one transaction. One task per replica takes what is
+//! queued (at most [`MAX_ROWS`] messages, waiting at most [`MAX_WAIT`] for more once several
+//! arrive together), stores it in one transaction and answers each caller after the commit.
+
+use std::{sync::Arc, time::Duration};
+
+use clawx_common::{PubSub, time::now_ms};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Handles, mailbox_channel,
+    store::{DmStore, IDEMPOTENCY_TTL_MS, NewMessage, SendOutcome},
+    to_proto,
+};
+use crate::node::feed;
+
+/// Most messages in one transaction.
+pub const MAX_ROWS: usize = 256;
+/// Longest a batch waits for more messages once several arrive together.
+pub const MAX_WAIT: Duration = Duration::from_millis(2);
+/// How often expired idempotency keys are deleted (they are ignored from the moment they expire).
+const CLEANUP_EVERY: Duration = Duration::from_secs(600);
+
+/// A send waiting for its batch.
+struct Pending {
+    message: NewMessage,
+    handles: Handles,
+    reply: oneshot::Sender<Result<SendOutcome, ()>>,
+}
+
+/// The queue of the replica's batcher task.
+#[derive(Clone, Debug)]
+pub struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Pending").field("sender", &self.message.sender_account_id).finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts the batcher task; it ends when every `Batcher` is dropped.
+    pub fn start(store: Arc<dyn DmStore>, pubsub: PubSub) -> Batcher {
+        let (queue, receiver) = mpsc::channel(4 * MAX_ROWS);
+        tokio::spawn(run(store, pubsub, receiver));
+        Batcher { queue }
+    }
+
+    /// Stores `message` with the next batch; `Err` when that batch failed (nothing of it was
+    /// stored).
+    pub async fn send(&self, message: NewMessage, handles: Handles) -> Result<SendOutcome, ()> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Pending { message, handles, reply }).await.map_err(|_| ())?;
+        answer.await.map_err(|_| ())?
+    }
+}
+
+async fn run(store: Arc<dyn DmStore>, pubsub: PubSub, mut receiver: mpsc::Receiver<Pending>) {
+    let mut last_cleanup = tokio::time::Instant::now();
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            while batch.len() < MAX_ROWS {
+                match receiver.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+            // A lone send goes at once; when several came together, more are likely coming.
+            if batch.len() == 1 || batch.len() >= MAX_ROWS {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(pending)) => batch.push(pending),
+                _ => break,
+            }
+        }
+        commit(&*store, &pubsub, batch).await;
+        if last_cleanup.elapsed() >= CLEANUP_EVERY {
+            last_cleanup = tokio::time::Instant::now();
+            match store.delete_idempotency_keys_before(now_ms() - IDEMPOTENCY_TTL_MS).await {
+                Ok(deleted) => tracing::debug!(deleted, "expired idempotency keys deleted"),
+                Err(error) => tracing::warn!(%error, "could not delete expired idempotency keys"),
+            }
+        }
+    }
+}
+
+#[tracing::instrument(name = "dm.commit_batch", skip_all, fields(dm.batch = batch.len()))]
+async fn commit(store: &dyn DmStore, pubsub: &PubSub, batch: Vec<Pending>) {
+    let messages: Vec<NewMessage> = batch.iter().map(|pending| pending.message.clone()).collect();
+    match store.send_batch(&messages, now_ms()).await {
+        Ok(outcomes) => {
+            let mut notices = Vec::new();
+            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                if let SendOutcome::Stored { message, previous } = &outcome {
+                    let proto = to_proto(message, &pending.handles);
+                    for (account_id, previous_id) in previous {
+                        notices.push((mailbox_channel(*account_id), message.id, *previous_id, proto.clone()));
+                    }
+                }
+                let _ = pending.reply.send(Ok(outcome));
+            }
+            // Subscribers on every replica learn of the messages; a lost notice is caught up
+            // by the feed (the next notice, a gap or its safety net).
+            let pubsub = pubsub.clone();
+            tokio::spawn(async move {
+                for (channel, id, previous_id, message) in notices {
+                    feed::notify(&pubsub, &channel, id, previous_id, &message).await;
+                }
+            });
+        }
+        Err(error) => {
+            tracing::error!(%error, messages = batch.len(), "a batch of direct messages could not be stored");
+            for pending in batch {
+                let _ = pending.reply.send(Err(()));
+            }
+        }
+    }
+}

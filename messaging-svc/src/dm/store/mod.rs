@@ -1,0 +1,150 @@
+//! Persistence of direct messages: one trait, a PostgreSQL and a SQLite implementation sharing
+//! their SQL, and one conformance suite run against both.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use clawx_common::Database;
+
+pub use postgres::PostgresDmStore;
+pub use sqlite::SqliteDmStore;
+
+/// One side of a conversation: an account here, or a wallet with no account here.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Party {
+    Account(i64),
+    /// Lowercase `0x` + 40 hex digits.
+    Wallet(String),
+}
+
+impl Party {
+    /// The party as stored: `a:<account id>` or `w:<lowercase address>`.
+    pub fn key(&self) -> String {
+        match self {
+            Party::Account(id) => format!("a:{id}"),
+            Party::Wallet(address) => format!("w:{address}"),
+        }
+    }
+
+    pub fn account_id(&self) -> Option<i64> {
+        match self {
+            Party::Account(id) => Some(*id),
+            Party::Wallet(_) => None,
+        }
+    }
+
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            Party::Account(_) => None,
+            Party::Wallet(address) => Some(address),
+        }
+    }
+}
+
+/// A message about to be stored, from an account here.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub sender_account_id: i64,
+    pub recipient: Party,
+    pub content: String,
+    /// The caller's idempotency key and the hash of what it sent with it.
+    pub idempotency: Option<(String, Vec<u8>)>,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub sender_account_id: Option<i64>,
+    pub sender_address: Option<String>,
+    pub recipient_account_id: Option<i64>,
+    pub recipient_address: Option<String>,
+    pub content: String,
+    pub sent_at: i64,
+    /// `stored`, `sent` or `failed`.
+    pub delivery: String,
+    pub delivery_error: Option<String>,
+}
+
+impl StoredMessage {
+    /// The accounts whose mailboxes hold the message.
+    pub fn accounts(&self) -> impl Iterator<Item = i64> {
+        self.sender_account_id.into_iter().chain(self.recipient_account_id)
+    }
+}
+
+/// What became of one message of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Stored; `previous` holds, per account mailbox it entered, the id before it there.
+    Stored { message: StoredMessage, previous: Vec<(i64, i64)> },
+    /// The idempotency key was used before with the same content: the first message, nothing
+    /// stored.
+    Repeated(StoredMessage),
+    /// The idempotency key was used before with other content; nothing stored.
+    KeyReused,
+}
+
+/// An account's consent to a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consent {
+    Unknown,
+    Allowed,
+    Denied,
+}
+
+impl Consent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consent::Unknown => "unknown",
+            Consent::Allowed => "allowed",
+            Consent::Denied => "denied",
+        }
+    }
+}
+
+/// How long an idempotency key is honoured.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// Everything the direct-message service keeps.
+#[async_trait]
+pub trait DmStore: Send + Sync + std::fmt::Debug {
+    /// Stores a batch in one transaction: each message with its conversation, the mailbox rows
+    /// and conversation pointers of its accounts, its outbox row and its idempotency key. Any
+    /// failure stores nothing. Idempotency keys older than [`IDEMPOTENCY_TTL_MS`] are ignored.
+    async fn send_batch(&self, batch: &[NewMessage], now_ms: i64) -> StoreResult<Vec<SendOutcome>>;
+    /// The newest message of each of the account's conversations, newest first.
+    async fn inbox(&self, account_id: i64, consent: Option<Consent>, limit: u32, offset: u32) -> StoreResult<Vec<StoredMessage>>;
+    /// The account's conversation with `peer`, newest first, ids strictly between `after_id`
+    /// and `before_id`; empty when they never talked.
+    async fn conversation(
+        &self,
+        account_id: i64,
+        peer: &Party,
+        before_id: i64,
+        after_id: i64,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// The account's mailbox after `after_id`, oldest first.
+    async fn mailbox_after(&self, account_id: i64, after_id: i64, limit: u32) -> StoreResult<Vec<StoredMessage>>;
+    /// The newest mailbox id of each account (0 when none), in order.
+    async fn mailbox_heads(&self, account_ids: &[i64]) -> StoreResult<Vec<i64>>;
+    /// Deletes idempotency keys created before `before_ms`; how many.
+    async fn delete_idempotency_keys_before(&self, before_ms: i64) -> StoreResult<u64>;
+}
+
+/// The store of a connected database.
+pub fn for_database(database: &Database) -> Arc<dyn DmStore> {
+    match database {
+        Database::Postgres(pool) => Arc::new(PostgresDmStore::new(pool.clone())),
+        Database::Sqlite(pool) => Arc::new(SqliteDmStore::new(pool.clone())),
+    }
+}

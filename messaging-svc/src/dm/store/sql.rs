@@ -1,0 +1,293 @@
+//! The SQL of the direct-message store, shared by both dialects (sqlx binds `$N` the same way
+//! on PostgreSQL and SQLite). [`dm_store!`] instantiates it with a dialect's transaction start,
+//! row-locking clause and id allocation.
+
+macro_rules! dm_store {
+    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $next_id:literal) => {
+        use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+        use async_trait::async_trait;
+        use clawx_common::storage::placeholders;
+        use sqlx::Row;
+
+        use $crate::dm::store::{Consent, DmStore, IDEMPOTENCY_TTL_MS, NewMessage, Party, SendOutcome, StoreResult, StoredMessage};
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.sender_account_id, m.sender_address, m.recipient_account_id, \
+                                       m.recipient_address, m.content, m.sent_at, m.delivery, m.delivery_error";
+
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $name {
+            pub fn new(pool: sqlx::Pool<$db>) -> Self {
+                $name { pool }
+            }
+        }
+
+        async fn next_id(tx: &mut Tx) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar($next_id).fetch_one(&mut **tx).await
+        }
+
+        /// Locks (creating if needed) the mailbox rows of `accounts`, in id order so concurrent
+        /// batches cannot deadlock; returns each one's newest message id.
+        async fn lock_mailboxes(tx: &mut Tx, accounts: BTreeSet<i64>) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
+            let mut heads = BTreeMap::new();
+            for account_id in accounts {
+                sqlx::query("INSERT INTO dm_mailboxes (account_id) VALUES ($1) ON CONFLICT (account_id) DO NOTHING")
+                    .bind(account_id)
+                    .execute(&mut **tx)
+                    .await?;
+                let head: i64 = sqlx::query_scalar(concat!("SELECT last_message_id FROM dm_mailboxes WHERE account_id = $1 ", $for_update))
+                    .bind(account_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                heads.insert(account_id, head);
+            }
+            Ok(heads)
+        }
+
+        async fn conversation_id(tx: &mut Tx, first: &Party, second: &Party, now_ms: i64) -> Result<i64, sqlx::Error> {
+            let (first, second) = (first.key(), second.key());
+            let (low, high) = if first <= second { (first, second) } else { (second, first) };
+            sqlx::query(
+                "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES ($1, $2, $3) ON CONFLICT (party_low, party_high) DO NOTHING",
+            )
+            .bind(&low)
+            .bind(&high)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query_scalar("SELECT id FROM dm_conversations WHERE party_low = $1 AND party_high = $2")
+                .bind(&low)
+                .bind(&high)
+                .fetch_one(&mut **tx)
+                .await
+        }
+
+        async fn message_by_id(tx: &mut Tx, id: i64) -> Result<StoredMessage, sqlx::Error> {
+            let statement = format!("SELECT {MESSAGE_COLUMNS} FROM dm_messages m WHERE m.id = $1");
+            sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(id).fetch_one(&mut **tx).await
+        }
+
+        /// Claims the idempotency key for `message_id`; otherwise what the key already names.
+        async fn claim_key(
+            tx: &mut Tx,
+            account_id: i64,
+            key: &str,
+            hash: &[u8],
+            message_id: i64,
+            now_ms: i64,
+        ) -> Result<Option<SendOutcome>, sqlx::Error> {
+            let claimed = sqlx::query(
+                "INSERT INTO dm_idempotency_keys (account_id, idempotency_key, request_hash, message_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (account_id, idempotency_key) DO UPDATE SET request_hash = excluded.request_hash, \
+                 message_id = excluded.message_id, created_at = excluded.created_at WHERE dm_idempotency_keys.created_at < $6",
+            )
+            .bind(account_id)
+            .bind(key)
+            .bind(hash)
+            .bind(message_id)
+            .bind(now_ms)
+            .bind(now_ms - IDEMPOTENCY_TTL_MS)
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() > 0 {
+                return Ok(None);
+            }
+            let row = sqlx::query("SELECT request_hash, message_id FROM dm_idempotency_keys WHERE account_id = $1 AND idempotency_key = $2")
+                .bind(account_id)
+                .bind(key)
+                .fetch_one(&mut **tx)
+                .await?;
+            let stored_hash: Vec<u8> = row.try_get("request_hash")?;
+            if stored_hash != hash {
+                return Ok(Some(SendOutcome::KeyReused));
+            }
+            Ok(Some(SendOutcome::Repeated(message_by_id(tx, row.try_get("message_id")?).await?)))
+        }
+
+        async fn enter_mailbox(tx: &mut Tx, account_id: i64, peer: &Party, conversation_id: i64, message_id: i64) -> Result<(), sqlx::Error> {
+            sqlx::query("INSERT INTO dm_mailbox_messages (account_id, message_id) VALUES ($1, $2)")
+                .bind(account_id)
+                .bind(message_id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO dm_memberships (account_id, peer, conversation_id, last_message_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (account_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id",
+            )
+            .bind(account_id)
+            .bind(peer.key())
+            .bind(conversation_id)
+            .bind(message_id)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64) -> Result<Vec<SendOutcome>, sqlx::Error> {
+            let accounts: BTreeSet<i64> =
+                batch.iter().flat_map(|message| [Some(message.sender_account_id), message.recipient.account_id()]).flatten().collect();
+            let mut heads = lock_mailboxes(tx, accounts).await?;
+            let mut conversations: HashMap<(i64, Party), i64> = HashMap::new();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for message in batch {
+                let id = next_id(tx).await?;
+                if let Some((key, hash)) = &message.idempotency
+                    && let Some(outcome) = claim_key(tx, message.sender_account_id, key, hash, id, now_ms).await?
+                {
+                    outcomes.push(outcome);
+                    continue;
+                }
+                let sender = Party::Account(message.sender_account_id);
+                let conversation_id = match conversations.get(&(message.sender_account_id, message.recipient.clone())) {
+                    Some(id) => *id,
+                    None => {
+                        let id = conversation_id(tx, &sender, &message.recipient, now_ms).await?;
+                        conversations.insert((message.sender_account_id, message.recipient.clone()), id);
+                        id
+                    }
+                };
+                let stored = StoredMessage {
+                    id,
+                    conversation_id,
+                    sender_account_id: Some(message.sender_account_id),
+                    sender_address: None,
+                    recipient_account_id: message.recipient.account_id(),
+                    recipient_address: message.recipient.address().map(str::to_string),
+                    content: message.content.clone(),
+                    sent_at: now_ms,
+                    delivery: "stored".to_string(),
+                    delivery_error: None,
+                };
+                sqlx::query(
+                    "INSERT INTO dm_messages (id, conversation_id, sender_account_id, sender_address, recipient_account_id, recipient_address, \
+                     content, sent_at, delivery) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(stored.id)
+                .bind(stored.conversation_id)
+                .bind(stored.sender_account_id)
+                .bind(&stored.sender_address)
+                .bind(stored.recipient_account_id)
+                .bind(&stored.recipient_address)
+                .bind(&stored.content)
+                .bind(stored.sent_at)
+                .bind(&stored.delivery)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES ($1, $2)").bind(id).bind(now_ms).execute(&mut **tx).await?;
+                let mut previous = Vec::with_capacity(2);
+                enter_mailbox(tx, message.sender_account_id, &message.recipient, conversation_id, id).await?;
+                if let Some(recipient) = message.recipient.account_id() {
+                    enter_mailbox(tx, recipient, &sender, conversation_id, id).await?;
+                }
+                for account_id in stored.accounts() {
+                    let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
+                    previous.push((account_id, *head));
+                    *head = id;
+                }
+                outcomes.push(SendOutcome::Stored { message: stored, previous });
+            }
+            for (account_id, head) in heads {
+                sqlx::query("UPDATE dm_mailboxes SET last_message_id = $1 WHERE account_id = $2 AND last_message_id < $1")
+                    .bind(head)
+                    .bind(account_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(outcomes)
+        }
+
+        #[async_trait]
+        impl DmStore for $name {
+            async fn send_batch(&self, batch: &[NewMessage], now_ms: i64) -> StoreResult<Vec<SendOutcome>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                // On failure the transaction is dropped, which rolls it back: nothing half-written.
+                let outcomes = store_batch(&mut tx, batch, now_ms).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn inbox(&self, account_id: i64, consent: Option<Consent>, limit: u32, offset: u32) -> StoreResult<Vec<StoredMessage>> {
+                let filter = if consent.is_some() { "AND mb.consent = $4" } else { "" };
+                let statement = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM dm_memberships mb JOIN dm_messages m ON m.id = mb.last_message_id \
+                     WHERE mb.account_id = $1 {filter} ORDER BY mb.last_message_id DESC LIMIT $2 OFFSET $3"
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(account_id).bind(i64::from(limit)).bind(i64::from(offset));
+                if let Some(consent) = consent {
+                    query = query.bind(consent.as_str());
+                }
+                query.fetch_all(&self.pool).await
+            }
+
+            async fn conversation(
+                &self,
+                account_id: i64,
+                peer: &Party,
+                before_id: i64,
+                after_id: i64,
+                limit: u32,
+                offset: u32,
+            ) -> StoreResult<Vec<StoredMessage>> {
+                let conversation_id: Option<i64> =
+                    sqlx::query_scalar("SELECT conversation_id FROM dm_memberships WHERE account_id = $1 AND peer = $2")
+                        .bind(account_id)
+                        .bind(peer.key())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let Some(conversation_id) = conversation_id else {
+                    return Ok(Vec::new());
+                };
+                let statement = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM dm_messages m WHERE m.conversation_id = $1 AND m.id < $2 AND m.id > $3 \
+                     ORDER BY m.id DESC LIMIT $4 OFFSET $5"
+                );
+                sqlx::query_as(sqlx::AssertSqlSafe(statement))
+                    .bind(conversation_id)
+                    .bind(before_id)
+                    .bind(after_id)
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
+            async fn mailbox_after(&self, account_id: i64, after_id: i64, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+                let statement = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM dm_mailbox_messages x JOIN dm_messages m ON m.id = x.message_id \
+                     WHERE x.account_id = $1 AND x.message_id > $2 ORDER BY x.message_id LIMIT $3"
+                );
+                sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(account_id).bind(after_id).bind(i64::from(limit)).fetch_all(&self.pool).await
+            }
+
+            async fn mailbox_heads(&self, account_ids: &[i64]) -> StoreResult<Vec<i64>> {
+                if account_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let statement =
+                    format!("SELECT account_id, last_message_id FROM dm_mailboxes WHERE account_id IN ({})", placeholders(1, account_ids.len()));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for account_id in account_ids {
+                    query = query.bind(account_id);
+                }
+                let mut heads = HashMap::new();
+                for row in query.fetch_all(&self.pool).await? {
+                    heads.insert(row.try_get::<i64, _>("account_id")?, row.try_get::<i64, _>("last_message_id")?);
+                }
+                Ok(account_ids.iter().map(|account_id| heads.get(account_id).copied().unwrap_or(0)).collect())
+            }
+
+            async fn delete_idempotency_keys_before(&self, before_ms: i64) -> StoreResult<u64> {
+                let deleted = sqlx::query("DELETE FROM dm_idempotency_keys WHERE created_at < $1").bind(before_ms).execute(&self.pool).await?;
+                Ok(deleted.rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use dm_store;

@@ -1,0 +1,122 @@
+//! The direct-message store's conformance suite on SQLite and (when configured) PostgreSQL:
+//! one transaction per batch, mailboxes chained per account, inbox and conversations read from
+//! one side, idempotency keys within and across batches, and nothing half-written on failure.
+
+use clawx_common::Database;
+use clawx_messaging::dm::store::{Consent, IDEMPOTENCY_TTL_MS, NewMessage, Party, SendOutcome, StoredMessage, for_database};
+
+fn new(from: i64, to: Party, content: &str, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        sender_account_id: from,
+        recipient: to,
+        content: content.into(),
+        idempotency: key.map(|key| (key.to_string(), format!("hash of {content}").into_bytes())),
+    }
+}
+
+fn stored(outcome: &SendOutcome) -> &StoredMessage {
+    match outcome {
+        SendOutcome::Stored { message, .. } => message,
+        other => panic!("expected a stored message, got {other:?}"),
+    }
+}
+
+fn contents(messages: &[StoredMessage]) -> Vec<&str> {
+    messages.iter().map(|message| message.content.as_str()).collect()
+}
+
+const WALLET: &str = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+
+clawx_common::backend_tests! {
+    async fn batches_store_conversations_mailboxes_and_idempotency_keys(test_db) {
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let store = for_database(&database);
+        let wallet = Party::Wallet(WALLET.into());
+
+        // One batch: alice (1) and bob (2) talk, alice writes to a wallet; the same key twice
+        // with the same content stores once, with other content is refused.
+        let outcomes = store
+            .send_batch(
+                &[
+                    new(1, Party::Account(2), "hi bob", Some("k1")),
+                    new(2, Party::Account(1), "hi alice", None),
+                    new(1, wallet.clone(), "hi wallet", None),
+                    new(1, Party::Account(2), "hi bob", Some("k1")),
+                    new(1, Party::Account(2), "other", Some("k1")),
+                ],
+                1_000,
+            )
+            .await
+            .unwrap();
+        let (first, reply, to_wallet) = (stored(&outcomes[0]).clone(), stored(&outcomes[1]).clone(), stored(&outcomes[2]).clone());
+        assert_eq!(outcomes[3], SendOutcome::Repeated(first.clone()), "{backend}: same key, same content, one batch");
+        assert_eq!(outcomes[4], SendOutcome::KeyReused, "{backend}: same key, other content");
+        assert!(first.id < reply.id && reply.id < to_wallet.id, "{backend}: ids in order");
+        assert_eq!(first.conversation_id, reply.conversation_id, "{backend}: one conversation per pair");
+        assert_ne!(first.conversation_id, to_wallet.conversation_id);
+        assert_eq!((to_wallet.recipient_account_id, to_wallet.recipient_address.as_deref()), (None, Some(WALLET)));
+        assert_eq!((first.delivery.as_str(), first.sent_at), ("stored", 1_000));
+        // Mailboxes chain per account: what a live subscriber needs to see a gap.
+        match &outcomes[1] {
+            SendOutcome::Stored { previous, .. } => assert_eq!(previous, &vec![(2, first.id), (1, first.id)], "{backend}"),
+            other => panic!("{other:?}"),
+        }
+        match &outcomes[2] {
+            SendOutcome::Stored { previous, .. } => assert_eq!(previous, &vec![(1, reply.id)], "{backend}"),
+            other => panic!("{other:?}"),
+        }
+
+        // A key committed by an earlier batch.
+        let again = store.send_batch(&[new(1, Party::Account(2), "hi bob", Some("k1")), new(1, Party::Account(2), "x", Some("k1"))], 2_000).await.unwrap();
+        assert_eq!(again, vec![SendOutcome::Repeated(first.clone()), SendOutcome::KeyReused], "{backend}: across batches");
+        // Keys are per account: bob may use k1.
+        let bobs = store.send_batch(&[new(2, Party::Account(1), "bob's k1", Some("k1"))], 3_000).await.unwrap();
+        let bobs = stored(&bobs[0]).clone();
+
+        // Inbox: the newest message per conversation, newest first; consent filters.
+        let inbox = store.inbox(1, None, 50, 0).await.unwrap();
+        assert_eq!(contents(&inbox), vec!["bob's k1", "hi wallet"], "{backend}");
+        assert_eq!(contents(&store.inbox(1, None, 1, 1).await.unwrap()), vec!["hi wallet"], "{backend}: offset");
+        assert_eq!(contents(&store.inbox(1, Some(Consent::Unknown), 50, 0).await.unwrap()).len(), 2, "{backend}: unknown by default");
+        assert!(store.inbox(1, Some(Consent::Allowed), 50, 0).await.unwrap().is_empty(), "{backend}");
+        assert_eq!(contents(&store.inbox(2, None, 50, 0).await.unwrap()), vec!["bob's k1"], "{backend}");
+
+        // Conversations from each side, newest first, paged by id; others see nothing.
+        let history = store.conversation(1, &Party::Account(2), i64::MAX, 0, 50, 0).await.unwrap();
+        assert_eq!(contents(&history), vec!["bob's k1", "hi alice", "hi bob"], "{backend}");
+        assert_eq!(history, store.conversation(2, &Party::Account(1), i64::MAX, 0, 50, 0).await.unwrap(), "{backend}: both sides");
+        assert_eq!(contents(&store.conversation(1, &Party::Account(2), bobs.id, 0, 50, 0).await.unwrap()), vec!["hi alice", "hi bob"]);
+        assert_eq!(contents(&store.conversation(1, &Party::Account(2), i64::MAX, first.id, 50, 0).await.unwrap()), vec!["bob's k1", "hi alice"]);
+        assert_eq!(contents(&store.conversation(1, &Party::Account(2), i64::MAX, 0, 1, 1).await.unwrap()), vec!["hi alice"], "{backend}");
+        assert_eq!(contents(&store.conversation(1, &wallet, i64::MAX, 0, 50, 0).await.unwrap()), vec!["hi wallet"]);
+        assert!(store.conversation(3, &Party::Account(2), i64::MAX, 0, 50, 0).await.unwrap().is_empty(), "{backend}: not a participant");
+        assert!(store.conversation(2, &wallet, i64::MAX, 0, 50, 0).await.unwrap().is_empty(), "{backend}: alice's wallet chat is hers");
+
+        // Mailboxes: every message of an account, oldest first; heads per account.
+        assert_eq!(contents(&store.mailbox_after(1, 0, 10).await.unwrap()), vec!["hi bob", "hi alice", "hi wallet", "bob's k1"]);
+        assert_eq!(contents(&store.mailbox_after(2, reply.id, 10).await.unwrap()), vec!["bob's k1"], "{backend}");
+        assert_eq!(store.mailbox_heads(&[1, 2, 3]).await.unwrap(), vec![bobs.id, bobs.id, 0], "{backend}");
+
+        // Expired keys are ignored (the key names a new message), then deleted.
+        let later = 2_000 + IDEMPOTENCY_TTL_MS + 1;
+        let renewed = store.send_batch(&[new(1, Party::Account(2), "hi bob", Some("k1"))], later).await.unwrap();
+        assert_ne!(stored(&renewed[0]).id, first.id, "{backend}: an expired key is free again");
+        assert_eq!(store.delete_idempotency_keys_before(later).await.unwrap(), 1, "{backend}: bob's old key");
+
+        // A failing batch stores nothing of it.
+        let heads = store.mailbox_heads(&[1, 2]).await.unwrap();
+        let pool_query = "DROP TABLE dm_outbox";
+        match &database {
+            Database::Postgres(pool) => { sqlx::query(pool_query).execute(pool).await.unwrap(); }
+            Database::Sqlite(pool) => { sqlx::query(pool_query).execute(pool).await.unwrap(); }
+        }
+        let failed = store.send_batch(&[new(1, Party::Account(2), "lost", Some("k9")), new(2, Party::Account(4), "lost too", None)], later + 1).await;
+        assert!(failed.is_err(), "{backend}");
+        assert_eq!(store.mailbox_heads(&[1, 2, 4]).await.unwrap(), vec![heads[0], heads[1], 0], "{backend}: no mailbox moved");
+        assert_eq!(contents(&store.inbox(2, None, 50, 0).await.unwrap()), vec!["hi bob"], "{backend}: no conversation moved");
+        assert!(store.inbox(4, None, 50, 0).await.unwrap().is_empty(), "{backend}: no conversation created");
+        database.close().await;
+    }
+}

@@ -152,13 +152,14 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
         Ok(admitted) => admitted,
         Err(refusal) => return error_response(refusal.error),
     };
+    // Clawx credentials never travel past the edge: services get the internal token instead.
+    crate::auth::strip_credentials(request.headers_mut());
     if admitted.policy.access == Access::Open {
         // The node keeps its own per-client bounds; it learns the client from the gateway only.
         if let Ok(value) = HeaderValue::from_str(&client_ip) {
             request.headers_mut().insert(CLIENT_IP_METADATA, value);
         }
     } else {
-        crate::auth::strip_credentials(request.headers_mut());
         let token = HeaderValue::try_from(gateway.upstreams.token(upstream, &admitted.principal)).expect("a JWT is a valid header value");
         request.headers_mut().insert(INTERNAL_TOKEN_METADATA, token);
     }

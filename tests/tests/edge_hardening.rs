@@ -47,6 +47,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for EchoMls {
         let mut status = tonic::Status::failed_precondition("echo");
         status.metadata_mut().insert("echo-client-ip", MetadataValue::try_from(seen(CLIENT_IP_METADATA)).unwrap());
         status.metadata_mut().insert("echo-request-id", MetadataValue::try_from(seen("x-request-id")).unwrap());
+        let credentials = format!("{}|{}", seen("x-api-key"), seen("authorization"));
+        status.metadata_mut().insert("echo-credentials", MetadataValue::try_from(credentials).unwrap());
         ready(Ok(status.into_http()))
     }
 }
@@ -155,6 +157,9 @@ async fn xmtp_calls_carry_the_client_ip_the_gateway_computed() {
     let status =
         fetch(&mut mls, &[(CLIENT_IP_METADATA, "6.6.6.6"), (CLIENT_IP_METADATA, "7.7.7.7"), ("x-forwarded-for", "6.6.6.6, 2001:db8::7")]).await;
     assert_eq!(text(status.metadata(), "echo-client-ip"), "2001:db8::7", "the address itself, not its /64");
+    // Clawx credentials sent along with an XMTP call stay at the edge.
+    let status = fetch(&mut mls, &[("x-api-key", "clx_not_for_the_node"), ("authorization", "Bearer clx_not_for_the_node")]).await;
+    assert_eq!(text(status.metadata(), "echo-credentials"), "<none>|<none>");
 }
 
 #[tokio::test]

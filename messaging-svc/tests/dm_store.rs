@@ -105,8 +105,26 @@ clawx_common::backend_tests! {
         assert_ne!(stored(&renewed[0]).id, first.id, "{backend}: an expired key is free again");
         assert_eq!(store.delete_idempotency_keys_before(later).await.unwrap(), 1, "{backend}: bob's old key");
 
+        // A batch bigger than one multi-row statement: every message, each chained to the one
+        // before it in bob's mailbox.
+        let head = store.mailbox_heads(&[2]).await.unwrap()[0];
+        let big: Vec<NewMessage> = (0..600).map(|index| new(1 + index % 3, Party::Account(if index % 3 == 1 { 5 } else { 2 }), &format!("bulk {index}"), None)).collect();
+        let outcomes = store.send_batch(&big, later).await.unwrap();
+        let mut expected_previous = head;
+        for outcome in &outcomes {
+            let SendOutcome::Stored { message, previous } = outcome else { panic!("{backend}: {outcome:?}") };
+            if let Some((_, before)) = previous.iter().find(|(account_id, _)| *account_id == 2) {
+                assert_eq!(*before, expected_previous, "{backend}: chained in bob's mailbox");
+                expected_previous = message.id;
+            }
+        }
+        let bobs_bulk = store.mailbox_after(2, head, 1_000).await.unwrap();
+        assert_eq!(bobs_bulk.len(), 600, "{backend}: 400 received and 200 sent by bob");
+        assert_eq!(store.mailbox_heads(&[2]).await.unwrap()[0], expected_previous, "{backend}");
+
         // A failing batch stores nothing of it.
         let heads = store.mailbox_heads(&[1, 2]).await.unwrap();
+        let bobs_inbox = store.inbox(2, None, 50, 0).await.unwrap();
         let pool_query = "DROP TABLE dm_outbox";
         match &database {
             Database::Postgres(pool) => { sqlx::query(pool_query).execute(pool).await.unwrap(); }
@@ -115,7 +133,7 @@ clawx_common::backend_tests! {
         let failed = store.send_batch(&[new(1, Party::Account(2), "lost", Some("k9")), new(2, Party::Account(4), "lost too", None)], later + 1).await;
         assert!(failed.is_err(), "{backend}");
         assert_eq!(store.mailbox_heads(&[1, 2, 4]).await.unwrap(), vec![heads[0], heads[1], 0], "{backend}: no mailbox moved");
-        assert_eq!(contents(&store.inbox(2, None, 50, 0).await.unwrap()), vec!["hi bob"], "{backend}: no conversation moved");
+        assert_eq!(store.inbox(2, None, 50, 0).await.unwrap(), bobs_inbox, "{backend}: no conversation moved");
         assert!(store.inbox(4, None, 50, 0).await.unwrap().is_empty(), "{backend}: no conversation created");
         database.close().await;
     }

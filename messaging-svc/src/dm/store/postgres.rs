@@ -1,4 +1,9 @@
 //! The PostgreSQL direct-message store: ids from a sequence, per-account serialization by row
 //! locks.
 
-crate::dm::store::sql::dm_store!(PostgresDmStore, sqlx::Postgres, "BEGIN", "FOR UPDATE", "SELECT nextval('dm_message_ids')");
+/// `count` ids from the sequence, in increasing order.
+async fn allocate_ids(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, count: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT nextval('dm_message_ids') FROM generate_series(1, $1::BIGINT) ORDER BY 1").bind(count).fetch_all(&mut **tx).await
+}
+
+crate::dm::store::sql::dm_store!(PostgresDmStore, sqlx::Postgres, "BEGIN", "FOR UPDATE", allocate_ids);

@@ -1,9 +1,10 @@
 //! The SQL of the direct-message store, shared by both dialects (sqlx binds `$N` the same way
 //! on PostgreSQL and SQLite). [`dm_store!`] instantiates it with a dialect's transaction start,
-//! row-locking clause and id allocation.
+//! row-locking clause and id allocation (a function of the dialect's module:
+//! `async fn(&mut Transaction, count) -> Result<Vec<i64>, sqlx::Error>`, ids in increasing order).
 
 macro_rules! dm_store {
-    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $next_id:literal) => {
+    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $allocate_ids:path) => {
         use std::collections::{BTreeMap, BTreeSet, HashMap};
 
         use async_trait::async_trait;
@@ -28,24 +29,40 @@ macro_rules! dm_store {
             }
         }
 
-        async fn next_id(tx: &mut Tx) -> Result<i64, sqlx::Error> {
-            sqlx::query_scalar($next_id).fetch_one(&mut **tx).await
+        /// Rows per multi-row statement (at most 9 parameters each: well within both dialects'
+        /// limits).
+        const ROWS_PER_STATEMENT: usize = 256;
+
+        /// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` parameters.
+        fn values(rows: usize, columns: usize) -> String {
+            (0..rows).map(|row| format!("({})", placeholders(1 + row * columns, columns))).collect::<Vec<_>>().join(", ")
         }
 
         /// Locks (creating if needed) the mailbox rows of `accounts`, in id order so concurrent
         /// batches cannot deadlock; returns each one's newest message id.
-        async fn lock_mailboxes(tx: &mut Tx, accounts: BTreeSet<i64>) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
+        async fn lock_mailboxes(tx: &mut Tx, accounts: &BTreeSet<i64>) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
+            let accounts: Vec<i64> = accounts.iter().copied().collect();
             let mut heads = BTreeMap::new();
-            for account_id in accounts {
-                sqlx::query("INSERT INTO dm_mailboxes (account_id) VALUES ($1) ON CONFLICT (account_id) DO NOTHING")
-                    .bind(account_id)
-                    .execute(&mut **tx)
-                    .await?;
-                let head: i64 = sqlx::query_scalar(concat!("SELECT last_message_id FROM dm_mailboxes WHERE account_id = $1 ", $for_update))
-                    .bind(account_id)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                heads.insert(account_id, head);
+            for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+                let statement =
+                    format!("INSERT INTO dm_mailboxes (account_id) VALUES {} ON CONFLICT (account_id) DO NOTHING", values(chunk.len(), 1));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for account_id in chunk {
+                    query = query.bind(account_id);
+                }
+                query.execute(&mut **tx).await?;
+                let statement = format!(
+                    "SELECT account_id, last_message_id FROM dm_mailboxes WHERE account_id IN ({}) ORDER BY account_id {}",
+                    placeholders(1, chunk.len()),
+                    $for_update
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for account_id in chunk {
+                    query = query.bind(account_id);
+                }
+                for row in query.fetch_all(&mut **tx).await? {
+                    heads.insert(row.try_get::<i64, _>("account_id")?, row.try_get::<i64, _>("last_message_id")?);
+                }
             }
             Ok(heads)
         }
@@ -73,14 +90,159 @@ macro_rules! dm_store {
             sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(id).fetch_one(&mut **tx).await
         }
 
-        /// Claims the idempotency key for `message_id`; otherwise what the key already names.
-        async fn claim_key(
+        /// Writes the batch's new messages with their outbox rows, mailbox rows and conversation
+        /// pointers, a few multi-row statements each.
+        async fn write_messages(tx: &mut Tx, messages: &[StoredMessage]) -> Result<(), sqlx::Error> {
+            for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+                let statement = format!(
+                    "INSERT INTO dm_messages (id, conversation_id, sender_account_id, sender_address, recipient_account_id, recipient_address, \
+                     content, sent_at, delivery) VALUES {}",
+                    values(chunk.len(), 9)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for message in chunk {
+                    query = query
+                        .bind(message.id)
+                        .bind(message.conversation_id)
+                        .bind(message.sender_account_id)
+                        .bind(&message.sender_address)
+                        .bind(message.recipient_account_id)
+                        .bind(&message.recipient_address)
+                        .bind(&message.content)
+                        .bind(message.sent_at)
+                        .bind(&message.delivery);
+                }
+                query.execute(&mut **tx).await?;
+
+                let statement = format!("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES {}", values(chunk.len(), 2));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for message in chunk {
+                    query = query.bind(message.id).bind(message.sent_at);
+                }
+                query.execute(&mut **tx).await?;
+            }
+
+            let mailbox: Vec<(i64, i64)> =
+                messages.iter().flat_map(|message| message.accounts().map(|account_id| (account_id, message.id))).collect();
+            for chunk in mailbox.chunks(ROWS_PER_STATEMENT) {
+                let statement = format!("INSERT INTO dm_mailbox_messages (account_id, message_id) VALUES {}", values(chunk.len(), 2));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for (account_id, message_id) in chunk {
+                    query = query.bind(account_id).bind(message_id);
+                }
+                query.execute(&mut **tx).await?;
+            }
+
+            // Each (account, peer) once, at its newest message: one upsert may not touch a row twice.
+            let mut memberships: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+            for message in messages {
+                let sender = message.sender_account_id.map(Party::Account).or_else(|| message.sender_address.clone().map(Party::Wallet));
+                let recipient = message.recipient_account_id.map(Party::Account).or_else(|| message.recipient_address.clone().map(Party::Wallet));
+                if let (Some(account_id), Some(peer)) = (message.sender_account_id, &recipient) {
+                    memberships.insert((account_id, peer.key()), (message.conversation_id, message.id));
+                }
+                if let (Some(account_id), Some(peer)) = (message.recipient_account_id, &sender) {
+                    memberships.insert((account_id, peer.key()), (message.conversation_id, message.id));
+                }
+            }
+            let memberships: Vec<_> = memberships.into_iter().collect();
+            for chunk in memberships.chunks(ROWS_PER_STATEMENT) {
+                let statement = format!(
+                    "INSERT INTO dm_memberships (account_id, peer, conversation_id, last_message_id) VALUES {} \
+                     ON CONFLICT (account_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id",
+                    values(chunk.len(), 4)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for ((account_id, peer), (conversation_id, message_id)) in chunk {
+                    query = query.bind(account_id).bind(peer).bind(conversation_id).bind(message_id);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
+        async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64) -> Result<Vec<SendOutcome>, sqlx::Error> {
+            let accounts: BTreeSet<i64> =
+                batch.iter().flat_map(|message| [Some(message.sender_account_id), message.recipient.account_id()]).flatten().collect();
+            let mut heads = lock_mailboxes(tx, &accounts).await?;
+            let ids = $allocate_ids(tx, batch.len() as i64).await?;
+            let mut conversations: HashMap<(i64, Party), i64> = HashMap::new();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let mut new_messages = Vec::with_capacity(batch.len());
+            // Messages are written after the loop; a repeated key of this batch must still find
+            // its first message, so keep them at hand.
+            let mut written_here: HashMap<i64, usize> = HashMap::new();
+            let mut touched = BTreeSet::new();
+            for (message, id) in batch.iter().zip(ids) {
+                if let Some((key, hash)) = &message.idempotency {
+                    let earlier = claim_key_in_batch(tx, message.sender_account_id, key, hash, id, now_ms, &written_here, &new_messages).await?;
+                    if let Some(outcome) = earlier {
+                        outcomes.push(outcome);
+                        continue;
+                    }
+                }
+                let sender = Party::Account(message.sender_account_id);
+                let pair = (message.sender_account_id, message.recipient.clone());
+                let conversation_id = match conversations.get(&pair) {
+                    Some(id) => *id,
+                    None => {
+                        let id = conversation_id(tx, &sender, &message.recipient, now_ms).await?;
+                        conversations.insert(pair, id);
+                        id
+                    }
+                };
+                let stored = StoredMessage {
+                    id,
+                    conversation_id,
+                    sender_account_id: Some(message.sender_account_id),
+                    sender_address: None,
+                    recipient_account_id: message.recipient.account_id(),
+                    recipient_address: message.recipient.address().map(str::to_string),
+                    content: message.content.clone(),
+                    sent_at: now_ms,
+                    delivery: "stored".to_string(),
+                    delivery_error: None,
+                };
+                let mut previous = Vec::with_capacity(2);
+                for account_id in stored.accounts() {
+                    let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
+                    previous.push((account_id, *head));
+                    *head = id;
+                    touched.insert(account_id);
+                }
+                written_here.insert(id, new_messages.len());
+                new_messages.push(stored.clone());
+                outcomes.push(SendOutcome::Stored { message: stored, previous });
+            }
+            write_messages(tx, &new_messages).await?;
+            let moved: Vec<(i64, i64)> = heads.into_iter().filter(|(account_id, _)| touched.contains(account_id)).collect();
+            for chunk in moved.chunks(ROWS_PER_STATEMENT) {
+                let statement = format!(
+                    "INSERT INTO dm_mailboxes (account_id, last_message_id) VALUES {} \
+                     ON CONFLICT (account_id) DO UPDATE SET last_message_id = excluded.last_message_id",
+                    values(chunk.len(), 2)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for (account_id, head) in chunk {
+                    query = query.bind(account_id).bind(head);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            Ok(outcomes)
+        }
+
+        /// Claims the idempotency key for `message_id`; otherwise what the key already names,
+        /// from this batch's own unwritten messages when it was claimed earlier in the batch.
+        #[allow(clippy::too_many_arguments)]
+        async fn claim_key_in_batch(
             tx: &mut Tx,
             account_id: i64,
             key: &str,
             hash: &[u8],
             message_id: i64,
             now_ms: i64,
+            written_here: &HashMap<i64, usize>,
+            new_messages: &[StoredMessage],
         ) -> Result<Option<SendOutcome>, sqlx::Error> {
             let claimed = sqlx::query(
                 "INSERT INTO dm_idempotency_keys (account_id, idempotency_key, request_hash, message_id, created_at) VALUES ($1, $2, $3, $4, $5) \
@@ -107,99 +269,11 @@ macro_rules! dm_store {
             if stored_hash != hash {
                 return Ok(Some(SendOutcome::KeyReused));
             }
-            Ok(Some(SendOutcome::Repeated(message_by_id(tx, row.try_get("message_id")?).await?)))
-        }
-
-        async fn enter_mailbox(tx: &mut Tx, account_id: i64, peer: &Party, conversation_id: i64, message_id: i64) -> Result<(), sqlx::Error> {
-            sqlx::query("INSERT INTO dm_mailbox_messages (account_id, message_id) VALUES ($1, $2)")
-                .bind(account_id)
-                .bind(message_id)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO dm_memberships (account_id, peer, conversation_id, last_message_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (account_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id",
-            )
-            .bind(account_id)
-            .bind(peer.key())
-            .bind(conversation_id)
-            .bind(message_id)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
-        }
-
-        async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64) -> Result<Vec<SendOutcome>, sqlx::Error> {
-            let accounts: BTreeSet<i64> =
-                batch.iter().flat_map(|message| [Some(message.sender_account_id), message.recipient.account_id()]).flatten().collect();
-            let mut heads = lock_mailboxes(tx, accounts).await?;
-            let mut conversations: HashMap<(i64, Party), i64> = HashMap::new();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for message in batch {
-                let id = next_id(tx).await?;
-                if let Some((key, hash)) = &message.idempotency
-                    && let Some(outcome) = claim_key(tx, message.sender_account_id, key, hash, id, now_ms).await?
-                {
-                    outcomes.push(outcome);
-                    continue;
-                }
-                let sender = Party::Account(message.sender_account_id);
-                let conversation_id = match conversations.get(&(message.sender_account_id, message.recipient.clone())) {
-                    Some(id) => *id,
-                    None => {
-                        let id = conversation_id(tx, &sender, &message.recipient, now_ms).await?;
-                        conversations.insert((message.sender_account_id, message.recipient.clone()), id);
-                        id
-                    }
-                };
-                let stored = StoredMessage {
-                    id,
-                    conversation_id,
-                    sender_account_id: Some(message.sender_account_id),
-                    sender_address: None,
-                    recipient_account_id: message.recipient.account_id(),
-                    recipient_address: message.recipient.address().map(str::to_string),
-                    content: message.content.clone(),
-                    sent_at: now_ms,
-                    delivery: "stored".to_string(),
-                    delivery_error: None,
-                };
-                sqlx::query(
-                    "INSERT INTO dm_messages (id, conversation_id, sender_account_id, sender_address, recipient_account_id, recipient_address, \
-                     content, sent_at, delivery) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(stored.id)
-                .bind(stored.conversation_id)
-                .bind(stored.sender_account_id)
-                .bind(&stored.sender_address)
-                .bind(stored.recipient_account_id)
-                .bind(&stored.recipient_address)
-                .bind(&stored.content)
-                .bind(stored.sent_at)
-                .bind(&stored.delivery)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES ($1, $2)").bind(id).bind(now_ms).execute(&mut **tx).await?;
-                let mut previous = Vec::with_capacity(2);
-                enter_mailbox(tx, message.sender_account_id, &message.recipient, conversation_id, id).await?;
-                if let Some(recipient) = message.recipient.account_id() {
-                    enter_mailbox(tx, recipient, &sender, conversation_id, id).await?;
-                }
-                for account_id in stored.accounts() {
-                    let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
-                    previous.push((account_id, *head));
-                    *head = id;
-                }
-                outcomes.push(SendOutcome::Stored { message: stored, previous });
+            let first_id: i64 = row.try_get("message_id")?;
+            if let Some(index) = written_here.get(&first_id) {
+                return Ok(Some(SendOutcome::Repeated(new_messages[*index].clone())));
             }
-            for (account_id, head) in heads {
-                sqlx::query("UPDATE dm_mailboxes SET last_message_id = $1 WHERE account_id = $2 AND last_message_id < $1")
-                    .bind(head)
-                    .bind(account_id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(outcomes)
+            Ok(Some(SendOutcome::Repeated(message_by_id(tx, first_id).await?)))
         }
 
         #[async_trait]

@@ -359,10 +359,10 @@ clawx_common::backend_tests! {
         assert_eq!(first, replayed, "{name}: replayed with handles");
         assert_eq!(first.sender_handle.as_deref(), Some("bob"));
 
-        // Concurrent sends through the first replica while both stream.
+        // Concurrent sends through both replicas while both stream.
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..40 {
-            let client = harness.replicas[0].clone();
+            let client = harness.replicas[(index / 2) % 2].clone();
             let (from, to) = if index % 2 == 0 { (alice.id, "bob") } else { (bob.id, "alice") };
             let request = harness.request(from, pb::SendDirectMessageRequest { to: Some(To::Handle(to.into())), content: format!("live {index}"), idempotency_key: String::new() });
             tasks.spawn(async move { client.clone().send_direct_message(request).await.unwrap().into_inner().message.unwrap() });

@@ -163,9 +163,6 @@ impl DirectMessages {
         if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
             return Err(ServiceError::invalid("idempotency_key", format!("idempotency key must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes")));
         }
-        if let Peer::WalletAddress(text) = &to {
-            address::parse_wallet_address("wallet_address", text)?;
-        }
         let (recipient, handles, field) = self.resolve_peer(account_id, &to).await?;
         if recipient == Party::Account(account_id) {
             return Err(ServiceError::invalid(field, "you cannot send a direct message to yourself"));

@@ -143,6 +143,12 @@ fn expect_error<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, clawx
     assert_eq!(metadata("clawx-error-field").as_deref(), field, "{context}: {status:?}");
 }
 
+fn account_request<T>(auth: &InternalAuth, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    auth.authorize(&mut request, "messaging", &Principal::account(1, AuthMethod::ApiKey, None));
+    request
+}
+
 /// A send that must be refused: recipient, content, gRPC code, Clawx code, field, what it shows.
 type Refusal = (Option<To>, String, Code, &'static str, Option<&'static str>, &'static str);
 
@@ -384,5 +390,27 @@ clawx_common::backend_tests! {
         // Nothing else arrives: no duplicate after the last one.
         let extra = tokio::time::timeout(Duration::from_millis(300), bob_stream.message()).await;
         assert!(extra.is_err(), "{name}: unexpected {extra:?}");
+    }
+}
+
+clawx_common::backend_tests! {
+    async fn an_unreachable_identity_service_answers_unavailable(test_db) {
+        let auth = InternalAuth::new(&Secret::new("messaging-test-secret-messaging-test"));
+        let shutdown = CancellationToken::new();
+        let config = clawx_messaging::Config {
+            service: ServiceConfig { database: test_db.args.clone(), backends: Backends::memory(), auth: auth.clone() },
+            node: clawx_messaging::node::NodeLimits::default(),
+            // Nothing listens on the discard port.
+            identity_url: "http://127.0.0.1:9".into(),
+            message_max_bytes: MAX_MESSAGE_BYTES,
+        };
+        let token = shutdown.clone();
+        let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
+        let mut client = MessagingServiceClient::new(service.channel);
+        let send = pb::SendDirectMessageRequest { to: Some(To::Handle("bob".into())), content: "hi".into(), idempotency_key: String::new() };
+        expect_error(client.send_direct_message(account_request(&auth, send)).await, Code::Unavailable, "UNAVAILABLE", None, "send");
+        let list = pb::ListConversationRequest { peer: Some(Peer::WalletAddress(UNKNOWN_WALLET.into())), ..Default::default() };
+        expect_error(client.list_conversation(account_request(&auth, list)).await, Code::Unavailable, "UNAVAILABLE", None, "history");
+        shutdown.cancel();
     }
 }

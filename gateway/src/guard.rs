@@ -11,6 +11,7 @@ use std::{
 
 use axum::http::{HeaderMap, Request};
 use clawx_common::{Backends, Principal, ServiceError, cache::RateDecision};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
@@ -78,6 +79,10 @@ const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.identity.v1.IdentityService/ClaimDomain", Policy::ACCOUNT),
     ("/clawx.identity.v1.IdentityService/ListDomains", Policy::ACCOUNT),
     ("/clawx.identity.v1.IdentityService/ReleaseDomain", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
+    ("/clawx.messaging.v1.MessagingService/SendDirectMessage", Policy::ACCOUNT),
+    ("/clawx.messaging.v1.MessagingService/ListInbox", Policy::ACCOUNT),
+    ("/clawx.messaging.v1.MessagingService/ListConversation", Policy::ACCOUNT),
+    ("/clawx.messaging.v1.MessagingService/StreamMessages", Policy::ACCOUNT),
 ];
 
 /// The policy of a gRPC method (`/package.Service/Method`).
@@ -126,6 +131,8 @@ pub struct Gateway {
     pub limiter: Limiter,
     /// Open long-lived streams per client IP.
     pub streams: Arc<StreamSlots>,
+    /// Fires when the gateway stops: long-lived REST streams end so the server can drain.
+    pub shutdown: CancellationToken,
     /// The last `/status` answer, reused for a second.
     pub status_cache: Mutex<Option<(Instant, serde_json::Value)>>,
 }

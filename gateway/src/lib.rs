@@ -98,7 +98,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let upstreams = Upstreams::new(&config.upstreams, config.auth.clone(), config.upstream_timeout)?;
     observe::prometheus();
     let auth_cache = Arc::new(auth::AuthCache::default());
-    auth::AuthCache::listen(&auth_cache, &config.backends.pubsub, shutdown);
+    auth::AuthCache::listen(&auth_cache, &config.backends.pubsub, shutdown.clone());
     let gateway = Arc::new(Gateway {
         authenticator: auth::Authenticator::new(auth_cache, config.backends.cache.clone(), upstreams.clone()),
         limiter: limiter::Limiter::new(config.backends.limiter.clone(), config.limits.clone()),
@@ -107,6 +107,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config: config.clone(),
         started: Instant::now(),
         streams: limiter::StreamSlots::new(config.limits.xmtp_streams_per_ip),
+        shutdown,
         status_cache: std::sync::Mutex::default(),
     });
 

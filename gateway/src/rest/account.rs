@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     extract::{Account, Caller, JsonBody, PathParam, QueryParams, nullable},
     guarded::guarded,
-    types::{DomainName, Envelope, Handle, KeyName, Name, ProfileUrl, Text, WalletAddress, WalletSignature},
+    types::{DomainName, Envelope, Handle, KeyName, Name, ProfileUrl, Text, WalletAddress, WalletSignature, sql_datetime},
 };
 use crate::{error::ApiError, guard::Gateway};
 
@@ -44,15 +44,6 @@ pub fn routes(gateway: &Arc<Gateway>) -> OpenApiRouter<Arc<Gateway>> {
         .routes(guarded("/clawx.identity.v1.IdentityService/ListUsers", routes!(users)))
         .routes(guarded("/clawx.identity.v1.IdentityService/GetUser", routes!(user)))
         .routes(guarded("/clawx.identity.v1.IdentityService/GetSignatureMessage", routes!(signature_message)))
-}
-
-/// `YYYY-MM-DD HH:MM:SS`, UTC.
-fn sql_datetime() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("UTC, YYYY-MM-DD HH:MM:SS"))
-        .pattern(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"))
-        .build()
 }
 
 /// A profile as the ClawXmtp family shows it (flat, snake_case).

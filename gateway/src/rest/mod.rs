@@ -3,12 +3,13 @@
 //!
 //! Modules, each using only those listed before it: [`types`] and [`extract`] (what bodies,
 //! parameters and callers are made of), [`guarded`] (a route behind the edge guard), the
-//! handler files (`account`, `system`), [`openapi`] (what every operation shares); this file
-//! composes them.
+//! handler files (`account`, `messages`, `system`), [`openapi`] (what every operation shares);
+//! this file composes them.
 
 mod account;
 pub mod extract;
 pub mod guarded;
+mod messages;
 pub mod openapi;
 mod system;
 pub mod types;
@@ -30,6 +31,7 @@ use crate::{context::RouteLabel, error::ApiError, guard::Gateway};
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let (routes, api) = OpenApiRouter::new()
         .merge(account::routes(&gateway))
+        .merge(messages::routes(&gateway))
         .routes(routes!(system::health))
         .routes(routes!(system::status))
         .routes(routes!(system::metrics))

@@ -177,6 +177,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
         "tags": [
             {"name": "Account", "description": "Your account, keys, wallets and domains"},
             {"name": "Users", "description": "The public directory"},
+            {"name": "Messages", "description": "Direct messages, your inbox, conversation histories and the live stream"},
             {"name": "Authentication", "description": "Signed-expiry requests"},
             {"name": "Status", "description": "Health and status"},
         ],

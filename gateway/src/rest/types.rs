@@ -57,8 +57,15 @@ pub const URL_PATTERN: &str = concat!(
 );
 /// `0x` and 40 hex digits, any case.
 pub const ADDRESS_PATTERN: &str = "^0[xX][0-9a-fA-F]{40}$";
+/// `0x` and 40 hex digits: a message peer's wallet (mixed case must be EIP-55, which no
+/// pattern states).
+pub const PEER_ADDRESS_PATTERN: &str = "^0x[0-9a-fA-F]{40}$";
 /// A domain name with at least one dot (3-253 characters, stated with min/maxLength).
 pub const DOMAIN_PATTERN: &str = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$";
+/// Idempotency keys: 1 to 128 letters, digits, `.`, `_`, `:` or `-` (as request ids).
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+/// A message id in a header: 1 to 18 decimal digits (always within an `i64`).
+pub const EVENT_ID_PATTERN: &str = "^[0-9]{1,18}$";
 /// 65 bytes of hex, with or without `0x`.
 pub const SIGNATURE_PATTERN: &str = "^(0x)?[0-9a-fA-F]{130}$";
 
@@ -175,9 +182,28 @@ formatted_string!(
     checked
 );
 formatted_string!(
+    /// Any wallet a message goes to or comes from: `0x` and 40 hex digits, all lowercase or in
+    /// EIP-55 mixed case (the messaging service checks the checksum).
+    PeerAddress,
+    Format { pattern: PEER_ADDRESS_PATTERN, min_length: None, max_length: 42, rule: "must be 0x followed by 40 hex digits, lowercase or EIP-55 checksummed" },
+    checked
+);
+formatted_string!(
     /// A 65-byte ECDSA signature in hex.
     WalletSignature,
     Format { pattern: SIGNATURE_PATTERN, min_length: None, max_length: 132, rule: "must be 65 bytes of hex (0x optional)" },
+    checked
+);
+formatted_string!(
+    /// An `Idempotency-Key` header: a retried send with the same key answers the first result.
+    IdempotencyKey,
+    Format { pattern: IDEMPOTENCY_KEY_PATTERN, min_length: Some(1), max_length: 128, rule: "must be 1 to 128 letters, digits, ., _, : or -" },
+    checked
+);
+formatted_string!(
+    /// A message id as a header carries it (`Last-Event-ID`): decimal digits.
+    EventId,
+    Format { pattern: EVENT_ID_PATTERN, min_length: Some(1), max_length: 18, rule: "must be a message id (1 to 18 decimal digits)" },
     checked
 );
 formatted_string!(
@@ -215,6 +241,15 @@ impl<T: Serialize> Serialize for Envelope<T> {
         }
         Envelope { ok: true, body: &self.0 }.serialize(serializer)
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, UTC: how the ClawXmtp family shows times.
+pub fn sql_datetime() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("UTC, YYYY-MM-DD HH:MM:SS"))
+        .pattern(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"))
+        .build()
 }
 
 /// `true`, as the only value.

@@ -33,10 +33,14 @@ const LONG_LIVED_SERVED_PATHS: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// Clawx methods that stream for as long as the client likes (REST serves the same streams as
+/// Server-Sent Events, which hold a slot too).
+const LONG_LIVED_FORWARDED_PATHS: &[&str] = &["/clawx.messaging.v1.MessagingService/StreamMessages"];
+
 /// Whether a gRPC path opens a long-lived stream, which holds one of its client's stream slots:
-/// XMTP `Subscribe*` calls, health `Watch` and reflection.
+/// XMTP `Subscribe*` calls, a user's message stream, health `Watch` and reflection.
 pub fn is_long_lived_stream(path: &str) -> bool {
-    if LONG_LIVED_SERVED_PATHS.contains(&path) {
+    if LONG_LIVED_SERVED_PATHS.contains(&path) || LONG_LIVED_FORWARDED_PATHS.contains(&path) {
         return true;
     }
     path.starts_with("/xmtp.") && path.rsplit('/').next().is_some_and(|method| method.starts_with("Subscribe"))

@@ -2,7 +2,7 @@
 //! conversation histories with paging, idempotent retries and the live event stream, with every
 //! error a user can hit, on SQLite + memory and PostgreSQL + Redis.
 
-use std::{pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use alloy_signer_local::PrivateKeySigner;
 use clawx_common::{ErrorCode, ServiceError};
@@ -10,6 +10,7 @@ use clawx_proto::{
     common::{GetStatusRequest, ServiceStatus},
     messaging::{
         self as pb,
+        messaging_service_client::MessagingServiceClient,
         messaging_service_server::{MessagingService, MessagingServiceServer},
     },
 };
@@ -17,6 +18,7 @@ use clawx_tests::{Auth, Reply, TestStack};
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
 
 /// Sends `body` to `path` with `key`, and an `Idempotency-Key` when given.
 async fn send(stack: &TestStack, key: &str, path: &str, body: Value, idempotency_key: Option<&str>) -> Reply {
@@ -436,8 +438,28 @@ async fn the_event_stream_delivers_new_messages_and_resumes_without_duplicates()
     }
 }
 
+/// A gRPC `StreamMessages` call through the gateway with `key`.
+async fn grpc_stream(stack: &TestStack, key: &str) -> Result<tonic::Streaming<pb::Message>, tonic::Status> {
+    let mut client = MessagingServiceClient::new(stack.channel().await);
+    let mut request = tonic::Request::new(pb::StreamMessagesRequest { after_id: 0 });
+    request.metadata_mut().insert("x-api-key", MetadataValue::try_from(key).unwrap());
+    client.stream_messages(request).await.map(tonic::Response::into_inner)
+}
+
+/// Retries `open` until it succeeds: a closed stream frees its slot once the gateway sees the
+/// client leave.
+async fn once_a_slot_is_free<T, E, F: Future<Output = Result<T, E>>>(mut open: impl FnMut() -> F) -> Option<T> {
+    for _ in 0..100 {
+        if let Ok(opened) = open().await {
+            return Some(opened);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 #[tokio::test]
-async fn event_streams_count_against_the_per_ip_stream_cap() {
+async fn event_streams_and_grpc_message_streams_share_the_per_ip_stream_cap() {
     for stack in TestStack::all_with(|config| config.limits.xmtp_streams_per_ip = 1).await {
         let name = stack.name;
         let alice = stack.registered("alice").await;
@@ -445,18 +467,18 @@ async fn event_streams_count_against_the_per_ip_stream_cap() {
         let Err(refused) = EventStream::try_open(&stack, &alice, "", None).await else { panic!("{name}: a second stream is refused") };
         refused.expect_error(429, "RATE_LIMITED", name);
         assert_eq!(refused.body["ok"], false);
+        let refused = grpc_stream(&stack, &alice).await.expect_err("the gRPC stream is refused too");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{name}: {refused:?}");
+        assert_eq!(refused.metadata().get("clawx-error-code").unwrap(), "RATE_LIMITED", "{name}");
         drop(events);
 
-        // The slot is freed once the gateway sees the client leave.
-        let mut reopened = None;
-        for _ in 0..100 {
-            if let Ok(events) = EventStream::try_open(&stack, &alice, "", None).await {
-                reopened = Some(events);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let mut events = reopened.unwrap_or_else(|| panic!("{name}: a closed stream frees its slot"));
+        let grpc = once_a_slot_is_free(|| grpc_stream(&stack, &alice)).await.unwrap_or_else(|| panic!("{name}: a closed stream frees its slot"));
+        EventStream::try_open(&stack, &alice, "", None).await.err().expect("the gRPC stream holds the slot").expect_error(429, "RATE_LIMITED", name);
+        drop(grpc);
+
+        let mut events = once_a_slot_is_free(|| EventStream::try_open(&stack, &alice, "", None))
+            .await
+            .unwrap_or_else(|| panic!("{name}: a closed gRPC stream frees its slot"));
         let bob = stack.registered("bob").await;
         let sent = dm(&stack, &bob, "alice", "through the reopened stream").await;
         assert_eq!(events.message().await["id"], sent["id"], "{name}");
@@ -533,15 +555,9 @@ async fn a_stream_that_fails_upstream_ends_with_an_error_event_and_frees_its_slo
         let key = stack.registered("alice").await;
         for attempt in 0..2 {
             // The first stream's slot must be free again for the second to open.
-            let mut events = None;
-            for _ in 0..100 {
-                if let Ok(opened) = EventStream::try_open(&stack, &key, "", Some(41)).await {
-                    events = Some(opened);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let mut events = events.unwrap_or_else(|| panic!("{name}: stream {attempt} opens"));
+            let mut events = once_a_slot_is_free(|| EventStream::try_open(&stack, &key, "", Some(41)))
+                .await
+                .unwrap_or_else(|| panic!("{name}: stream {attempt} opens"));
             let message = events.message().await;
             assert_eq!((message["id"].as_i64(), message["content"].as_str()), (Some(42), Some("after 41")), "{name}: {message}");
             let last = events.next().await;

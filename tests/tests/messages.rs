@@ -488,7 +488,8 @@ async fn event_streams_and_grpc_message_streams_share_the_per_ip_stream_cap() {
 
 /// A stand-in for the messaging service whose message stream sends one message (its content
 /// names the `after_id` asked for) and then fails, as a stream does when the service drops a
-/// slow reader or goes away.
+/// slow reader or goes away; asked for new messages only (`after_id` 0), it stays silent and
+/// never ends.
 struct FailingStream;
 
 #[tonic::async_trait]
@@ -522,6 +523,9 @@ impl MessagingService for FailingStream {
         request: tonic::Request<pb::StreamMessagesRequest>,
     ) -> Result<tonic::Response<Self::StreamMessagesStream>, tonic::Status> {
         let after_id = request.into_inner().after_id;
+        if after_id == 0 {
+            return Ok(tonic::Response::new(Box::pin(futures::stream::pending())));
+        }
         let message = pb::Message {
             id: after_id + 1,
             sender_id: Some(1),
@@ -539,13 +543,19 @@ impl MessagingService for FailingStream {
     }
 }
 
+/// Serves [`FailingStream`] on loopback until `shutdown`; returns its URL.
+async fn serve_stand_in(shutdown: &CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = tonic::transport::Server::builder().add_service(MessagingServiceServer::new(FailingStream));
+    tokio::spawn(clawx_common::grpc::serve(router, listener, shutdown.clone()));
+    url
+}
+
 #[tokio::test]
 async fn a_stream_that_fails_upstream_ends_with_an_error_event_and_frees_its_slot() {
     let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stand_in = format!("http://{}", listener.local_addr().unwrap());
-    let router = tonic::transport::Server::builder().add_service(MessagingServiceServer::new(FailingStream));
-    tokio::spawn(clawx_common::grpc::serve(router, listener, shutdown.clone()));
+    let stand_in = serve_stand_in(&shutdown).await;
     let adjust = move |config: &mut clawx_gateway::Config| {
         config.upstreams.messaging = stand_in.clone();
         config.limits.xmtp_streams_per_ip = 1;
@@ -568,6 +578,21 @@ async fn a_stream_that_fails_upstream_ends_with_an_error_event_and_frees_its_slo
             assert!(events.end().await, "{name}: the stream closes after the error");
         }
         stack.stop().await;
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn open_event_streams_end_when_the_gateway_stops() {
+    let shutdown = CancellationToken::new();
+    let stand_in = serve_stand_in(&shutdown).await;
+    for stack in TestStack::all_with(move |config| config.upstreams.messaging = stand_in.clone()).await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let mut events = EventStream::open(&stack, &alice, "", None).await;
+        // The upstream stream never ends: the gateway must end it to stop.
+        tokio::time::timeout(Duration::from_secs(30), stack.stop()).await.unwrap_or_else(|_| panic!("{name}: stops with a stream open"));
+        assert!(events.end().await, "{name}: the stream ends cleanly");
     }
     shutdown.cancel();
 }

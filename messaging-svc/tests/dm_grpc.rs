@@ -197,6 +197,7 @@ clawx_common::backend_tests! {
             (None, "x".into(), Code::InvalidArgument, "VALIDATION_FAILED", Some("handle"), "no recipient"),
             (Some(To::Handle("bob".into())), String::new(), Code::InvalidArgument, "VALIDATION_FAILED", Some("message"), "empty"),
             (Some(To::Handle("bob".into())), "x".repeat(MAX_MESSAGE_BYTES + 1), Code::InvalidArgument, "VALIDATION_FAILED", Some("message"), "too big"),
+            (Some(To::Handle("bob".into())), "a\u{0}b".into(), Code::InvalidArgument, "VALIDATION_FAILED", Some("message"), "a NUL character"),
             (Some(To::WalletAddress("0x1234".into())), "x".into(), Code::InvalidArgument, "VALIDATION_FAILED", Some("wallet_address"), "short address"),
             (Some(To::WalletAddress("0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into())), "x".into(), Code::InvalidArgument, "VALIDATION_FAILED", Some("wallet_address"), "bad checksum"),
             (Some(To::WalletAddress("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed".into())), "x".into(), Code::InvalidArgument, "VALIDATION_FAILED", Some("wallet_address"), "no 0x"),
@@ -207,6 +208,9 @@ clawx_common::backend_tests! {
             expect_error(result, code, clawx_code, field, &format!("{name}: {context}"));
         }
         assert!(harness.send(&alice, To::Handle("bob".into()), &"x".repeat(MAX_MESSAGE_BYTES), "").await.is_ok(), "{name}: at the limit");
+        let request = pb::SendDirectMessageRequest { to: Some(To::Handle("bob".into())), content: "x".into(), idempotency_key: "key\u{0}".into() };
+        let result = harness.client().send_direct_message(harness.request(alice.id, request)).await;
+        expect_error(result, Code::InvalidArgument, "VALIDATION_FAILED", Some("idempotency_key"), &format!("{name}: a NUL in the key"));
         let mut anonymous = Request::new(pb::ListInboxRequest::default());
         harness.auth.authorize(&mut anonymous, "messaging", &Principal::anonymous(None));
         expect_error(harness.client().list_inbox(anonymous).await, Code::Unauthenticated, "UNAUTHORIZED", None, &format!("{name}: anonymous"));

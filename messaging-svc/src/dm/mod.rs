@@ -160,6 +160,14 @@ impl DirectMessages {
         if content.len() > self.max_message_bytes {
             return Err(ServiceError::invalid("message", format!("message must be at most {} bytes", self.max_message_bytes)));
         }
+        // A NUL cannot be stored in PostgreSQL text; refused here, it cannot fail a whole batch
+        // of other users' messages.
+        if content.contains('\0') {
+            return Err(ServiceError::invalid("message", "message must not contain NUL characters"));
+        }
+        if !idempotency_key.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(ServiceError::invalid("idempotency_key", "idempotency key must be printable ASCII without spaces"));
+        }
         if idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
             return Err(ServiceError::invalid("idempotency_key", format!("idempotency key must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes")));
         }

@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub const SERVICE: &str = "messaging";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations =
-    clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages");
+pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages", 5 => "0005_consent_spam");
 
 /// XMTP messages can be large (group commits with many members, key packages with post-quantum
 /// keys); this bounds one request.

@@ -137,4 +137,52 @@ clawx_common::backend_tests! {
         assert!(store.inbox(4, None, 50, 0).await.unwrap().is_empty(), "{backend}: no conversation created");
         database.close().await;
     }
+
+    async fn consent_and_spam_reports(test_db) {
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let store = for_database(&database);
+        let wallet = Party::Wallet(WALLET.into());
+
+        // Account 10 opens conversations with 11 and a wallet; 12 opens one with 10.
+        let outcomes = store
+            .send_batch(&[new(10, Party::Account(11), "hi", None), new(10, wallet.clone(), "hi wallet", None), new(12, Party::Account(10), "hello", None)], 5_000)
+            .await
+            .unwrap();
+        let (to_11, from_12) = (stored(&outcomes[0]).clone(), stored(&outcomes[2]).clone());
+        store.send_batch(&[new(11, Party::Account(10), "reply", None)], 6_000).await.unwrap();
+
+        // Per conversation: 11 allows its conversation with 10; not a member of 12's.
+        assert_eq!(store.set_conversation_consent(11, to_11.conversation_id, Consent::Allowed).await.unwrap(), Some(Party::Account(10)), "{backend}");
+        assert_eq!(store.set_conversation_consent(11, from_12.conversation_id, Consent::Allowed).await.unwrap(), None, "{backend}: not a member");
+        assert_eq!(contents(&store.inbox(11, Some(Consent::Allowed), 50, 0).await.unwrap()), vec!["reply"], "{backend}");
+        assert!(store.inbox(10, Some(Consent::Allowed), 50, 0).await.unwrap().is_empty(), "{backend}: consent is per side");
+
+        // Per peer: 10 denies 12 and the wallet; no conversation with 99.
+        assert!(store.set_peer_consent(10, &Party::Account(12), Consent::Denied).await.unwrap(), "{backend}");
+        assert!(store.set_peer_consent(10, &wallet, Consent::Denied).await.unwrap(), "{backend}");
+        assert!(!store.set_peer_consent(10, &Party::Account(99), Consent::Denied).await.unwrap(), "{backend}");
+        assert!(store.is_denied(10, &Party::Account(12)).await.unwrap() && store.is_denied(10, &wallet).await.unwrap(), "{backend}");
+        assert!(!store.is_denied(12, &Party::Account(10)).await.unwrap() && !store.is_denied(10, &Party::Account(11)).await.unwrap(), "{backend}");
+        assert_eq!(contents(&store.inbox(10, Some(Consent::Denied), 50, 0).await.unwrap()), vec!["hello", "hi wallet"], "{backend}");
+        assert_eq!(contents(&store.inbox(10, Some(Consent::Unknown), 50, 0).await.unwrap()), vec!["reply"], "{backend}");
+
+        // Spam reports: one per reporter and address; counted by address or owning account.
+        let other = "0x00000000000000000000000000000000000000aa";
+        assert!(store.report_spam(10, WALLET, None, 7_000).await.unwrap(), "{backend}");
+        assert!(!store.report_spam(10, WALLET, None, 7_001).await.unwrap(), "{backend}: once per reporter");
+        assert!(store.report_spam(11, WALLET, Some(12), 7_002).await.unwrap(), "{backend}");
+        assert!(store.report_spam(13, other, Some(12), 7_003).await.unwrap(), "{backend}");
+        assert_eq!(store.spam_reporters(WALLET, None).await.unwrap(), 2, "{backend}");
+        assert_eq!(store.spam_reporters(other, Some(12)).await.unwrap(), 2, "{backend}: 11 reported the owning account under another address");
+        assert_eq!(store.spam_reporters("0x00000000000000000000000000000000000000bb", None).await.unwrap(), 0, "{backend}");
+
+        // First contacts: conversations whose first message the account sent.
+        assert_eq!(store.first_contacts_since(10, 0).await.unwrap(), 2, "{backend}: 11 and the wallet, not 12's");
+        assert_eq!(store.first_contacts_since(11, 0).await.unwrap(), 0, "{backend}: a reply is no first contact");
+        assert_eq!(store.first_contacts_since(12, 0).await.unwrap(), 1, "{backend}");
+        assert_eq!(store.first_contacts_since(10, 5_001).await.unwrap(), 0, "{backend}: older than the window");
+        database.close().await;
+    }
 }

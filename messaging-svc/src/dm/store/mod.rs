@@ -108,6 +108,17 @@ impl Consent {
     }
 }
 
+impl Party {
+    /// The party of a stored key (`a:<id>` or `w:<address>`).
+    pub fn from_key(key: &str) -> Option<Party> {
+        match key.split_once(':')? {
+            ("a", id) => id.parse().ok().map(Party::Account),
+            ("w", address) => Some(Party::Wallet(address.to_string())),
+            _ => None,
+        }
+    }
+}
+
 /// How long an idempotency key is honoured.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -139,6 +150,20 @@ pub trait DmStore: Send + Sync + std::fmt::Debug {
     async fn mailbox_heads(&self, account_ids: &[i64]) -> StoreResult<Vec<i64>>;
     /// Deletes idempotency keys created before `before_ms`; how many.
     async fn delete_idempotency_keys_before(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Sets the account's consent to one of its conversations; its peer, or `None` when the
+    /// account is not in that conversation.
+    async fn set_conversation_consent(&self, account_id: i64, conversation_id: i64, consent: Consent) -> StoreResult<Option<Party>>;
+    /// Sets the account's consent to its conversation with `peer`; whether they have one.
+    async fn set_peer_consent(&self, account_id: i64, peer: &Party, consent: Consent) -> StoreResult<bool>;
+    /// Whether the account denied `peer`.
+    async fn is_denied(&self, account_id: i64, peer: &Party) -> StoreResult<bool>;
+    /// Files the account's spam report against `address` (lowercase), owned by
+    /// `reported_account_id` here if any; one per reporter and address (whether it is new).
+    async fn report_spam(&self, reporter_account_id: i64, address: &str, reported_account_id: Option<i64>, now_ms: i64) -> StoreResult<bool>;
+    /// Distinct accounts that reported `address` or the account owning it.
+    async fn spam_reporters(&self, address: &str, account_id: Option<i64>) -> StoreResult<i64>;
+    /// Conversations the account opened (sent their first message) since `since_ms`.
+    async fn first_contacts_since(&self, account_id: i64, since_ms: i64) -> StoreResult<i64>;
 }
 
 /// The store of a connected database.

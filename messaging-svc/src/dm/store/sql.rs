@@ -360,6 +360,73 @@ macro_rules! dm_store {
                 let deleted = sqlx::query("DELETE FROM dm_idempotency_keys WHERE created_at < $1").bind(before_ms).execute(&self.pool).await?;
                 Ok(deleted.rows_affected())
             }
+
+            async fn set_conversation_consent(&self, account_id: i64, conversation_id: i64, consent: Consent) -> StoreResult<Option<Party>> {
+                let peer: Option<String> =
+                    sqlx::query_scalar("UPDATE dm_memberships SET consent = $1 WHERE account_id = $2 AND conversation_id = $3 RETURNING peer")
+                        .bind(consent.as_str())
+                        .bind(account_id)
+                        .bind(conversation_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(peer.as_deref().and_then(Party::from_key))
+            }
+
+            async fn set_peer_consent(&self, account_id: i64, peer: &Party, consent: Consent) -> StoreResult<bool> {
+                let updated = sqlx::query("UPDATE dm_memberships SET consent = $1 WHERE account_id = $2 AND peer = $3")
+                    .bind(consent.as_str())
+                    .bind(account_id)
+                    .bind(peer.key())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(updated.rows_affected() > 0)
+            }
+
+            async fn is_denied(&self, account_id: i64, peer: &Party) -> StoreResult<bool> {
+                let consent: Option<String> = sqlx::query_scalar("SELECT consent FROM dm_memberships WHERE account_id = $1 AND peer = $2")
+                    .bind(account_id)
+                    .bind(peer.key())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(consent.as_deref() == Some(Consent::Denied.as_str()))
+            }
+
+            async fn report_spam(&self, reporter_account_id: i64, address: &str, reported_account_id: Option<i64>, now_ms: i64) -> StoreResult<bool> {
+                let inserted = sqlx::query(
+                    "INSERT INTO dm_spam_reports (reporter_account_id, reported_address, reported_account_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (reporter_account_id, reported_address) DO NOTHING",
+                )
+                .bind(reporter_account_id)
+                .bind(address)
+                .bind(reported_account_id)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(inserted.rows_affected() > 0)
+            }
+
+            async fn spam_reporters(&self, address: &str, account_id: Option<i64>) -> StoreResult<i64> {
+                // -1 matches no account id.
+                sqlx::query_scalar(
+                    "SELECT COUNT(DISTINCT reporter_account_id) FROM dm_spam_reports WHERE reported_address = $1 OR reported_account_id = $2",
+                )
+                .bind(address)
+                .bind(account_id.unwrap_or(-1))
+                .fetch_one(&self.pool)
+                .await
+            }
+
+            async fn first_contacts_since(&self, account_id: i64, since_ms: i64) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM dm_conversations c WHERE (c.party_low = $1 OR c.party_high = $1) AND c.created_at >= $2 \
+                     AND (SELECT m.sender_account_id FROM dm_messages m WHERE m.conversation_id = c.id ORDER BY m.id LIMIT 1) = $3",
+                )
+                .bind(Party::Account(account_id).key())
+                .bind(since_ms)
+                .bind(account_id)
+                .fetch_one(&self.pool)
+                .await
+            }
         }
     };
 }

@@ -90,4 +90,15 @@ impl MessagingService for MessagingGrpc {
         let stream = self.messages.stream(account_id, after_id, self.shutdown.clone()).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(stream))
     }
+
+    async fn set_consent(&self, request: Request<pb::SetConsentRequest>) -> Reply<pb::SetConsentResponse> {
+        let account_id = account_of(&request)?;
+        let response = self.messages.set_consent(account_id, request.into_inner()).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(response))
+    }
+
+    async fn check_spam(&self, request: Request<pb::CheckSpamRequest>) -> Reply<pb::CheckSpamResponse> {
+        let response = self.messages.check_spam(&request.into_inner().address).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(response))
+    }
 }

@@ -51,6 +51,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             context.backends.pubsub.clone(),
             identity,
             message_max_bytes.max(1),
+            dm::consent::SpamPolicy::from_env(),
         ));
         let messaging = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone(), messages, messaging_shutdown));
         servers.authenticated(messaging.max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES));

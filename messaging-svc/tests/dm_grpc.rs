@@ -418,3 +418,77 @@ clawx_common::backend_tests! {
         shutdown.cancel();
     }
 }
+
+clawx_common::backend_tests! {
+    async fn consent_blocks_peers_files_reports_and_feeds_the_spam_check(test_db) {
+        let harness = Harness::on(test_db, 1).await;
+        let name = harness.name;
+        let alice = harness.account(Some("alice")).await;
+        let bob = harness.account(Some("bob")).await;
+        let carol = harness.account(Some("carol")).await;
+        let dave = harness.account(Some("dave")).await;
+        let hello = harness.send(&bob, To::Handle("alice".into()), "hello", "").await.unwrap();
+        harness.send(&carol, To::Handle("alice".into()), "buy now", "").await.unwrap();
+        harness.send(&carol, To::Handle("dave".into()), "buy now too", "").await.unwrap();
+        let consent = |of: &Account, consent: pb::Consent, targets: Vec<pb::ConsentTarget>| {
+            harness.request(of.id, pb::SetConsentRequest { owner_address: of.wallet.clone(), consent: consent as i32, targets })
+        };
+        let topic = |topic: &str| pb::ConsentTarget { topic: topic.into(), ..Default::default() };
+        let peer = |address: &str| pb::ConsentTarget { topic: "/xmtp/mls/1/g-00/proto".into(), peer_address: Some(address.into()), signature: None };
+
+        // Accept by conversation topic.
+        let accepted = harness.client().set_consent(consent(&alice, pb::Consent::Allowed, vec![topic(&hello.topic)])).await.unwrap().into_inner();
+        assert_eq!((accepted.conversations, accepted.reports), (1, 0), "{name}");
+        assert_eq!(contents(&harness.inbox(&alice, pb::Consent::Allowed).await), vec!["hello"], "{name}");
+        assert_eq!(contents(&harness.inbox(&bob, pb::Consent::Allowed).await), Vec::<&str>::new(), "{name}: consent is per side");
+
+        // Refusals: someone else's wallet, a signature that is not the owner's, a topic that is
+        // not the caller's, no consent.
+        let mut not_mine = pb::SetConsentRequest { owner_address: bob.wallet.clone(), consent: pb::Consent::Allowed as i32, targets: vec![topic(&hello.topic)] };
+        expect_error(harness.client().set_consent(harness.request(alice.id, not_mine.clone())).await, Code::PermissionDenied, "FORBIDDEN", None, "owner");
+        not_mine.owner_address = alice.wallet.clone();
+        not_mine.targets[0].signature = Some(format!("0x{}1b", "11".repeat(64)));
+        expect_error(harness.client().set_consent(harness.request(alice.id, not_mine)).await, Code::PermissionDenied, "FORBIDDEN", None, "signature");
+        let strangers = consent(&dave, pb::Consent::Allowed, vec![topic(&hello.topic)]);
+        expect_error(harness.client().set_consent(strangers).await, Code::NotFound, "NOT_FOUND", None, "someone else's conversation");
+        let unknown = consent(&alice, pb::Consent::Allowed, vec![topic("/xmtp/mls/1/g-00/proto")]);
+        expect_error(harness.client().set_consent(unknown).await, Code::NotFound, "NOT_FOUND", None, "an XMTP topic without a peer");
+        let unset = consent(&alice, pb::Consent::Unspecified, vec![topic(&hello.topic)]);
+        expect_error(harness.client().set_consent(unset).await, Code::InvalidArgument, "VALIDATION_FAILED", Some("consent"), "consent");
+        let bad_peer = consent(&alice, pb::Consent::Denied, vec![peer("0x12")]);
+        expect_error(harness.client().set_consent(bad_peer).await, Code::InvalidArgument, "VALIDATION_FAILED", Some("peerAddress"), "peer");
+
+        // Block by peer: denied, one report however often.
+        let mut stream = harness.client().stream_messages(harness.request(alice.id, pb::StreamMessagesRequest { after_id: 0 })).await.unwrap().into_inner();
+        let blocked = harness.client().set_consent(consent(&alice, pb::Consent::Denied, vec![peer(&carol.wallet)])).await.unwrap().into_inner();
+        assert_eq!((blocked.conversations, blocked.reports), (1, 1), "{name}");
+        let again = harness.client().set_consent(consent(&alice, pb::Consent::Denied, vec![peer(&carol.wallet)])).await.unwrap().into_inner();
+        assert_eq!((again.conversations, again.reports), (1, 0), "{name}: one report per reporter");
+        assert_eq!(contents(&harness.inbox(&alice, pb::Consent::Denied).await), vec!["buy now"], "{name}");
+
+        // A denied peer's messages are stored but not streamed.
+        harness.send(&carol, To::Handle("alice".into()), "still buying?", "").await.unwrap();
+        harness.send(&bob, To::Handle("alice".into()), "live", "").await.unwrap();
+        assert_eq!(next(&mut stream).await.content, "live", "{name}: carol's message skipped");
+        assert_eq!(contents(&harness.inbox(&alice, pb::Consent::Denied).await), vec!["still buying?"], "{name}: stored");
+
+        // The spam check: one report is a reason, two make spam (default thresholds).
+        let check = |address: &str| {
+            let mut request = Request::new(pb::CheckSpamRequest { address: address.into() });
+            harness.auth.authorize(&mut request, "messaging", &Principal::anonymous(None));
+            let mut client = harness.client();
+            async move { client.check_spam(request).await }
+        };
+        let once = check(&carol.wallet).await.unwrap().into_inner();
+        assert!(!once.is_spam && once.score > 0.0, "{name}: {once:?}");
+        assert!(once.reasons.iter().any(|reason| reason.contains("reported by 1 account")), "{name}: {once:?}");
+        let blocked = harness.client().set_consent(consent(&dave, pb::Consent::Denied, vec![peer(&carol.wallet)])).await.unwrap().into_inner();
+        assert_eq!(blocked.reports, 1, "{name}");
+        let twice = check(&carol.wallet.to_ascii_uppercase().replacen("0X", "0x", 1).to_ascii_lowercase()).await.unwrap().into_inner();
+        assert!(twice.is_spam && twice.score > once.score && twice.score <= 1.0, "{name}: {twice:?}");
+        assert!(twice.reasons.iter().any(|reason| reason.contains("reported by 2 account")), "{name}: {twice:?}");
+        let clean = check(UNKNOWN_WALLET).await.unwrap().into_inner();
+        assert_eq!((clean.is_spam, clean.score, clean.reasons.len()), (false, 0.0, 0), "{name}");
+        expect_error(check("not-an-address").await, Code::InvalidArgument, "VALIDATION_FAILED", Some("address"), "address");
+    }
+}

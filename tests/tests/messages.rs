@@ -518,6 +518,14 @@ impl MessagingService for FailingStream {
         Err(tonic::Status::unimplemented("stand-in"))
     }
 
+    async fn set_consent(&self, _request: tonic::Request<pb::SetConsentRequest>) -> Result<tonic::Response<pb::SetConsentResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
+    async fn check_spam(&self, _request: tonic::Request<pb::CheckSpamRequest>) -> Result<tonic::Response<pb::CheckSpamResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
     async fn stream_messages(
         &self,
         request: tonic::Request<pb::StreamMessagesRequest>,

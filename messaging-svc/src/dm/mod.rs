@@ -5,6 +5,7 @@
 
 pub mod address;
 pub mod batch;
+pub mod consent;
 pub mod identity;
 pub mod store;
 
@@ -12,7 +13,7 @@ use std::{collections::HashMap, pin::Pin, sync::Arc};
 
 use clawx_common::{ErrorCode, PubSub, ServiceError, ServiceResult};
 use clawx_proto::{identity::Profile, messaging as pb};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,7 @@ pub struct DirectMessages {
     batcher: Batcher,
     max_message_bytes: usize,
     catch_ups: tokio::sync::Semaphore,
+    spam: consent::SpamPolicy,
 }
 
 /// The API form of a stored message.
@@ -117,9 +119,9 @@ fn page_limit(limit: u32) -> u32 {
 
 impl DirectMessages {
     /// The service on `store`; starts the replica's batcher task.
-    pub fn new(store: Arc<dyn DmStore>, pubsub: PubSub, identity: Identity, max_message_bytes: usize) -> DirectMessages {
+    pub fn new(store: Arc<dyn DmStore>, pubsub: PubSub, identity: Identity, max_message_bytes: usize, spam: consent::SpamPolicy) -> DirectMessages {
         let batcher = Batcher::start(Arc::clone(&store), pubsub.clone());
-        DirectMessages { store, pubsub, identity, batcher, max_message_bytes, catch_ups: tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS) }
+        DirectMessages { store, pubsub, identity, batcher, max_message_bytes, catch_ups: tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS), spam }
     }
 
     /// The party `peer` names, from `account_id`'s point of view (the field at fault is
@@ -235,6 +237,31 @@ impl DirectMessages {
         let context = Arc::clone(self);
         let filters = vec![(account_id.to_be_bytes().to_vec(), cursor as u64)];
         tokio::spawn(feed::run::<MailboxTopic>(context, filters, sink, shutdown));
+        // Messages from a peer the account denied stay stored (and in its inbox under
+        // `denied`) but are not streamed to it.
+        let store = Arc::clone(&self.store);
+        let stream = stream.filter_map(move |item| {
+            let store = Arc::clone(&store);
+            async move {
+                let Ok(message) = &item else { return Some(item) };
+                if message.recipient_id != Some(account_id) {
+                    return Some(item);
+                }
+                let sender = match (message.sender_id, &message.sender_address) {
+                    (Some(id), _) => Party::Account(id),
+                    (None, Some(address)) => Party::Wallet(address.clone()),
+                    (None, None) => return Some(item),
+                };
+                match store.is_denied(account_id, &sender).await {
+                    Ok(true) => None,
+                    Ok(false) => Some(item),
+                    Err(error) => {
+                        tracing::warn!(%error, "consent lookup failed; message streamed");
+                        Some(item)
+                    }
+                }
+            }
+        });
         Ok(Box::pin(stream))
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! Modules, each using only those listed before it: [`types`] and [`extract`] (what bodies,
 //! parameters and callers are made of), [`guarded`] (a route behind the edge guard), the
-//! handler files (`account`, `messages`, `system`), [`openapi`] (what every operation shares);
+//! handler files (`account`, `messages`, `chat`, `system`), [`openapi`] (what every operation shares);
 //! this file composes them.
 
 mod account;
+mod chat;
 pub mod extract;
 pub mod guarded;
 mod messages;
@@ -32,6 +33,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let (routes, api) = OpenApiRouter::new()
         .merge(account::routes(&gateway))
         .merge(messages::routes(&gateway))
+        .merge(chat::routes(&gateway))
         .routes(routes!(system::health))
         .routes(routes!(system::status))
         .routes(routes!(system::metrics))

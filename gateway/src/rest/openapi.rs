@@ -178,6 +178,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
             {"name": "Account", "description": "Your account, keys, wallets and domains"},
             {"name": "Users", "description": "The public directory"},
             {"name": "Messages", "description": "Direct messages, your inbox, conversation histories and the live stream"},
+            {"name": "Chat", "description": "Consent (accept, block) and the spam check, in the Unstoppable-style /xmtp paths"},
             {"name": "Authentication", "description": "Signed-expiry requests"},
             {"name": "Status", "description": "Health and status"},
         ],

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clawx::{Stack, StackConfig};
 use clawx_common::{
     Backends, InternalAuth, Secret,
+    config::DatabaseArgs,
     crypto::{Keyring, generate_master_key},
     testing::{TestDatabase, redis_backends},
 };
@@ -24,7 +25,8 @@ pub struct TestStack {
     pub auth: InternalAuth,
     stack: Option<Stack>,
     shutdown: CancellationToken,
-    _database: TestDatabase,
+    /// `None` for a replica on another stack's database.
+    _database: Option<TestDatabase>,
 }
 
 fn install_crypto_provider() {
@@ -39,13 +41,27 @@ impl TestStack {
         shutdown: CancellationToken,
         adjust: impl FnOnce(&mut clawx_gateway::Config),
     ) -> TestStack {
+        let keyring = Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring");
+        let args = database.args.clone();
+        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, adjust).await
+    }
+
+    async fn start_on(
+        name: &'static str,
+        args: DatabaseArgs,
+        database: Option<TestDatabase>,
+        keyring: Keyring,
+        backends: Backends,
+        shutdown: CancellationToken,
+        adjust: impl FnOnce(&mut clawx_gateway::Config),
+    ) -> TestStack {
         install_crypto_provider();
         let auth = InternalAuth::new(&Secret::new("test-secret-test-secret-test-secret"));
         let config = StackConfig {
-            database: database.args.clone(),
+            database: args,
             backends,
             auth: auth.clone(),
-            keyring: Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring"),
+            keyring,
             listen: "127.0.0.1:0".parse().expect("address"),
             public_url: None,
             signature_horizon: Duration::from_secs(30 * 86_400),
@@ -76,6 +92,45 @@ impl TestStack {
         let backends = redis_backends(&shutdown)?;
         assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
         Some(TestStack::start("postgres+redis", database, backends, shutdown, adjust).await)
+    }
+
+    /// Like [`TestStack::external_with`], with every service reaching PostgreSQL at
+    /// `database_url` (a proxy in front of `CLAWX_TEST_DATABASE_URL`'s server, say) instead.
+    pub async fn external_through(database_url: String, adjust: impl FnOnce(&mut clawx_gateway::Config)) -> Option<TestStack> {
+        let shutdown = CancellationToken::new();
+        let mut database = TestDatabase::postgres()?;
+        database.args.database_url = Some(database_url);
+        let backends = redis_backends(&shutdown)?;
+        assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
+        Some(TestStack::start("postgres+redis", database, backends, shutdown, adjust).await)
+    }
+
+    /// Two whole stacks on PostgreSQL and Redis sharing the same schemas, key prefix and
+    /// keyring, each with its own database pools and Redis connections, as two replicas of every
+    /// role would; `None` when the backends are not configured.
+    pub async fn external_replicas(adjust: impl Fn(&mut clawx_gateway::Config)) -> Option<(TestStack, TestStack)> {
+        let database = TestDatabase::postgres()?;
+        let redis_url = match std::env::var("CLAWX_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                let required = std::env::var("CLAWX_TEST_REQUIRE_BACKENDS").is_ok_and(|value| value == "1");
+                assert!(!required, "CLAWX_TEST_REDIS_URL is required (CLAWX_TEST_REQUIRE_BACKENDS=1)");
+                return None;
+            }
+        };
+        let prefix = format!("clawx-test-{}", database.args.database_schema_prefix);
+        let keyring = Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring");
+        let args = database.args.clone();
+        let mut replicas = Vec::new();
+        for owned in [Some(database), None] {
+            let shutdown = CancellationToken::new();
+            let backends = Backends::redis(&redis_url, &prefix, shutdown.clone()).expect("CLAWX_TEST_REDIS_URL is valid");
+            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
+            replicas.push(TestStack::start_on("postgres+redis", args.clone(), owned, keyring.clone(), backends, shutdown, &adjust).await);
+        }
+        let second = replicas.pop().expect("two replicas");
+        let first = replicas.pop().expect("two replicas");
+        Some((first, second))
     }
 
     /// Every configured flavour of the suite.

@@ -33,12 +33,13 @@ macro_rules! node_store {
         type DbQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
 
         /// Reads rows one at a time, converting each into an item and its reply size, and stops
-        /// before the item that would take the total past `max_bytes` (the first item is always
-        /// kept), so a reply never holds more than its budget in memory.
-        async fn fetch_within<T>(
+        /// before the item that would take the total past `max_bytes` (the first item is kept
+        /// when `keep_first`), so a reply never holds more than its budget in memory.
+        async fn read_within<T>(
             pool: &sqlx::Pool<$db>,
             query: DbQuery<'_>,
             max_bytes: usize,
+            keep_first: bool,
             convert: impl Fn(&DbRow) -> Result<(T, usize), sqlx::Error>,
         ) -> StoreResult<Budgeted<T>> {
             let mut rows = query.fetch(pool);
@@ -47,7 +48,7 @@ macro_rules! node_store {
             while let Some(row) = rows.try_next().await? {
                 let (item, size) = convert(&row)?;
                 total = total.saturating_add(size);
-                if total > max_bytes && !items.is_empty() {
+                if total > max_bytes && (!items.is_empty() || !keep_first) {
                     return Ok(Budgeted { items, cut: true });
                 }
                 items.push(item);
@@ -55,23 +56,26 @@ macro_rules! node_store {
             Ok(Budgeted { items, cut: false })
         }
 
-        /// [`fetch_within`] for replies that must be whole: `OverBudget` instead of a cut.
+        /// A page within `max_bytes` (at least one item): cut short, the caller says where to go on.
+        async fn fetch_within<T>(
+            pool: &sqlx::Pool<$db>,
+            query: DbQuery<'_>,
+            max_bytes: usize,
+            convert: impl Fn(&DbRow) -> Result<(T, usize), sqlx::Error>,
+        ) -> StoreResult<Budgeted<T>> {
+            read_within(pool, query, max_bytes, true, convert).await
+        }
+
+        /// A reply that must be whole: `OverBudget` instead of a cut.
         async fn fetch_all_within<T>(
             pool: &sqlx::Pool<$db>,
             query: DbQuery<'_>,
             max_bytes: usize,
             convert: impl Fn(&DbRow) -> Result<(T, usize), sqlx::Error>,
         ) -> StoreResult<Vec<T>> {
-            let mut rows = query.fetch(pool);
-            let mut items = Vec::new();
-            let mut total = 0usize;
-            while let Some(row) = rows.try_next().await? {
-                let (item, size) = convert(&row)?;
-                total = total.saturating_add(size);
-                if total > max_bytes {
-                    return Err(StoreError::OverBudget(max_bytes));
-                }
-                items.push(item);
+            let Budgeted { items, cut } = read_within(pool, query, max_bytes, false, convert).await?;
+            if cut {
+                return Err(StoreError::OverBudget(max_bytes));
             }
             Ok(items)
         }

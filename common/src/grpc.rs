@@ -1,7 +1,11 @@
 //! gRPC plumbing shared by every service: health, reflection and serving on a listener until
 //! shutdown.
 
-use std::time::Duration;
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +16,24 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 /// for per-IP limits, from the TCP peer or a trusted proxy). The gateway removes any value the
 /// client sent, so the node may trust it on calls that came through the gateway.
 pub const CLIENT_IP_METADATA: &str = "clawx-client-ip";
+
+/// Who a per-IP limit counts for `client_ip`: an IPv4 address itself (also when written as an
+/// IPv4-mapped IPv6 address), an IPv6 address by its /64, since one subscriber is handed at
+/// least a /64 and can rotate through its addresses at will. Text that is not an IP address
+/// (an odd forwarded entry) counts as sent.
+pub fn ip_limit_key(client_ip: &str) -> Cow<'_, str> {
+    match client_ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(address)) => Cow::Owned(address.to_string()),
+        Ok(IpAddr::V6(address)) => match address.to_ipv4_mapped() {
+            Some(mapped) => Cow::Owned(mapped.to_string()),
+            None => {
+                let network = Ipv6Addr::from_bits(address.to_bits() & (u128::MAX << 64));
+                Cow::Owned(format!("{network}/64"))
+            }
+        },
+        Err(_) => Cow::Borrowed(client_ip),
+    }
+}
 
 /// The header (and gRPC metadata) that names the request a call is made for.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -91,6 +113,16 @@ pub async fn base_router(services: &[&str]) -> anyhow::Result<Router> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_ip_limits_count_ipv6_clients_by_their_64() {
+        assert_eq!(ip_limit_key("192.0.2.1"), "192.0.2.1");
+        assert_eq!(ip_limit_key("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(ip_limit_key("2001:db8:0:1:abcd::9"), "2001:db8:0:1::/64");
+        assert_eq!(ip_limit_key("2001:0db8:0000:0001::1"), "2001:db8:0:1::/64");
+        assert_eq!(ip_limit_key("::1"), "::/64");
+        assert_eq!(ip_limit_key("unknown"), "unknown");
+    }
 
     #[test]
     fn request_ids_are_short_plain_tokens() {

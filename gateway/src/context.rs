@@ -1,10 +1,7 @@
 //! The bottom layer: what the gateway knows about a request before anything decides on it — its
 //! id, the REST route it matched, the client's IP address and whether it is gRPC.
 
-use std::{
-    borrow::Cow,
-    net::{IpAddr, Ipv6Addr, SocketAddr},
-};
+use std::net::SocketAddr;
 
 use axum::{
     extract::ConnectInfo,
@@ -66,35 +63,4 @@ pub fn client_ip<B>(trust_forwarded_for: bool, request: &Request<B>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Who a per-IP limit counts for `client_ip`: an IPv4 address itself (also when written as an
-/// IPv4-mapped IPv6 address), an IPv6 address by its /64, since one subscriber is handed at
-/// least a /64 and can rotate through its addresses at will. Text that is not an IP address
-/// (an odd forwarded entry) counts as sent.
-pub fn ip_limit_key(client_ip: &str) -> Cow<'_, str> {
-    match client_ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(address)) => Cow::Owned(address.to_string()),
-        Ok(IpAddr::V6(address)) => match address.to_ipv4_mapped() {
-            Some(mapped) => Cow::Owned(mapped.to_string()),
-            None => {
-                let network = Ipv6Addr::from_bits(address.to_bits() & (u128::MAX << 64));
-                Cow::Owned(format!("{network}/64"))
-            }
-        },
-        Err(_) => Cow::Borrowed(client_ip),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_ip_limits_count_ipv6_clients_by_their_64() {
-        assert_eq!(ip_limit_key("192.0.2.1"), "192.0.2.1");
-        assert_eq!(ip_limit_key("::ffff:192.0.2.1"), "192.0.2.1");
-        assert_eq!(ip_limit_key("2001:db8:0:1:abcd::9"), "2001:db8:0:1::/64");
-        assert_eq!(ip_limit_key("2001:0db8:0000:0001::1"), "2001:db8:0:1::/64");
-        assert_eq!(ip_limit_key("::1"), "::/64");
-        assert_eq!(ip_limit_key("unknown"), "unknown");
-    }
-}
+pub use clawx_common::grpc::ip_limit_key;

@@ -4,7 +4,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex},
 };
@@ -139,19 +138,9 @@ impl Admission {
 /// Whom a call counts against: the client address the gateway forwarded (IPv6 by its /64,
 /// as the gateway keys its limits), else the caller's peer address.
 fn client_key<T>(request: &Request<T>) -> String {
-    let forwarded = request.metadata().get(CLIENT_IP_METADATA).and_then(|value| value.to_str().ok()).and_then(|value| value.parse::<IpAddr>().ok());
-    let address = forwarded.or_else(|| request.remote_addr().map(|peer| peer.ip()));
-    match address {
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let segments = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", segments[0], segments[1], segments[2], segments[3])
-            }
-        },
-        Some(address) => address.to_string(),
-        None => "unknown".to_string(),
-    }
+    let forwarded = request.metadata().get(CLIENT_IP_METADATA).and_then(|value| value.to_str().ok()).map(str::to_string);
+    let address = forwarded.or_else(|| request.remote_addr().map(|peer| peer.ip().to_string())).unwrap_or_else(|| "unknown".to_string());
+    clawx_common::grpc::ip_limit_key(&address).into_owned()
 }
 
 /// Both XMTP node services over one [`Node`].

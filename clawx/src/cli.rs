@@ -13,7 +13,7 @@ use clawx_common::{
 };
 use tokio::net::TcpListener;
 
-use clawx_messaging::node::NodeLimits;
+use clawx_messaging::{dm::consent::SpamPolicy, node::NodeLimits};
 
 use crate::{Stack, StackConfig};
 
@@ -60,6 +60,30 @@ pub struct MessagingArgs {
     /// Largest direct message, in bytes of content.
     #[arg(long, env = "CLAWX_MESSAGE_MAX_BYTES", default_value_t = clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES)]
     pub message_max_bytes: usize,
+    /// Block reports from distinct accounts that give an address the full report weight (0.8)
+    /// in the spam score.
+    #[arg(long, env = "CLAWX_SPAM_REPORTS", default_value_t = SpamPolicy::default().reports)]
+    pub spam_reports: u32,
+    /// New conversations an account may open in an hour before that spam signal counts fully.
+    #[arg(long, env = "CLAWX_SPAM_FIRST_CONTACTS_PER_HOUR", default_value_t = SpamPolicy::default().first_contacts_per_hour)]
+    pub spam_first_contacts_per_hour: u32,
+    /// An unverified account younger than this many hours adds 0.1 to its spam score.
+    #[arg(long, env = "CLAWX_SPAM_NEW_ACCOUNT_HOURS", default_value_t = SpamPolicy::default().new_account_hours)]
+    pub spam_new_account_hours: u32,
+    /// The spam score from which an address is spam (0 to 1).
+    #[arg(long, env = "CLAWX_SPAM_SCORE_THRESHOLD", default_value_t = SpamPolicy::default().score_threshold)]
+    pub spam_score_threshold: f64,
+}
+
+impl MessagingArgs {
+    pub fn spam(&self) -> SpamPolicy {
+        SpamPolicy {
+            reports: self.spam_reports,
+            first_contacts_per_hour: self.spam_first_contacts_per_hour,
+            new_account_hours: self.spam_new_account_hours,
+            score_threshold: self.spam_score_threshold,
+        }
+    }
 }
 
 /// Bounds of the XMTP node, shared by `dev` and `serve messaging`.
@@ -293,6 +317,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         challenge_ttl: clawx_identity::Settings::default().challenge_ttl,
         xmtp_node: args.xmtp_node.limits(),
         message_max_bytes: args.messaging.message_max_bytes,
+        spam: args.messaging.spam(),
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -345,6 +370,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 node: args.xmtp_node.limits(),
                 identity_url: args.identity_url,
                 message_max_bytes: args.messaging.message_max_bytes,
+                spam: args.messaging.spam(),
             };
             clawx_messaging::run(config, listener, shutdown).await
         }

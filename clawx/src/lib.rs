@@ -31,6 +31,8 @@ pub struct StackConfig {
     pub xmtp_node: clawx_messaging::node::NodeLimits,
     /// Largest direct message, in bytes of content.
     pub message_max_bytes: usize,
+    /// Thresholds of the spam check.
+    pub spam: clawx_messaging::dm::consent::SpamPolicy,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -90,6 +92,7 @@ impl Stack {
             node: config.xmtp_node.clone(),
             identity_url: upstreams.identity.clone(),
             message_max_bytes: config.message_max_bytes,
+            spam: config.spam.clone(),
         };
         let groups_config = clawx_groups::Config { service: service.clone() };
         let verify_config = clawx_verify::Config { service };

@@ -36,12 +36,14 @@ pub struct Config {
     pub identity_url: String,
     /// Largest direct message, in bytes of content.
     pub message_max_bytes: usize,
+    /// Thresholds of the spam check.
+    pub spam: dm::consent::SpamPolicy,
 }
 
 /// Serves the messaging service and the XMTP node on `listener` until `shutdown` fires. The
 /// node's servers take no internal token: unmodified XMTP clients call them through the gateway.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Config { service, node: limits, identity_url, message_max_bytes } = config;
+    let Config { service, node: limits, identity_url, message_max_bytes, spam } = config;
     let identity = dm::identity::Identity::connect_lazy(&identity_url, service.auth.clone())?;
     let node_shutdown = shutdown.clone();
     let messaging_shutdown = shutdown.clone();
@@ -51,7 +53,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             context.backends.pubsub.clone(),
             identity,
             message_max_bytes.max(1),
-            dm::consent::SpamPolicy::from_env(),
+            spam.bounded(),
         ));
         let messaging = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone(), messages, messaging_shutdown));
         servers.authenticated(messaging.max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES));

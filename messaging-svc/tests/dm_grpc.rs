@@ -82,6 +82,7 @@ impl Harness {
                 node: clawx_messaging::node::NodeLimits::default(),
                 identity_url: format!("http://{}", identity.address),
                 message_max_bytes: MAX_MESSAGE_BYTES,
+                spam: Default::default(),
             };
             let token = shutdown.clone();
             let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
@@ -407,6 +408,7 @@ clawx_common::backend_tests! {
             // Nothing listens on the discard port.
             identity_url: "http://127.0.0.1:9".into(),
             message_max_bytes: MAX_MESSAGE_BYTES,
+            spam: Default::default(),
         };
         let token = shutdown.clone();
         let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;

@@ -68,6 +68,7 @@ impl TestStack {
             challenge_ttl: CHALLENGE_TTL,
             xmtp_node: clawx::XmtpNodeLimits::default(),
             message_max_bytes: clawx::DEFAULT_MESSAGE_MAX_BYTES,
+            spam: Default::default(),
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

@@ -39,17 +39,13 @@ impl Default for SpamPolicy {
 }
 
 impl SpamPolicy {
-    /// The defaults, overridden by `CLAWX_SPAM_*` variables that parse.
-    pub fn from_env() -> SpamPolicy {
-        fn read<T: std::str::FromStr>(name: &str, default: T) -> T {
-            std::env::var(name).ok().and_then(|value| value.trim().parse().ok()).unwrap_or(default)
-        }
-        let defaults = SpamPolicy::default();
+    /// The policy with every threshold in its range (counts at least 1, the score in 0..=1).
+    pub fn bounded(self) -> SpamPolicy {
         SpamPolicy {
-            reports: read("CLAWX_SPAM_REPORTS", defaults.reports).max(1),
-            first_contacts_per_hour: read("CLAWX_SPAM_FIRST_CONTACTS_PER_HOUR", defaults.first_contacts_per_hour).max(1),
-            new_account_hours: read("CLAWX_SPAM_NEW_ACCOUNT_HOURS", defaults.new_account_hours),
-            score_threshold: read("CLAWX_SPAM_SCORE_THRESHOLD", defaults.score_threshold).clamp(0.0, 1.0),
+            reports: self.reports.max(1),
+            first_contacts_per_hour: self.first_contacts_per_hour.max(1),
+            new_account_hours: self.new_account_hours,
+            score_threshold: self.score_threshold.clamp(0.0, 1.0),
         }
     }
 }

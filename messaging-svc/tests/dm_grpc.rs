@@ -29,6 +29,8 @@ struct Harness {
     replicas: Vec<MessagingServiceClient<Channel>>,
     auth: InternalAuth,
     shutdown: CancellationToken,
+    /// Stops the identity service alone.
+    identity_shutdown: CancellationToken,
     database: TestDatabase,
 }
 
@@ -62,7 +64,8 @@ impl Harness {
             keyring: Keyring::new(&Secret::new(generate_master_key()), None).unwrap(),
             settings: clawx_identity::Settings::default(),
         };
-        let token = shutdown.clone();
+        let identity_shutdown = shutdown.child_token();
+        let token = identity_shutdown.clone();
         let identity = spawn_service(|listener| clawx_identity::run(identity_config, listener, token)).await;
         let mut clients = Vec::new();
         // Replicas share one installation's Redis key prefix, each with its own connection, as
@@ -92,7 +95,7 @@ impl Harness {
             Backend::Sqlite => "sqlite+memory",
             Backend::Postgres => "postgres+redis",
         };
-        Harness { name, identity: IdentityServiceClient::new(identity.channel), replicas: clients, auth, shutdown, database }
+        Harness { name, identity: IdentityServiceClient::new(identity.channel), replicas: clients, auth, shutdown, identity_shutdown, database }
     }
 
     fn request<T>(&self, account_id: i64, message: T) -> Request<T> {
@@ -492,5 +495,36 @@ clawx_common::backend_tests! {
         let clean = check(UNKNOWN_WALLET).await.unwrap().into_inner();
         assert_eq!((clean.is_spam, clean.score, clean.reasons.len()), (false, 0.0, 0), "{name}");
         expect_error(check("not-an-address").await, Code::InvalidArgument, "VALIDATION_FAILED", Some("address"), "address");
+    }
+}
+
+clawx_common::backend_tests! {
+    async fn accounts_with_a_handle_are_remembered_so_sends_between_them_skip_the_identity_service(test_db) {
+        let harness = Harness::on(test_db, 1).await;
+        let name = harness.name;
+        let alice = harness.account(Some("alice")).await;
+        harness.account(Some("bob")).await;
+        let nameless = harness.account(None).await;
+        harness.send(&alice, To::Handle("bob".into()), "first", "").await.unwrap();
+        harness.send(&nameless, To::Handle("bob".into()), "from an account without a handle", "").await.unwrap();
+
+        // The identity service goes away: a handle never seen cannot be resolved any more.
+        harness.identity_shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match harness.send(&alice, To::Handle("nobody".into()), "x", "").await {
+                Err(status) if status.code() == Code::Unavailable => break,
+                other => {
+                    assert!(tokio::time::Instant::now() < deadline, "{name}: identity still answers: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        // Both accounts of the first send have a handle: remembered, the send needs no lookup.
+        let again = harness.send(&alice, To::Handle("bob".into()), "second", "").await.unwrap();
+        assert_eq!((again.sender_handle.as_deref(), again.recipient_handle.as_deref()), (Some("alice"), Some("bob")), "{name}");
+        // An account without a handle may still claim one: it is asked for every time.
+        let status = harness.send(&nameless, To::Handle("bob".into()), "again", "").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{name}: {status:?}");
     }
 }

@@ -73,19 +73,33 @@ pub struct Principal {
     /// The client's IP address as the gateway saw it, for rate limits and audit logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
+    /// The Clawx service making the call, for calls a service makes on its own behalf (see
+    /// [`Principal::from_service`]); some calls are reserved to one service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_service: Option<String>,
 }
 
 impl Principal {
     pub fn anonymous(client_ip: Option<String>) -> Principal {
-        Principal { account_id: None, method: AuthMethod::Anonymous, client_ip }
+        Principal { account_id: None, method: AuthMethod::Anonymous, client_ip, caller_service: None }
     }
 
     pub fn service() -> Principal {
-        Principal { account_id: None, method: AuthMethod::Service, client_ip: None }
+        Principal { account_id: None, method: AuthMethod::Service, client_ip: None, caller_service: None }
+    }
+
+    /// The service `name` (its JWT audience, e.g. "verify") acting on its own behalf.
+    pub fn from_service(name: &str) -> Principal {
+        Principal { caller_service: Some(name.to_string()), ..Principal::service() }
     }
 
     pub fn account(account_id: i64, method: AuthMethod, client_ip: Option<String>) -> Principal {
-        Principal { account_id: Some(account_id), method, client_ip }
+        Principal { account_id: Some(account_id), method, client_ip, caller_service: None }
+    }
+
+    /// Whether the call comes from one of the Clawx services `names`, acting on its own behalf.
+    pub fn is_service(&self, names: &[&str]) -> bool {
+        self.method == AuthMethod::Service && self.caller_service.as_deref().is_some_and(|caller| names.contains(&caller))
     }
 
     /// The authenticated account, or `UNAUTHORIZED`.

@@ -10,6 +10,8 @@ use tonic::{Code, Status, metadata::MetadataValue};
 pub const ERROR_CODE_METADATA: &str = "clawx-error-code";
 /// gRPC metadata key naming the offending request field, for validation errors.
 pub const ERROR_FIELD_METADATA: &str = "clawx-error-field";
+/// gRPC metadata key with the seconds to wait, for `RATE_LIMITED` errors.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
 
 macro_rules! error_codes {
     ($($variant:ident => ($text:literal, $grpc:ident, $http:literal)),+ $(,)?) => {
@@ -174,6 +176,9 @@ impl ServiceError {
         {
             status.metadata_mut().insert(ERROR_FIELD_METADATA, value);
         }
+        if let Some(seconds) = self.retry_after_secs {
+            status.metadata_mut().insert(RETRY_AFTER_METADATA, MetadataValue::from(seconds));
+        }
         status
     }
 
@@ -186,7 +191,7 @@ impl ServiceError {
                 code,
                 message: status.message().to_string(),
                 field: status.metadata().get(ERROR_FIELD_METADATA).and_then(|value| value.to_str().ok()).map(str::to_string),
-                retry_after_secs: None,
+                retry_after_secs: status.metadata().get(RETRY_AFTER_METADATA).and_then(|value| value.to_str().ok()?.parse().ok()),
             },
             Some(_) => ServiceError::new(ErrorCode::Internal, "internal error"),
             None => {
@@ -231,6 +236,12 @@ mod tests {
             }
             assert!((400..600).contains(&code.http_status()));
         }
+    }
+
+    #[test]
+    fn retry_after_travels_with_rate_limits() {
+        let back = ServiceError::from_status(&ServiceError::rate_limited(42).into_status());
+        assert_eq!((back.code, back.retry_after_secs), (ErrorCode::RateLimited, Some(42)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clawx_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Authenticated, Identity, ProfileUpdate, Registration},
+    domain::{Authenticated, CreatedAccount, Identity, ProfileUpdate, Registration},
     store::{AccountRecord, ApiKeyRecord, DomainRecord, LinkedWalletRecord},
 };
 
@@ -41,6 +41,14 @@ fn api_key_account_of<T>(request: &Request<T>) -> Result<i64, Status> {
         .into());
     }
     Ok(account_id)
+}
+
+/// Calls reserved to the verify service (setting verification, deleting unverified accounts).
+fn require_verify_service<T>(request: &Request<T>) -> Result<(), Status> {
+    if !principal_of(request).is_service(&["verify"]) {
+        return Err(ServiceError::forbidden("this call is reserved for the Clawx verify service").into());
+    }
+    Ok(())
 }
 
 /// Calls meant for other Clawx services only (the gateway never mints service principals for
@@ -92,6 +100,18 @@ fn authenticated(result: Authenticated) -> pb::AuthenticatedAccount {
     }
 }
 
+fn created_account(created: CreatedAccount) -> pb::CreateAccountResponse {
+    let account = profile(created.account);
+    pb::CreateAccountResponse {
+        api_key: created.api_key,
+        wallet_address: account.wallet_address.clone(),
+        xmtp_inbox_id: account.xmtp_inbox_id.clone(),
+        account_id: account.id,
+        api_key_id: created.api_key_id,
+        account: Some(account),
+    }
+}
+
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -102,13 +122,13 @@ impl IdentityService for IdentityGrpc {
 
     async fn create_account(&self, _request: Request<pb::CreateAccountRequest>) -> Reply<pb::CreateAccountResponse> {
         let created = self.identity.create_account().await?;
-        Ok(Response::new(pb::CreateAccountResponse {
-            api_key: created.api_key,
-            wallet_address: created.account.wallet_address,
-            xmtp_inbox_id: created.account.xmtp_inbox_id,
-            account_id: created.account.id,
-            api_key_id: created.api_key_id,
-        }))
+        Ok(Response::new(created_account(created)))
+    }
+
+    async fn create_agent(&self, request: Request<pb::CreateAgentRequest>) -> Reply<pb::CreateAccountResponse> {
+        let message = request.into_inner();
+        let created = self.identity.create_account_with(Some((message.handle, message.name))).await?;
+        Ok(Response::new(created_account(created)))
     }
 
     async fn register_handle(&self, request: Request<pb::RegisterHandleRequest>) -> Reply<pb::RegisterHandleResponse> {
@@ -238,5 +258,26 @@ impl IdentityService for IdentityGrpc {
         let message = request.into_inner();
         let accounts = self.identity.resolve(&message.ids, &message.handles, &message.wallet_addresses).await?;
         Ok(Response::new(pb::ResolveAccountsResponse { accounts: accounts.into_iter().map(profile).collect() }))
+    }
+
+    async fn set_verification(&self, request: Request<pb::SetVerificationRequest>) -> Reply<pb::Profile> {
+        require_verify_service(&request)?;
+        let message = request.into_inner();
+        let account = self.identity.set_verification(message.account_id, message.verified, message.twitter_username.as_deref()).await?;
+        Ok(Response::new(profile(account)))
+    }
+
+    async fn list_unverified_accounts(&self, request: Request<pb::ListUnverifiedAccountsRequest>) -> Reply<pb::ListUnverifiedAccountsResponse> {
+        require_verify_service(&request)?;
+        let message = request.into_inner();
+        let accounts = self.identity.unverified_accounts(message.created_before_ms, message.after_id, message.limit).await?;
+        Ok(Response::new(pb::ListUnverifiedAccountsResponse { accounts: accounts.into_iter().map(profile).collect() }))
+    }
+
+    async fn delete_unverified_account(&self, request: Request<pb::DeleteUnverifiedAccountRequest>) -> Reply<pb::DeleteUnverifiedAccountResponse> {
+        require_verify_service(&request)?;
+        let message = request.into_inner();
+        let deleted = self.identity.delete_unverified_account(message.account_id, message.created_before_ms).await?;
+        Ok(Response::new(pb::DeleteUnverifiedAccountResponse { deleted }))
     }
 }

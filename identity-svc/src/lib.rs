@@ -16,7 +16,7 @@ pub use domain::Settings;
 pub const SERVICE: &str = "identity";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_accounts");
+pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_accounts", 3 => "0003_unverified_accounts");
 
 /// What the identity service needs to run.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 
 use clawx_common::{Database, testing::TestDatabase};
 use clawx_identity::store::{
-    ChallengeRecord, IdentityStore, NewAccount, NewApiKey, ProfileFields, ProfilePatch, StoreError, UserQuery, for_database,
+    ChallengeRecord, IdentityStore, NewAccount, NewApiKey, NewRegistration, ProfileFields, ProfilePatch, StoreError, UserQuery, for_database,
 };
 
 /// The backend's name and a store on a freshly migrated database.
@@ -24,6 +24,7 @@ fn account(address: &str, key_id: &str, hash: &str) -> NewAccount {
         xmtp_inbox_id: format!("inbox-{address}"),
         first_key: key(key_id, hash),
         created_at: 1_000,
+        registration: None,
     }
 }
 
@@ -178,6 +179,49 @@ clawx_common::backend_tests! {
         let revoked = results.iter().filter(|result| result.is_ok()).count();
         assert_eq!(revoked, 3, "{backend}: {results:?}");
         assert_eq!(store.count_api_keys(alice.id).await.unwrap(), 1, "{backend}");
+    }
+}
+
+clawx_common::backend_tests! {
+    async fn agents_are_created_registered_or_not_at_all(test_db) {
+        let (backend, store) = open_store(&test_db).await;
+        let registration = |handle: &str| Some(NewRegistration { handle: handle.into(), profile: ProfileFields { name: "Agent".into(), ..ProfileFields::default() } });
+        let agent = store.create_account(NewAccount { registration: registration("agent-1"), ..account("0xB1", "key_b1", "hash-b1") }).await.unwrap();
+        assert_eq!((agent.handle.as_deref(), agent.name.as_deref(), agent.registered_at), (Some("agent-1"), Some("Agent"), Some(1_000)), "{backend}");
+        let taken = store.create_account(NewAccount { registration: registration("agent-1"), ..account("0xB2", "key_b2", "hash-b2") }).await;
+        assert!(matches!(taken, Err(StoreError::Conflict("handle"))), "{backend}: {taken:?}");
+        assert!(store.account_by_key_hash("hash-b2").await.unwrap().is_none(), "{backend}: nothing kept of the refused agent");
+        assert!(store.accounts_by_wallet(&["0xb2".into()]).await.unwrap().is_empty(), "{backend}");
+    }
+
+    async fn verification_and_the_deletion_of_unverified_accounts(test_db) {
+        let (backend, store) = open_store(&test_db).await;
+        let old = store.create_account(NewAccount { created_at: 1_000, ..account("0xC1", "key_c1", "hash-c1") }).await.unwrap();
+        store.create_api_key(old.id, &key("key_c1b", "hash-c1b"), 1_000, 20).await.unwrap();
+        store.claim_domain(old.id, "old.example", 1_000, 20).await.unwrap();
+        let verified = store.create_account(NewAccount { created_at: 1_000, ..account("0xC2", "key_c2", "hash-c2") }).await.unwrap();
+        let young = store.create_account(NewAccount { created_at: 9_000, ..account("0xC3", "key_c3", "hash-c3") }).await.unwrap();
+
+        let marked = store.set_verification(verified.id, true, Some("verified_op"), 2_000).await.unwrap();
+        assert_eq!((marked.verified, marked.twitter_username.as_deref()), (true, Some("verified_op")), "{backend}");
+        assert!(matches!(store.set_verification(-1, true, None, 2_000).await, Err(StoreError::NotFound)), "{backend}");
+        assert_eq!(store.api_key_hashes(old.id).await.unwrap(), vec!["hash-c1".to_string(), "hash-c1b".to_string()], "{backend}");
+
+        let ids = |accounts: Vec<clawx_identity::store::AccountRecord>| accounts.into_iter().map(|account| account.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.unverified_accounts(5_000, 0, 10).await.unwrap()), vec![old.id], "{backend}");
+        assert_eq!(ids(store.unverified_accounts(10_000, 0, 10).await.unwrap()), vec![old.id, young.id], "{backend}");
+        assert_eq!(ids(store.unverified_accounts(10_000, old.id, 10).await.unwrap()), vec![young.id], "{backend}");
+        assert_eq!(ids(store.unverified_accounts(10_000, 0, 1).await.unwrap()), vec![old.id], "{backend}");
+
+        assert_eq!(store.delete_unverified_account(young.id, 5_000).await.unwrap(), None, "{backend}: too young");
+        assert_eq!(store.delete_unverified_account(verified.id, 5_000).await.unwrap(), None, "{backend}: verified");
+        let hashes = store.delete_unverified_account(old.id, 5_000).await.unwrap();
+        assert_eq!(hashes, Some(vec!["hash-c1".to_string(), "hash-c1b".to_string()]), "{backend}");
+        assert_eq!(store.delete_unverified_account(old.id, 5_000).await.unwrap(), None, "{backend}: once");
+        assert!(store.account(old.id).await.unwrap().is_none(), "{backend}");
+        assert!(store.account_by_key_hash("hash-c1b").await.unwrap().is_none(), "{backend}: its keys went with it");
+        assert_eq!(store.account_for_domain("old.example").await.unwrap(), None, "{backend}: and its domains");
+        assert!(store.account(verified.id).await.unwrap().is_some() && store.account(young.id).await.unwrap().is_some(), "{backend}");
     }
 }
 

@@ -21,8 +21,8 @@ use self::{
     types::{Handle, WalletAddress, parse_domain, parse_name, parse_text, parse_url},
 };
 use crate::store::{
-    AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount, NewApiKey, ProfileFields,
-    ProfilePatch, StoreError, UserQuery,
+    AccountRecord, ApiKeyRecord, ChallengeRecord, DomainRecord, IdentityStore, LinkedWalletRecord, NewAccount, NewApiKey, NewRegistration,
+    ProfileFields, ProfilePatch, StoreError, UserQuery,
 };
 
 /// Limits of one account.
@@ -35,6 +35,11 @@ pub const MAX_KEY_NAME_CHARS: usize = 64;
 /// Default and largest page of the user directory.
 pub const DEFAULT_USERS_LIMIT: u32 = 50;
 pub const MAX_USERS_LIMIT: u32 = 200;
+/// Default and largest page of unverified accounts.
+pub const DEFAULT_UNVERIFIED_LIMIT: u32 = 100;
+pub const MAX_UNVERIFIED_LIMIT: u32 = 500;
+/// Longest X username kept on a profile (X allows 15 characters).
+pub const MAX_TWITTER_USERNAME_CHARS: usize = 50;
 const OUTSTANDING_CHALLENGES: u32 = 10;
 /// How long a key's `last_used_at` may lag behind.
 const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
@@ -153,40 +158,59 @@ impl Identity {
     /// shared cache (so a replica that hears the announcement cannot refill from it), then by
     /// announcement; and both once more a moment later, for a replica that authenticated the
     /// credential just before the revocation and wrote it back.
-    async fn revoke_cached_credentials(&self, account_id: i64, key_hash: Option<String>) {
+    async fn revoke_cached_credentials(&self, account_id: i64, key_hashes: Vec<String>) {
         let backends = self.backends.clone();
-        let cache_key = key_hash.map(|hash| api_key_cache_key(&hash));
-        let revoke = move |backends: Backends, cache_key: Option<String>| async move {
-            if let Some(cache_key) = &cache_key
-                && let Err(error) = backends.cache.delete(cache_key).await
-            {
-                tracing::error!(%error, "could not drop a revoked key from the shared cache");
+        let cache_keys: Vec<String> = key_hashes.iter().map(|hash| api_key_cache_key(hash)).collect();
+        let revoke = move |backends: Backends, cache_keys: Vec<String>| async move {
+            for cache_key in &cache_keys {
+                if let Err(error) = backends.cache.delete(cache_key).await {
+                    tracing::error!(%error, "could not drop a revoked key from the shared cache");
+                }
             }
             let announcement = serde_json::to_vec(&CredentialsRevoked { account_id }).expect("plain struct");
             if let Err(error) = backends.pubsub.publish(CREDENTIALS_REVOKED_CHANNEL, &announcement).await {
                 tracing::error!(%error, account.id = account_id, "could not announce revoked credentials");
             }
         };
-        revoke(backends.clone(), cache_key.clone()).await;
+        revoke(backends.clone(), cache_keys.clone()).await;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            revoke(backends, cache_key).await;
+            revoke(backends, cache_keys).await;
         });
     }
 
     /// Creates an account with a fresh wallet, its XMTP inbox id and a first API key.
     pub async fn create_account(&self) -> ServiceResult<CreatedAccount> {
+        self.create_account_with(None).await
+    }
+
+    /// Creates an account, with `handle` and `name` registered when given (in one transaction:
+    /// `HANDLE_TAKEN` and nothing created when the handle is taken).
+    pub async fn create_account_with(&self, registration: Option<(String, String)>) -> ServiceResult<CreatedAccount> {
+        let registration = match registration {
+            None => None,
+            Some((handle, name)) => {
+                let handle = Handle::parse("handle", &handle)?;
+                let profile = ProfileFields { name: parse_name("name", &name, MAX_NAME_CHARS)?, ..ProfileFields::default() };
+                Some(NewRegistration { handle: handle.as_str().to_string(), profile })
+            }
+        };
         let signer = PrivateKeySigner::random();
         let address = signer.address();
         let wallet_address = address.to_checksum(None);
         let wallet_key = self.keyring.encrypt(signer.to_bytes().as_slice(), wallet_key_context(&wallet_address).as_bytes());
         let (first_key, api_key) = new_api_key("default");
         let api_key_id = first_key.id.clone();
-        let account = self
-            .store
-            .create_account(NewAccount { wallet_address, wallet_key, xmtp_inbox_id: xmtp_inbox_id(&address), first_key, created_at: now_ms() })
-            .await
-            .map_err(internal)?;
+        let handle = registration.as_ref().map(|registration| registration.handle.clone());
+        let new_account =
+            NewAccount { wallet_address, wallet_key, xmtp_inbox_id: xmtp_inbox_id(&address), first_key, created_at: now_ms(), registration };
+        let account = match self.store.create_account(new_account).await {
+            Ok(account) => account,
+            Err(StoreError::Conflict("handle")) => {
+                return Err(ServiceError::new(ErrorCode::HandleTaken, format!("the handle {} is already taken", handle.unwrap_or_default())));
+            }
+            Err(error) => return Err(internal(error)),
+        };
         tracing::info!(account.id = account.id, "account created");
         Ok(CreatedAccount { account, api_key, api_key_id })
     }
@@ -286,7 +310,7 @@ impl Identity {
         match self.store.revoke_api_key(account_id, key_id).await {
             Ok(key_hash) => {
                 tracing::info!(account.id = account_id, key.id = key_id, "API key revoked");
-                self.revoke_cached_credentials(account_id, Some(key_hash)).await;
+                self.revoke_cached_credentials(account_id, vec![key_hash]).await;
                 Ok(())
             }
             Err(StoreError::NotFound) => Err(ServiceError::not_found(format!("no API key {key_id} on this account"))),
@@ -378,7 +402,7 @@ impl Identity {
         match self.store.unlink_wallet(account_id, &address.lower()).await {
             Ok(()) => {
                 tracing::info!(account.id = account_id, wallet = %address.checksummed(), "wallet unlinked");
-                self.revoke_cached_credentials(account_id, None).await;
+                self.revoke_cached_credentials(account_id, Vec::new()).await;
                 Ok(())
             }
             Err(StoreError::NotFound) => Err(not_found()),
@@ -407,7 +431,7 @@ impl Identity {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         match self.store.release_domain(account_id, &name).await {
             Ok(()) => {
-                self.revoke_cached_credentials(account_id, None).await;
+                self.revoke_cached_credentials(account_id, Vec::new()).await;
                 Ok(())
             }
             Err(StoreError::NotFound) => Err(ServiceError::not_found(format!("no domain {name} on this account"))),
@@ -519,6 +543,45 @@ impl Identity {
             }
         }
         Ok(true)
+    }
+
+    /// Marks an account verified (or not) with the X username that proved it, and drops its
+    /// cached credentials everywhere so gateways see the change on the next call.
+    pub async fn set_verification(&self, account_id: i64, verified: bool, twitter_username: Option<&str>) -> ServiceResult<AccountRecord> {
+        let twitter_username = twitter_username.map(str::trim).filter(|username| !username.is_empty());
+        if let Some(username) = twitter_username
+            && (username.chars().count() > MAX_TWITTER_USERNAME_CHARS || !username.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(ServiceError::invalid("twitter_username", "twitter_username must be letters, digits and _ (at most 50)"));
+        }
+        let account = match self.store.set_verification(account_id, verified, twitter_username, now_ms()).await {
+            Ok(account) => account,
+            Err(StoreError::NotFound) => return Err(ServiceError::not_found(format!("no account {account_id}"))),
+            Err(error) => return Err(internal(error)),
+        };
+        let hashes = self.store.api_key_hashes(account_id).await.map_err(internal)?;
+        self.revoke_cached_credentials(account_id, hashes).await;
+        tracing::info!(account.id = account_id, verified, "verification set");
+        Ok(account)
+    }
+
+    /// Unverified accounts created before `created_before_ms`, with ids above `after_id`.
+    pub async fn unverified_accounts(&self, created_before_ms: i64, after_id: i64, limit: u32) -> ServiceResult<Vec<AccountRecord>> {
+        let limit = if limit == 0 { DEFAULT_UNVERIFIED_LIMIT } else { limit.min(MAX_UNVERIFIED_LIMIT) };
+        self.store.unverified_accounts(created_before_ms, after_id, limit).await.map_err(internal)
+    }
+
+    /// Deletes an account that is unverified and was created before `created_before_ms`;
+    /// whether it did. Its cached credentials are dropped everywhere.
+    pub async fn delete_unverified_account(&self, account_id: i64, created_before_ms: i64) -> ServiceResult<bool> {
+        match self.store.delete_unverified_account(account_id, created_before_ms).await.map_err(internal)? {
+            Some(hashes) => {
+                self.revoke_cached_credentials(account_id, hashes).await;
+                tracing::info!(account.id = account_id, "unverified account deleted");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Accounts by id, handle or wallet address (for other services).

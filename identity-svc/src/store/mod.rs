@@ -65,6 +65,15 @@ pub struct NewAccount {
     pub xmtp_inbox_id: String,
     pub first_key: NewApiKey,
     pub created_at: i64,
+    /// A handle and profile registered with the account, in the same transaction.
+    pub registration: Option<NewRegistration>,
+}
+
+/// A handle and profile set when an account is created (`POST /agents`).
+#[derive(Clone, Debug)]
+pub struct NewRegistration {
+    pub handle: String,
+    pub profile: ProfileFields,
 }
 
 /// The profile fields set at registration or by an update.
@@ -135,7 +144,8 @@ pub struct UserQuery {
 /// Everything the identity service keeps.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + std::fmt::Debug {
-    /// Stores an account and its first key atomically.
+    /// Stores an account, its first key and its registration (if any) atomically
+    /// (`Conflict("handle")`).
     async fn create_account(&self, account: NewAccount) -> StoreResult<AccountRecord>;
     async fn account(&self, id: i64) -> StoreResult<Option<AccountRecord>>;
     async fn account_by_handle(&self, handle: &str) -> StoreResult<Option<AccountRecord>>;
@@ -181,6 +191,17 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     async fn release_domain(&self, account_id: i64, name: &str) -> StoreResult<()>;
     /// The account a signed-request domain names: a claimed domain, or a handle.
     async fn account_for_domain(&self, domain: &str) -> StoreResult<Option<i64>>;
+
+    /// Sets whether an account is verified and by which X username (`NotFound`).
+    async fn set_verification(&self, id: i64, verified: bool, twitter_username: Option<&str>, at: i64) -> StoreResult<AccountRecord>;
+    /// The hashes of an account's API keys, to drop them from caches.
+    async fn api_key_hashes(&self, account_id: i64) -> StoreResult<Vec<String>>;
+    /// Unverified accounts created before `created_before`, with ids above `after_id`, by id.
+    async fn unverified_accounts(&self, created_before: i64, after_id: i64, limit: u32) -> StoreResult<Vec<AccountRecord>>;
+    /// Deletes the account (with its keys, wallets, challenges and domains) if it is unverified
+    /// and was created before `created_before`; returns the hashes of the keys it held, or
+    /// `None` when no such account was deleted.
+    async fn delete_unverified_account(&self, id: i64, created_before: i64) -> StoreResult<Option<Vec<String>>>;
 }
 
 /// The store of a connected database.

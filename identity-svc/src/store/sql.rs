@@ -114,6 +114,29 @@ macro_rules! sql_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(conflict("wallet"))?;
+                let record = match &account.registration {
+                    None => record,
+                    Some(registration) => {
+                        let profile = &registration.profile;
+                        sqlx::query_as::<_, AccountRecord>(concat!(
+                            "UPDATE accounts SET handle = $2, name = $3, name_lower = $4, description = $5, x_url = $6, \
+                             github_url = $7, website_url = $8, registered_at = $9 WHERE id = $1 RETURNING ",
+                            account_columns!()
+                        ))
+                        .bind(record.id)
+                        .bind(&registration.handle)
+                        .bind(&profile.name)
+                        .bind(profile.name.to_lowercase())
+                        .bind(&profile.description)
+                        .bind(&profile.x_url)
+                        .bind(&profile.github_url)
+                        .bind(&profile.website_url)
+                        .bind(account.created_at)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(conflict("handle"))?
+                    }
+                };
                 insert_key(&mut tx, record.id, &account.first_key, account.created_at).await?;
                 tx.commit().await?;
                 Ok(record)
@@ -437,6 +460,65 @@ macro_rules! sql_store {
                 let statement =
                     if domain.contains('.') { "SELECT account_id FROM domains WHERE name = $1" } else { "SELECT id FROM accounts WHERE handle = $1" };
                 Ok(sqlx::query_scalar(statement).bind(domain).fetch_optional(&self.pool).await?)
+            }
+
+            async fn set_verification(&self, id: i64, verified: bool, twitter_username: Option<&str>, at: i64) -> StoreResult<AccountRecord> {
+                let row = sqlx::query_as::<_, AccountRecord>(concat!(
+                    "UPDATE accounts SET verified = $2, twitter_username = $3, updated_at = $4 WHERE id = $1 RETURNING ",
+                    account_columns!()
+                ))
+                .bind(id)
+                .bind(verified)
+                .bind(twitter_username)
+                .bind(at)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.ok_or(StoreError::NotFound)
+            }
+
+            async fn api_key_hashes(&self, account_id: i64) -> StoreResult<Vec<String>> {
+                self.key_hashes_of(&self.pool, account_id).await
+            }
+
+            async fn unverified_accounts(&self, created_before: i64, after_id: i64, limit: u32) -> StoreResult<Vec<AccountRecord>> {
+                let rows = sqlx::query_as::<_, AccountRecord>(concat!(
+                    "SELECT ",
+                    account_columns!(),
+                    " FROM accounts WHERE verified = FALSE AND created_at < $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(created_before)
+                .bind(after_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn delete_unverified_account(&self, id: i64, created_before: i64) -> StoreResult<Option<Vec<String>>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let hashes = self.key_hashes_of(&mut *tx, id).await?;
+                let deleted = sqlx::query("DELETE FROM accounts WHERE id = $1 AND verified = FALSE AND created_at < $2")
+                    .bind(id)
+                    .bind(created_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                tx.commit().await?;
+                Ok(Some(hashes))
+            }
+        }
+
+        impl $name {
+            async fn key_hashes_of(&self, executor: impl sqlx::Executor<'_, Database = $db>, account_id: i64) -> StoreResult<Vec<String>> {
+                let hashes = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE account_id = $1 ORDER BY id")
+                    .bind(account_id)
+                    .fetch_all(executor)
+                    .await?;
+                Ok(hashes)
             }
         }
 

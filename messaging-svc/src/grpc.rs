@@ -101,4 +101,11 @@ impl MessagingService for MessagingGrpc {
         let response = self.messages.check_spam(&request.into_inner().address).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(response))
     }
+
+    async fn purge_account(&self, request: Request<pb::PurgeAccountRequest>) -> Reply<pb::PurgeAccountResponse> {
+        crate::purge::authorize(&principal_of(&request)).map_err(ServiceError::into_status)?;
+        let account_id = request.into_inner().account_id;
+        let messages_deleted = crate::purge::purge_account(&self.context.database, account_id).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::PurgeAccountResponse { messages_deleted }))
+    }
 }

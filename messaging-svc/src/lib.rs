@@ -5,6 +5,7 @@
 pub mod dm;
 mod grpc;
 pub mod node;
+mod purge;
 
 use std::sync::Arc;
 

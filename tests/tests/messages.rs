@@ -526,6 +526,13 @@ impl MessagingService for FailingStream {
         Err(tonic::Status::unimplemented("stand-in"))
     }
 
+    async fn purge_account(
+        &self,
+        _request: tonic::Request<pb::PurgeAccountRequest>,
+    ) -> Result<tonic::Response<pb::PurgeAccountResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
     async fn stream_messages(
         &self,
         request: tonic::Request<pb::StreamMessagesRequest>,

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clawx_common::{
-    Backends, Database, InternalAuth,
+    Backends, Database, InternalAuth, Secret,
     config::{CacheArgs, DatabaseArgs, SecretArgs, TelemetryArgs},
     crypto::Keyring,
     service::ServiceConfig,
@@ -52,6 +52,70 @@ pub struct DevArgs {
     pub xmtp_node: XmtpNodeArgs,
     #[command(flatten)]
     pub messaging: MessagingArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// Tweet verification options shared by `dev`, `serve verify` and `serve gateway`.
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Only verified accounts may send messages and create groups (403 NOT_VERIFIED), and
+    /// accounts still unverified 24 hours after creation are deleted. Set it on the gateway and
+    /// verify roles alike.
+    #[arg(long, env = "CLAWX_REQUIRE_VERIFICATION", default_value_t = false)]
+    pub require_verification: bool,
+    /// The X account verification tweets mention (with or without @).
+    #[arg(long, env = "CLAWX_VERIFY_MENTION", default_value = "claw_mail")]
+    pub verify_mention: String,
+    /// Verification starts, and completes, each account may make per hour; 0 disables the limit.
+    #[arg(long, env = "CLAWX_VERIFY_ATTEMPTS_PER_HOUR", default_value_t = 20)]
+    pub verify_attempts_per_hour: u32,
+    /// How often the deletion of accounts past their verification window runs, in seconds
+    /// (with CLAWX_REQUIRE_VERIFICATION).
+    #[arg(long, env = "CLAWX_VERIFY_SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    pub verify_sweep_interval_secs: u64,
+    /// Base URL of the X API v2, asked first when a bearer token is set.
+    #[arg(long, env = "CLAWX_TWITTER_API_URL", default_value = "https://api.twitter.com")]
+    pub twitter_api_url: String,
+    /// Bearer token of the X API v2; without it the API is skipped.
+    #[arg(long, env = "CLAWX_TWITTER_BEARER_TOKEN", hide_env_values = true)]
+    pub twitter_bearer_token: Option<Secret>,
+    /// Base URL of X's public syndication endpoint (what embedded tweets read), asked next.
+    #[arg(long, env = "CLAWX_TWITTER_SYNDICATION_URL", default_value = "https://cdn.syndication.twimg.com")]
+    pub twitter_syndication_url: String,
+    /// Base URL of X's oEmbed endpoint, asked last when enabled.
+    #[arg(long, env = "CLAWX_TWITTER_OEMBED_URL", default_value = "https://publish.twitter.com")]
+    pub twitter_oembed_url: String,
+    /// Ask oEmbed too. It gives no stable user id, so the X account is bound by username.
+    #[arg(long, env = "CLAWX_TWITTER_OEMBED_ENABLED", default_value_t = false)]
+    pub twitter_oembed_enabled: bool,
+    /// Deadline of one request to a tweet source, in seconds.
+    #[arg(long, env = "CLAWX_TWITTER_TIMEOUT_SECS", default_value_t = 5)]
+    pub twitter_timeout_secs: u64,
+    /// How long a tweet lookup is reused, in seconds (not-found answers at most 10).
+    #[arg(long, env = "CLAWX_TWITTER_CACHE_SECS", default_value_t = 60)]
+    pub twitter_cache_secs: u64,
+}
+
+impl VerifyArgs {
+    pub fn settings(&self) -> clawx_verify::Settings {
+        clawx_verify::Settings {
+            mention_handle: self.verify_mention.trim().trim_start_matches('@').to_string(),
+            require_verification: self.require_verification,
+            attempts_per_hour: self.verify_attempts_per_hour,
+            sweep_interval: Duration::from_secs(self.verify_sweep_interval_secs.max(1)),
+            sources: clawx_verify::SourceSettings {
+                api_url: self.twitter_api_url.clone(),
+                bearer_token: self.twitter_bearer_token.clone().filter(|token| !token.expose().is_empty()),
+                syndication_url: self.twitter_syndication_url.clone(),
+                oembed_url: self.twitter_oembed_url.clone(),
+                oembed_enabled: self.twitter_oembed_enabled,
+                timeout: Duration::from_secs(self.twitter_timeout_secs.clamp(1, 60)),
+                cache_ttl: Duration::from_secs(self.twitter_cache_secs.min(3600)),
+            },
+            ..clawx_verify::Settings::default()
+        }
+    }
 }
 
 /// Direct-message options shared by `dev` and `serve messaging`.
@@ -195,10 +259,12 @@ pub struct ServeArgs {
     pub xmtp_node: XmtpNodeArgs,
     #[command(flatten)]
     pub messaging: MessagingArgs,
-    /// identity service URL (gateway and messaging roles).
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// identity service URL (gateway, messaging and verify roles).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
-    /// messaging service URL (gateway role).
+    /// messaging service URL (gateway and verify roles).
     #[arg(long, env = "CLAWX_MESSAGING_URL", default_value = "http://127.0.0.1:50052")]
     pub messaging_url: String,
     /// groups service URL (gateway role).
@@ -318,6 +384,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         xmtp_node: args.xmtp_node.limits(),
         message_max_bytes: args.messaging.message_max_bytes,
         spam: args.messaging.spam(),
+        verify: args.verify.settings(),
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -353,6 +420,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             let mut config = clawx_gateway::Config::new(upstreams, backends, auth);
             args.gateway.apply(&mut config);
+            config.require_verification = args.verify.require_verification;
             clawx_gateway::run(config, listener, shutdown).await
         }
         Role::Identity => {
@@ -379,7 +447,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clawx_groups::run(config, listener, shutdown).await
         }
         Role::Verify => {
-            let config = clawx_verify::Config { service: service(backends, auth) };
+            let config = clawx_verify::Config {
+                service: service(backends, auth),
+                settings: args.verify.settings(),
+                identity_url: args.identity_url,
+                messaging_url: args.messaging_url,
+            };
             clawx_verify::run(config, listener, shutdown).await
         }
     }

@@ -33,6 +33,9 @@ pub struct StackConfig {
     pub message_max_bytes: usize,
     /// Thresholds of the spam check.
     pub spam: clawx_messaging::dm::consent::SpamPolicy,
+    /// Tweet verification: sources, rules and whether it is required (the gateway enforces it
+    /// too).
+    pub verify: clawx_verify::Settings,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -95,8 +98,14 @@ impl Stack {
             spam: config.spam.clone(),
         };
         let groups_config = clawx_groups::Config { service: service.clone() };
-        let verify_config = clawx_verify::Config { service };
+        let verify_config = clawx_verify::Config {
+            service,
+            settings: config.verify.clone(),
+            identity_url: upstreams.identity.clone(),
+            messaging_url: upstreams.messaging.clone(),
+        };
         let mut gateway_config = clawx_gateway::Config::new(upstreams, config.backends.clone(), config.auth.clone());
+        gateway_config.require_verification = config.verify.require_verification;
         adjust_gateway(&mut gateway_config);
 
         let token = shutdown.clone();

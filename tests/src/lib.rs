@@ -39,13 +39,15 @@ impl TestStack {
         database: TestDatabase,
         backends: Backends,
         shutdown: CancellationToken,
+        verify: clawx_verify::Settings,
         adjust: impl FnOnce(&mut clawx_gateway::Config),
     ) -> TestStack {
         let keyring = Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring");
         let args = database.args.clone();
-        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, adjust).await
+        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, verify, adjust).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_on(
         name: &'static str,
         args: DatabaseArgs,
@@ -53,6 +55,7 @@ impl TestStack {
         keyring: Keyring,
         backends: Backends,
         shutdown: CancellationToken,
+        verify: clawx_verify::Settings,
         adjust: impl FnOnce(&mut clawx_gateway::Config),
     ) -> TestStack {
         install_crypto_provider();
@@ -69,6 +72,7 @@ impl TestStack {
             xmtp_node: clawx::XmtpNodeLimits::default(),
             message_max_bytes: clawx::DEFAULT_MESSAGE_MAX_BYTES,
             spam: Default::default(),
+            verify,
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");
@@ -82,7 +86,7 @@ impl TestStack {
     }
 
     pub async fn embedded_with(adjust: impl FnOnce(&mut clawx_gateway::Config)) -> TestStack {
-        TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), adjust).await
+        TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), Default::default(), adjust).await
     }
 
     /// The suite on PostgreSQL and Redis, if `CLAWX_TEST_DATABASE_URL` and
@@ -92,7 +96,20 @@ impl TestStack {
         let database = TestDatabase::postgres()?;
         let backends = redis_backends(&shutdown)?;
         assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
-        Some(TestStack::start("postgres+redis", database, backends, shutdown, adjust).await)
+        Some(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), adjust).await)
+    }
+
+    /// Every configured flavour of the suite, with these verification settings.
+    pub async fn all_with_verify(verify: clawx_verify::Settings, adjust: impl Fn(&mut clawx_gateway::Config)) -> Vec<TestStack> {
+        let embedded =
+            TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), verify.clone(), &adjust).await;
+        let mut stacks = vec![embedded];
+        let shutdown = CancellationToken::new();
+        if let (Some(database), Some(backends)) = (TestDatabase::postgres(), redis_backends(&shutdown)) {
+            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
+            stacks.push(TestStack::start("postgres+redis", database, backends, shutdown, verify, &adjust).await);
+        }
+        stacks
     }
 
     /// Like [`TestStack::external_with`], with every service reaching PostgreSQL at
@@ -103,7 +120,7 @@ impl TestStack {
         database.args.database_url = Some(database_url);
         let backends = redis_backends(&shutdown)?;
         assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
-        Some(TestStack::start("postgres+redis", database, backends, shutdown, adjust).await)
+        Some(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), adjust).await)
     }
 
     /// Two whole stacks on PostgreSQL and Redis sharing the same schemas, key prefix and
@@ -127,7 +144,9 @@ impl TestStack {
             let shutdown = CancellationToken::new();
             let backends = Backends::redis(&redis_url, &prefix, shutdown.clone()).expect("CLAWX_TEST_REDIS_URL is valid");
             assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
-            replicas.push(TestStack::start_on("postgres+redis", args.clone(), owned, keyring.clone(), backends, shutdown, &adjust).await);
+            replicas.push(
+                TestStack::start_on("postgres+redis", args.clone(), owned, keyring.clone(), backends, shutdown, Default::default(), &adjust).await,
+            );
         }
         let second = replicas.pop().expect("two replicas");
         let first = replicas.pop().expect("two replicas");

@@ -94,6 +94,9 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, ServiceError> {
 #[derive(Clone, Copy, Debug)]
 struct LocalEntry {
     account_id: i64,
+    /// Whether the account was verified when authenticated (the identity service drops cached
+    /// credentials when that changes).
+    verified: bool,
     expires: Instant,
 }
 
@@ -181,6 +184,16 @@ impl AuthCache {
 #[derive(Serialize, Deserialize)]
 struct SharedEntry {
     account_id: i64,
+    #[serde(default)]
+    verified: bool,
+}
+
+/// Who a request authenticated as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    pub principal: Principal,
+    /// Whether the account is verified (false for anonymous callers).
+    pub verified: bool,
 }
 
 fn signature_cache_key(domain: &str, expires: &str, signature: &str) -> String {
@@ -208,18 +221,17 @@ impl Authenticator {
 
     /// The principal of a request: anonymous without credentials, an account with valid ones,
     /// an error with invalid ones.
-    pub async fn authenticate(&self, limiter: &Limiter, headers: &HeaderMap, client_ip: &str) -> Result<Principal, ServiceError> {
+    pub async fn authenticate(&self, limiter: &Limiter, headers: &HeaderMap, client_ip: &str) -> Result<Authenticated, ServiceError> {
         let client_ip = Some(client_ip.to_string());
         match credentials(headers)? {
-            Credentials::None => Ok(Principal::anonymous(client_ip)),
+            Credentials::None => Ok(Authenticated { principal: Principal::anonymous(client_ip), verified: false }),
             Credentials::ApiKey(key) => {
-                let account_id = self.authenticate_key(limiter, &key, client_ip.as_deref().unwrap_or("unknown")).await?;
-                Ok(Principal::account(account_id, AuthMethod::ApiKey, client_ip))
+                let entry = self.authenticate_key(limiter, &key, client_ip.as_deref().unwrap_or("unknown")).await?;
+                Ok(Authenticated { principal: Principal::account(entry.account_id, AuthMethod::ApiKey, client_ip), verified: entry.verified })
             }
             Credentials::Signature { domain, expires, signature } => {
-                let account_id =
-                    self.authenticate_signature(limiter, &domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
-                Ok(Principal::account(account_id, AuthMethod::Signature, client_ip))
+                let entry = self.authenticate_signature(limiter, &domain, &expires, &signature, client_ip.as_deref().unwrap_or("unknown")).await?;
+                Ok(Authenticated { principal: Principal::account(entry.account_id, AuthMethod::Signature, client_ip), verified: entry.verified })
             }
         }
     }
@@ -234,14 +246,14 @@ impl Authenticator {
             .map_err(|refused| refused_error(&refused))
     }
 
-    async fn authenticate_key(&self, limiter: &Limiter, key: &str, client_ip: &str) -> Result<i64, ServiceError> {
+    async fn authenticate_key(&self, limiter: &Limiter, key: &str, client_ip: &str) -> Result<LocalEntry, ServiceError> {
         if !looks_like_api_key(key) {
             return Err(ServiceError::unauthorized("invalid API key"));
         }
         let hash = api_key_hash(key);
         let local_key = format!("k:{hash}");
         if let Some(entry) = self.cache.get(&local_key) {
-            return Ok(entry.account_id);
+            return Ok(entry);
         }
         let generation = self.cache.generation();
         let shared_key = api_key_cache_key(&hash);
@@ -253,8 +265,8 @@ impl Authenticator {
                 None
             }
         };
-        let account_id = match shared {
-            Some(entry) => entry.account_id,
+        let (account_id, verified) = match shared {
+            Some(entry) => (entry.account_id, entry.verified),
             None => {
                 Self::charge_credential_check(limiter, client_ip).await?;
                 let request = AuthenticateRequest { api_key: key.to_string() };
@@ -264,19 +276,20 @@ impl Authenticator {
                     .authenticate(request)
                     .await
                     .map_err(|status| ServiceError::from_status(&status))?;
-                let account_id = account.into_inner().account_id;
+                let account = account.into_inner();
+                let (account_id, verified) = (account.account_id, account.verified);
                 if self.cache.generation() == generation {
-                    let entry = serde_json::to_vec(&SharedEntry { account_id }).expect("plain struct");
+                    let entry = serde_json::to_vec(&SharedEntry { account_id, verified }).expect("plain struct");
                     if let Err(error) = self.shared.set(&shared_key, &entry, SHARED_TTL).await {
                         tracing::warn!(%error, "could not share an authenticated key");
                     }
                 }
-                account_id
+                (account_id, verified)
             }
         };
-        let entry = LocalEntry { account_id, expires: Instant::now() + LOCAL_TTL };
+        let entry = LocalEntry { account_id, verified, expires: Instant::now() + LOCAL_TTL };
         self.cache.insert(local_key, entry, generation);
-        Ok(account_id)
+        Ok(entry)
     }
 
     async fn authenticate_signature(
@@ -286,10 +299,10 @@ impl Authenticator {
         expires: &str,
         signature: &str,
         client_ip: &str,
-    ) -> Result<i64, ServiceError> {
+    ) -> Result<LocalEntry, ServiceError> {
         let local_key = signature_cache_key(domain, expires, signature);
         if let Some(entry) = self.cache.get(&local_key) {
-            return Ok(entry.account_id);
+            return Ok(entry);
         }
         Self::charge_credential_check(limiter, client_ip).await?;
         let generation = self.cache.generation();
@@ -302,9 +315,13 @@ impl Authenticator {
             .map_err(|status| ServiceError::from_status(&status))?
             .into_inner();
         let remaining = Duration::from_millis((account.valid_until_ms - now_ms()).max(0) as u64);
-        let entry = LocalEntry { account_id: account.account_id, expires: Instant::now() + remaining.min(Duration::from_secs(300)) };
+        let entry = LocalEntry {
+            account_id: account.account_id,
+            verified: account.verified,
+            expires: Instant::now() + remaining.min(Duration::from_secs(300)),
+        };
         self.cache.insert(local_key, entry, generation);
-        Ok(account.account_id)
+        Ok(entry)
     }
 }
 
@@ -338,7 +355,7 @@ mod tests {
     #[test]
     fn revocations_drop_entries_and_block_racing_inserts() {
         let cache = AuthCache::default();
-        let entry = |account_id| LocalEntry { account_id, expires: Instant::now() + LOCAL_TTL };
+        let entry = |account_id| LocalEntry { account_id, verified: false, expires: Instant::now() + LOCAL_TTL };
         let generation = cache.generation();
         assert!(cache.insert("a".into(), entry(1), generation));
         assert!(cache.insert("b".into(), entry(2), generation));

@@ -60,6 +60,8 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// Origins allowed by CORS; empty means any.
     pub cors_origins: Vec<String>,
+    /// Only verified accounts may send messages and create groups (`CLAWX_REQUIRE_VERIFICATION`).
+    pub require_verification: bool,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             upstream_timeout: Duration::from_secs(15),
             trust_forwarded_for: false,
             cors_origins: Vec::new(),
+            require_verification: false,
         }
     }
 }

@@ -10,11 +10,11 @@ use std::{
 };
 
 use axum::http::{HeaderMap, Request};
-use clawx_common::{Backends, Principal, ServiceError, cache::RateDecision};
+use clawx_common::{Backends, ErrorCode, Principal, ServiceError, cache::RateDecision};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Authenticator,
+    auth::{Authenticated, Authenticator},
     config::Config,
     context,
     limiter::{Limiter, StreamSlots, refused_error},
@@ -66,6 +66,7 @@ impl Policy {
 /// [`Policy::XMTP`].
 const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.identity.v1.IdentityService/CreateAccount", Policy { creates_identity: true, ..Policy::PUBLIC }),
+    ("/clawx.identity.v1.IdentityService/CreateAgent", Policy { creates_identity: true, ..Policy::PUBLIC }),
     ("/clawx.identity.v1.IdentityService/RegisterHandle", Policy::ACCOUNT),
     ("/clawx.identity.v1.IdentityService/GetMe", Policy::ACCOUNT),
     ("/clawx.identity.v1.IdentityService/UpdateMe", Policy::ACCOUNT),
@@ -84,7 +85,21 @@ const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.messaging.v1.MessagingService/ListConversation", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/StreamMessages", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/SetConsent", Policy::ACCOUNT),
+    ("/clawx.verify.v1.VerifyService/StartVerification", Policy::ACCOUNT),
+    // A verified account's cached credentials still say unverified: dropped before the answer.
+    ("/clawx.verify.v1.VerifyService/CompleteVerification", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
+    ("/clawx.verify.v1.VerifyService/GetVerification", Policy::ACCOUNT),
 ];
+
+/// Operations only verified accounts may call when verification is required
+/// (`CLAWX_REQUIRE_VERIFICATION`): 403 `NOT_VERIFIED` otherwise. Sending messages and creating
+/// groups; the group-creation rule takes effect as soon as that method exists.
+const VERIFIED_OPERATIONS: &[&str] = &["/clawx.messaging.v1.MessagingService/SendDirectMessage", "/clawx.groups.v1.GroupsService/CreateGroup"];
+
+/// Whether a gRPC method is for verified accounts only (when verification is required).
+pub fn requires_verification(method: &str) -> bool {
+    VERIFIED_OPERATIONS.contains(&method)
+}
 
 /// The policy of a gRPC method (`/package.Service/Method`).
 pub fn policy(method: &str) -> Policy {
@@ -150,9 +165,9 @@ impl Gateway {
     pub async fn admit(&self, method: &str, headers: &HeaderMap, client_ip: &str) -> Result<Admitted, Refusal> {
         let policy = policy(method);
         let limits = &self.limiter.limits;
-        let principal = match policy.access {
+        let Authenticated { principal, verified } = match policy.access {
             // XMTP clients carry no Clawx credentials; the node is protected by client IP instead.
-            Access::Open => Principal::anonymous(Some(client_ip.to_string())),
+            Access::Open => Authenticated { principal: Principal::anonymous(Some(client_ip.to_string())), verified: false },
             Access::Public | Access::Account => self.authenticator.authenticate(&self.limiter, headers, client_ip).await.map_err(Refusal::denied)?,
         };
         if policy.creates_identity {
@@ -165,6 +180,13 @@ impl Gateway {
         .map_err(Refusal::limited)?;
         if policy.access == Access::Account && principal.account_id.is_none() {
             let error = ServiceError::unauthorized("authentication required: send X-Api-Key (or Authorization: Bearer) or a signed request");
+            return Err(Refusal { error, decision });
+        }
+        if self.config.require_verification && !verified && requires_verification(method) {
+            let error = ServiceError::new(
+                ErrorCode::NotVerified,
+                "this account is not verified: prove who runs it with POST /verify/start and POST /verify/complete",
+            );
             return Err(Refusal { error, decision });
         }
         Ok(Admitted { principal, policy, decision })
@@ -215,6 +237,15 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPERATIONS.len(), "one entry per method");
+    }
+
+    #[test]
+    fn sending_and_creating_groups_need_verification_when_required() {
+        assert!(requires_verification("/clawx.messaging.v1.MessagingService/SendDirectMessage"));
+        assert!(requires_verification("/clawx.groups.v1.GroupsService/CreateGroup"));
+        assert!(!requires_verification("/clawx.messaging.v1.MessagingService/ListInbox"));
+        assert!(!requires_verification("/clawx.verify.v1.VerifyService/StartVerification"));
+        assert!(policy("/clawx.verify.v1.VerifyService/CompleteVerification").revokes_credentials);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod messages;
 pub mod openapi;
 mod system;
 pub mod types;
+mod verify;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(account::routes(&gateway))
         .merge(messages::routes(&gateway))
         .merge(chat::routes(&gateway))
+        .merge(verify::routes(&gateway))
         .routes(routes!(system::health))
         .routes(routes!(system::status))
         .routes(routes!(system::metrics))

@@ -180,6 +180,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
             {"name": "Messages", "description": "Direct messages, your inbox, conversation histories and the live stream"},
             {"name": "Chat", "description": "Consent (accept, block) and the spam check, in the Unstoppable-style /xmtp paths"},
             {"name": "Authentication", "description": "Signed-expiry requests"},
+            {"name": "Verification", "description": "Agents, and proving who runs one with a public tweet"},
             {"name": "Status", "description": "Health and status"},
         ],
         "paths": paths,

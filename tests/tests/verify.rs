@@ -312,3 +312,18 @@ async fn the_openapi_document_describes_the_verification_routes() {
     assert!(document["paths"]["/verify/complete"]["post"]["responses"]["503"].is_object());
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn agent_creation_is_limited_per_client_ip_like_account_creation() {
+    let x = FakeX::start("e2e-bearer").await;
+    for stack in TestStack::all_with_verify(settings(&x, false, false), |config| config.limits.create_per_minute = 2).await {
+        agent(&stack, "first-agent").await;
+        stack.post("/account/create", &Auth::None, json!({})).await.expect_ok(stack.name);
+        let limited = stack.post("/agents", &Auth::None, json!({"id": "third-agent", "name": "Third"})).await;
+        expect_error(&limited, 429, "RATE_LIMITED", "third creation in a minute");
+        assert!(limited.headers.contains_key("retry-after"), "{}", stack.name);
+        let taken = stack.get("/users/third-agent", &Auth::None).await;
+        taken.expect_error(404, "NOT_FOUND", "nothing created when refused");
+        stack.stop().await;
+    }
+}

@@ -4,11 +4,15 @@
 
 use axum::{
     Json,
+    body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request, rejection::JsonRejection},
     http::request::Parts,
 };
 use clawx_common::{ErrorCode, Principal};
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{
+    Deserialize, Deserializer,
+    de::{DeserializeOwned, IgnoredAny},
+};
 
 use crate::error::ApiError;
 
@@ -50,11 +54,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json"));
+        }
+        let bytes = match Bytes::from_request(request, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large"));
+            }
+            Err(rejection) => return Err(ApiError::new(ErrorCode::InvalidJson, format!("unreadable body: {}", rejection.body_text()))),
+        };
+        // serde reads a struct from an array too (`[]` is a valid PATCH body to it): every body
+        // here is an object, so well-formed JSON of any other kind is refused as such.
+        if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') && serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() {
+            return Err(ApiError::new(ErrorCode::ValidationFailed, "the body must be a JSON object"));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(JsonBody(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or `application/<anything>+json`, as axum's own `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {

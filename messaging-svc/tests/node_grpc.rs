@@ -65,6 +65,7 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
         identity_url: "http://127.0.0.1:9".into(),
         message_max_bytes: clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES,
         spam: Default::default(),
+        push: Default::default(),
     };
     let token = shutdown.clone();
     let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;

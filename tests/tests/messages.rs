@@ -526,6 +526,13 @@ impl MessagingService for FailingStream {
         Err(tonic::Status::unimplemented("stand-in"))
     }
 
+    async fn register_push(
+        &self,
+        _request: tonic::Request<pb::RegisterPushRequest>,
+    ) -> Result<tonic::Response<pb::RegisterPushResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
     async fn stream_messages(
         &self,
         request: tonic::Request<pb::StreamMessagesRequest>,

@@ -1,7 +1,7 @@
 //! Accounts, handles and wallets, as the identity service knows them.
 
-use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult};
-use clawx_proto::identity::{Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient};
+use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult, auth::AuthMethod};
+use clawx_proto::identity::{ListWalletsRequest, Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient};
 use tonic::transport::{Channel, Endpoint};
 
 /// Most accounts asked for in one `ResolveAccounts` call.
@@ -98,6 +98,24 @@ impl Identity {
         found.sort_by_key(|profile| profile.id);
         found.dedup_by_key(|profile| profile.id);
         Ok(found)
+    }
+
+    /// Whether `address` (lowercase) is `account_id`'s server-held wallet or a wallet linked to
+    /// it. Linked wallets are asked for every time: an unlinked wallet stops counting at once.
+    pub async fn owns_wallet(&self, account_id: i64, address: &str) -> ServiceResult<bool> {
+        let profiles = self.resolve(&[account_id], &[], &[]).await?;
+        if profiles.iter().any(|profile| profile.id == account_id && profile.wallet_address.to_ascii_lowercase() == address) {
+            return Ok(true);
+        }
+        let mut request = tonic::Request::new(ListWalletsRequest {});
+        self.auth.authorize(&mut request, "identity", &Principal::account(account_id, AuthMethod::Service, None));
+        match self.client.clone().list_wallets(request).await {
+            Ok(answer) => Ok(answer.into_inner().wallets.iter().any(|wallet| wallet.address.to_ascii_lowercase() == address)),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "identity service call failed");
+                Err(ServiceError::new(clawx_common::ErrorCode::Unavailable, "the identity service is unavailable; retry"))
+            }
+        }
     }
 
     /// Asks the identity service.

@@ -84,6 +84,7 @@ const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.messaging.v1.MessagingService/ListConversation", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/StreamMessages", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/SetConsent", Policy::ACCOUNT),
+    ("/clawx.messaging.v1.MessagingService/RegisterPush", Policy::ACCOUNT),
 ];
 
 /// The policy of a gRPC method (`/package.Service/Method`).

@@ -60,6 +60,9 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// Origins allowed by CORS; empty means any.
     pub cors_origins: Vec<String>,
+    /// How often an idle Server-Sent Events stream gets a heartbeat comment (15 s; shorter in
+    /// tests).
+    pub sse_heartbeat: Duration,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             upstream_timeout: Duration::from_secs(15),
             trust_forwarded_for: false,
             cors_origins: Vec::new(),
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }

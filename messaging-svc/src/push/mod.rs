@@ -301,7 +301,8 @@ fn topic_key(topic: &str) -> Result<TopicKind, ServiceError> {
         return Ok(TopicKind::Inbox);
     }
     if let Some(id) = topic.strip_prefix(TOPIC_PREFIX) {
-        let id = id.parse::<i64>().ok().filter(|id| *id > 0 && !id.to_string().is_empty()).ok_or_else(invalid)?;
+        let digits = !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_digit());
+        let id = id.parse::<i64>().ok().filter(|id| digits && *id > 0).ok_or_else(invalid)?;
         return Ok(TopicKind::Conversation(id));
     }
     let xmtp = topic.strip_prefix("/xmtp/mls/1/").and_then(|rest| rest.strip_suffix("/proto"));
@@ -435,7 +436,15 @@ mod tests {
             _ => panic!("an XMTP group topic"),
         }
         assert!(matches!(topic_key("/xmtp/mls/1/w-00ff/proto"), Ok(TopicKind::Xmtp(_))));
-        for bad in ["/clawx/dm/1/0", "/clawx/dm/1/x", "/xmtp/mls/1/g-abc/proto", "/xmtp/mls/1/g-/proto", "/xmtp/mls/1/k-00/proto", "topic-123"] {
+        for bad in [
+            "/clawx/dm/1/0",
+            "/clawx/dm/1/x",
+            "/clawx/dm/1/+5",
+            "/xmtp/mls/1/g-abc/proto",
+            "/xmtp/mls/1/g-/proto",
+            "/xmtp/mls/1/k-00/proto",
+            "topic-123",
+        ] {
             assert!(topic_key(bad).is_err(), "{bad}");
         }
     }

@@ -13,7 +13,7 @@ use clawx_common::{
 };
 use tokio::net::TcpListener;
 
-use clawx_messaging::{dm::consent::SpamPolicy, node::NodeLimits};
+use clawx_messaging::{dm::consent::SpamPolicy, node::NodeLimits, push::PushConfig};
 
 use crate::{Stack, StackConfig};
 
@@ -52,6 +52,8 @@ pub struct DevArgs {
     pub xmtp_node: XmtpNodeArgs,
     #[command(flatten)]
     pub messaging: MessagingArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
     #[command(flatten)]
     pub verify: VerifyArgs,
 }
@@ -147,6 +149,90 @@ impl MessagingArgs {
             new_account_hours: self.spam_new_account_hours,
             score_threshold: self.spam_score_threshold,
         }
+    }
+}
+
+/// Push-notification options shared by `dev` and `serve messaging`.
+#[derive(Args, Debug, Clone)]
+pub struct PushArgs {
+    /// Let webhook URLs reach loopback, private and link-local addresses (tests, closed networks).
+    #[arg(long, env = "CLAWX_PUSH_ALLOW_PRIVATE_TARGETS", default_value_t = false)]
+    pub push_allow_private_targets: bool,
+    /// Master secret each webhook's signing secret is derived from: `whsec_<base64>` (at least 24
+    /// bytes) or at least 32 characters; default: derived from CLAWX_JWT_SECRET.
+    #[arg(long, env = "CLAWX_PUSH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub push_webhook_secret: Option<clawx_common::Secret>,
+    /// FCM service-account JSON, inline or the path of its file; FCM push is off without it.
+    #[arg(long, env = "CLAWX_PUSH_FCM_SERVICE_ACCOUNT", hide_env_values = true)]
+    pub push_fcm_service_account: Option<clawx_common::Secret>,
+    /// Firebase project of FCM sends (default: the service account's project_id).
+    #[arg(long, env = "CLAWX_PUSH_FCM_PROJECT_ID")]
+    pub push_fcm_project_id: Option<String>,
+    /// FCM API base URL.
+    #[arg(long, env = "CLAWX_PUSH_FCM_BASE_URL", default_value = clawx_messaging::push::fcm::DEFAULT_BASE_URL)]
+    pub push_fcm_base_url: String,
+    /// OAuth 2.0 token URL (default: the service account's token_uri, else Google's).
+    #[arg(long, env = "CLAWX_PUSH_FCM_TOKEN_URL")]
+    pub push_fcm_token_url: Option<String>,
+    /// Attempts per notification before it is marked failed.
+    #[arg(long, env = "CLAWX_PUSH_MAX_ATTEMPTS", default_value_t = PushConfig::default().max_attempts)]
+    pub push_max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubled for each further one (with jitter).
+    #[arg(long, env = "CLAWX_PUSH_RETRY_BASE_MS", default_value_t = PushConfig::default().retry_base.as_millis() as u64)]
+    pub push_retry_base_ms: u64,
+    /// Longest delay between attempts, in milliseconds.
+    #[arg(long, env = "CLAWX_PUSH_RETRY_MAX_MS", default_value_t = PushConfig::default().retry_max.as_millis() as u64)]
+    pub push_retry_max_ms: u64,
+    /// How often an idle push worker looks for due notifications, in milliseconds.
+    #[arg(long, env = "CLAWX_PUSH_POLL_MS", default_value_t = PushConfig::default().poll_interval.as_millis() as u64)]
+    pub push_poll_ms: u64,
+    /// Notifications a push worker claims at a time.
+    #[arg(long, env = "CLAWX_PUSH_BATCH", default_value_t = PushConfig::default().batch)]
+    pub push_batch: u32,
+    /// Deliveries a push worker runs at once.
+    #[arg(long, env = "CLAWX_PUSH_CONCURRENCY", default_value_t = PushConfig::default().concurrency)]
+    pub push_concurrency: usize,
+    /// Timeout of one delivery call, in milliseconds.
+    #[arg(long, env = "CLAWX_PUSH_TIMEOUT_MS", default_value_t = PushConfig::default().timeout.as_millis() as u64)]
+    pub push_timeout_ms: u64,
+    /// Push targets (webhook URLs, FCM tokens) one account may register.
+    #[arg(long, env = "CLAWX_PUSH_MAX_TARGETS_PER_ACCOUNT", default_value_t = PushConfig::default().max_targets_per_account)]
+    pub push_max_targets_per_account: u32,
+    /// Push topics one account may register over all its targets.
+    #[arg(long, env = "CLAWX_PUSH_MAX_TOPICS_PER_ACCOUNT", default_value_t = PushConfig::default().max_topics_per_account)]
+    pub push_max_topics_per_account: u32,
+}
+
+impl PushArgs {
+    /// The push settings; `jwt_secret` is the fallback the webhook master secret is derived from.
+    pub fn config(&self, jwt_secret: Option<&clawx_common::Secret>) -> anyhow::Result<PushConfig> {
+        let webhook_secret = PushConfig::webhook_master_secret(
+            self.push_webhook_secret.as_ref().map(clawx_common::Secret::expose),
+            jwt_secret.map(clawx_common::Secret::expose),
+        )?;
+        let fcm = match &self.push_fcm_service_account {
+            Some(account) => Some(clawx_messaging::push::fcm::FcmSettings {
+                service_account_json: clawx_messaging::push::fcm::FcmSettings::service_account_from(account.expose())?,
+                project_id: self.push_fcm_project_id.clone(),
+                base_url: Some(self.push_fcm_base_url.clone()),
+                token_url: self.push_fcm_token_url.clone(),
+            }),
+            None => None,
+        };
+        Ok(PushConfig {
+            allow_private_targets: self.push_allow_private_targets,
+            webhook_secret,
+            fcm,
+            max_attempts: self.push_max_attempts,
+            retry_base: Duration::from_millis(self.push_retry_base_ms),
+            retry_max: Duration::from_millis(self.push_retry_max_ms),
+            poll_interval: Duration::from_millis(self.push_poll_ms),
+            batch: self.push_batch,
+            concurrency: self.push_concurrency,
+            timeout: Duration::from_millis(self.push_timeout_ms),
+            max_targets_per_account: self.push_max_targets_per_account,
+            max_topics_per_account: self.push_max_topics_per_account,
+        })
     }
 }
 
@@ -261,6 +347,8 @@ pub struct ServeArgs {
     pub messaging: MessagingArgs,
     #[command(flatten)]
     pub verify: VerifyArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
     /// identity service URL (gateway, messaging and verify roles).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
@@ -385,6 +473,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         message_max_bytes: args.messaging.message_max_bytes,
         spam: args.messaging.spam(),
         verify: args.verify.settings(),
+        push: args.push.config(secrets.jwt_secret.as_ref())?,
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -439,6 +528,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 identity_url: args.identity_url,
                 message_max_bytes: args.messaging.message_max_bytes,
                 spam: args.messaging.spam(),
+                push: args.push.config(args.secrets.jwt_secret.as_ref())?,
             };
             clawx_messaging::run(config, listener, shutdown).await
         }

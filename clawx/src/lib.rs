@@ -4,7 +4,11 @@
 pub mod cli;
 pub mod secrets;
 
-pub use clawx_messaging::{dm::DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MESSAGE_MAX_BYTES, node::NodeLimits as XmtpNodeLimits};
+pub use clawx_messaging::{
+    dm::DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MESSAGE_MAX_BYTES,
+    node::NodeLimits as XmtpNodeLimits,
+    push::{PushConfig, fcm::FcmSettings},
+};
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -36,6 +40,8 @@ pub struct StackConfig {
     /// Tweet verification: sources, rules and whether it is required (the gateway enforces it
     /// too).
     pub verify: clawx_verify::Settings,
+    /// Push notifications.
+    pub push: clawx_messaging::push::PushConfig,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -96,6 +102,7 @@ impl Stack {
             identity_url: upstreams.identity.clone(),
             message_max_bytes: config.message_max_bytes,
             spam: config.spam.clone(),
+            push: config.push.clone(),
         };
         let groups_config = clawx_groups::Config { service: service.clone() };
         let verify_config = clawx_verify::Config {

@@ -62,6 +62,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Only verified accounts may send messages and create groups (`CLAWX_REQUIRE_VERIFICATION`).
     pub require_verification: bool,
+    /// How often an idle Server-Sent Events stream gets a heartbeat comment (15 s; shorter in
+    /// tests).
+    pub sse_heartbeat: Duration,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             trust_forwarded_for: false,
             cors_origins: Vec::new(),
             require_verification: false,
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }

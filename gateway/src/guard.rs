@@ -89,6 +89,7 @@ const OPERATIONS: &[(&str, Policy)] = &[
     // A verified account's cached credentials still say unverified: dropped before the answer.
     ("/clawx.verify.v1.VerifyService/CompleteVerification", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
     ("/clawx.verify.v1.VerifyService/GetVerification", Policy::ACCOUNT),
+    ("/clawx.messaging.v1.MessagingService/RegisterPush", Policy::ACCOUNT),
 ];
 
 /// Operations only verified accounts may call when verification is required

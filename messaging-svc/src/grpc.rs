@@ -12,17 +12,21 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::dm::{DirectMessages, Peer, store::Consent};
+use crate::{
+    dm::{DirectMessages, Peer, store::Consent},
+    push::Push,
+};
 
 pub struct MessagingGrpc {
     context: ServiceContext,
     messages: Arc<DirectMessages>,
+    push: Arc<Push>,
     shutdown: CancellationToken,
 }
 
 impl MessagingGrpc {
-    pub fn new(context: ServiceContext, messages: Arc<DirectMessages>, shutdown: CancellationToken) -> Self {
-        MessagingGrpc { context, messages, shutdown }
+    pub fn new(context: ServiceContext, messages: Arc<DirectMessages>, push: Arc<Push>, shutdown: CancellationToken) -> Self {
+        MessagingGrpc { context, messages, push, shutdown }
     }
 }
 
@@ -107,5 +111,11 @@ impl MessagingService for MessagingGrpc {
         let account_id = request.into_inner().account_id;
         let messages_deleted = crate::purge::purge_account(&self.context.database, account_id).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(pb::PurgeAccountResponse { messages_deleted }))
+    }
+
+    async fn register_push(&self, request: Request<pb::RegisterPushRequest>) -> Reply<pb::RegisterPushResponse> {
+        let account_id = account_of(&request)?;
+        let response = self.push.register(account_id, request.into_inner()).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(response))
     }
 }

@@ -6,6 +6,7 @@ pub mod dm;
 mod grpc;
 pub mod node;
 mod purge;
+pub mod push;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub const SERVICE: &str = "messaging";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages", 5 => "0005_consent_spam");
+pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages", 5 => "0005_consent_spam", 6 => "0006_push");
 
 /// XMTP messages can be large (group commits with many members, key packages with post-quantum
 /// keys); this bounds one request.
@@ -39,24 +40,41 @@ pub struct Config {
     pub message_max_bytes: usize,
     /// Thresholds of the spam check.
     pub spam: dm::consent::SpamPolicy,
+    /// Push notifications: providers, retries, bounds.
+    pub push: push::PushConfig,
 }
 
 /// Serves the messaging service and the XMTP node on `listener` until `shutdown` fires. The
 /// node's servers take no internal token: unmodified XMTP clients call them through the gateway.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Config { service, node: limits, identity_url, message_max_bytes, spam } = config;
+    let Config { service, node: limits, identity_url, message_max_bytes, spam, push: push_config } = config;
     let identity = dm::identity::Identity::connect_lazy(&identity_url, service.auth.clone())?;
+    let mut push_config = push_config.bounded();
+    if push_config.webhook_secret.is_empty() {
+        // Secrets derived from a per-process key change on restart and differ between
+        // replicas: fine for a trial, not for production.
+        tracing::warn!("CLAWX_PUSH_WEBHOOK_SECRET is not set: webhook signing secrets will change when this process restarts");
+        push_config.webhook_secret = rand::random::<[u8; 32]>().to_vec();
+    }
+    let providers = push::Providers::from_config(&push_config)?;
     let node_shutdown = shutdown.clone();
     let messaging_shutdown = shutdown.clone();
+    let worker_shutdown = shutdown.clone();
+    let identity_shutdown = shutdown.clone();
     clawx_common::service::serve(SERVICE, &MIGRATIONS, service, listener, shutdown, move |context, servers| {
+        identity.forget_announced(&context.backends.pubsub, identity_shutdown);
         let messages = Arc::new(dm::DirectMessages::new(
             dm::store::for_database(&context.database),
             context.backends.pubsub.clone(),
-            identity,
+            identity.clone(),
             message_max_bytes.max(1),
             spam.bounded(),
         ));
-        let messaging = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone(), messages, messaging_shutdown));
+        let push_store = push::store::for_database(&context.database);
+        let worker = push::worker::Worker::new(Arc::clone(&push_store), providers.clone(), Some(identity.clone()), push_config.clone());
+        tokio::spawn(worker.run(worker_shutdown));
+        let push = Arc::new(push::Push::new(push_store, identity, providers, push_config));
+        let messaging = MessagingServiceServer::new(grpc::MessagingGrpc::new(context.clone(), messages, push, messaging_shutdown));
         servers.authenticated(messaging.max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES));
         let node = Arc::new(node::Node::new(node::store::for_database(&context.database), context.backends.pubsub.clone(), limits));
         let xmtp = node::grpc::XmtpNode::new(node, node_shutdown);

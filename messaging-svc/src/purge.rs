@@ -1,7 +1,8 @@
 //! Deleting an account's direct messages when the account itself is deleted (the verify
 //! service's sweep of accounts never verified): its conversations and every message in them,
 //! both sides' mailbox and membership rows, outbox entries, its mailbox, idempotency keys and
-//! the spam reports it filed. One transaction; repeating it finds nothing left.
+//! the spam reports it filed, its push targets, topics and queued notifications, and consent it
+//! set or that names it. One transaction; repeating it finds nothing left.
 
 use clawx_common::{Database, Principal, ServiceError, ServiceResult};
 
@@ -26,6 +27,7 @@ macro_rules! purge_in {
             let messages = format!("SELECT id FROM dm_messages WHERE conversation_id IN ({CONVERSATIONS})");
             let mut tx = $pool.begin_with($begin).await?;
             for statement in [
+                format!("DELETE FROM push_jobs WHERE kind = 'dm' AND ref_id IN ({messages})"),
                 format!("DELETE FROM dm_outbox WHERE message_id IN ({messages})"),
                 format!("DELETE FROM dm_mailbox_messages WHERE message_id IN ({messages})"),
                 format!("DELETE FROM dm_memberships WHERE conversation_id IN ({CONVERSATIONS})"),
@@ -38,12 +40,18 @@ macro_rules! purge_in {
                 .await?
                 .rows_affected();
             sqlx::query("DELETE FROM dm_conversations WHERE party_low = $1 OR party_high = $1").bind(&party).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM dm_peer_consent WHERE peer = $1").bind(&party).execute(&mut *tx).await?;
             for statement in [
                 "DELETE FROM dm_mailbox_messages WHERE account_id = $1",
                 "DELETE FROM dm_memberships WHERE account_id = $1",
                 "DELETE FROM dm_mailboxes WHERE account_id = $1",
                 "DELETE FROM dm_idempotency_keys WHERE account_id = $1",
                 "DELETE FROM dm_spam_reports WHERE reporter_account_id = $1",
+                "DELETE FROM push_jobs WHERE target_id IN (SELECT id FROM push_targets WHERE account_id = $1)",
+                "DELETE FROM push_topics WHERE account_id = $1",
+                "DELETE FROM push_targets WHERE account_id = $1",
+                "DELETE FROM dm_peer_consent WHERE account_id = $1",
+                "DELETE FROM dm_topic_consent WHERE account_id = $1",
             ] {
                 sqlx::query(statement).bind($account_id).execute(&mut *tx).await?;
             }

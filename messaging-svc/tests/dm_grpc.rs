@@ -86,6 +86,7 @@ impl Harness {
                 identity_url: format!("http://{}", identity.address),
                 message_max_bytes: MAX_MESSAGE_BYTES,
                 spam: Default::default(),
+                push: Default::default(),
             };
             let token = shutdown.clone();
             let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
@@ -412,6 +413,7 @@ clawx_common::backend_tests! {
             identity_url: "http://127.0.0.1:9".into(),
             message_max_bytes: MAX_MESSAGE_BYTES,
             spam: Default::default(),
+            push: Default::default(),
         };
         let token = shutdown.clone();
         let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
@@ -456,8 +458,13 @@ clawx_common::backend_tests! {
         expect_error(harness.client().set_consent(harness.request(alice.id, not_mine)).await, Code::PermissionDenied, "FORBIDDEN", None, "signature");
         let strangers = consent(&dave, pb::Consent::Allowed, vec![topic(&hello.topic)]);
         expect_error(harness.client().set_consent(strangers).await, Code::NotFound, "NOT_FOUND", None, "someone else's conversation");
-        let unknown = consent(&alice, pb::Consent::Allowed, vec![topic("/xmtp/mls/1/g-00/proto")]);
-        expect_error(harness.client().set_consent(unknown).await, Code::NotFound, "NOT_FOUND", None, "an XMTP topic without a peer");
+        // An XMTP topic without a peer sets consent to the topic itself; other topics without a
+        // peer name nothing.
+        let xmtp_topic = consent(&alice, pb::Consent::Allowed, vec![topic("/xmtp/mls/1/g-00/proto")]);
+        let answer = harness.client().set_consent(xmtp_topic).await.expect("an XMTP topic without a peer").into_inner();
+        assert_eq!((answer.conversations, answer.reports), (0, 0), "{name}");
+        let unknown = consent(&alice, pb::Consent::Allowed, vec![topic("topic-123")]);
+        expect_error(harness.client().set_consent(unknown).await, Code::NotFound, "NOT_FOUND", None, "neither a conversation nor an XMTP topic");
         let unset = consent(&alice, pb::Consent::Unspecified, vec![topic(&hello.topic)]);
         expect_error(harness.client().set_consent(unset).await, Code::InvalidArgument, "VALIDATION_FAILED", Some("consent"), "consent");
         let bad_peer = consent(&alice, pb::Consent::Denied, vec![peer("0x12")]);

@@ -65,6 +65,7 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
         identity_url: "http://127.0.0.1:9".into(),
         message_max_bytes: clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES,
         spam: Default::default(),
+        push: Default::default(),
     };
     let token = shutdown.clone();
     let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
@@ -809,5 +810,38 @@ clawx_common::backend_tests! {
         assert!(refusals > 0 && open.len() < 2_000, "{name}: the replica filled up ({} open)", open.len());
         let newcomer = subscribe(connect().await, topics(1, 9), "192.0.2.200".into()).await;
         assert!(newcomer.is_ok(), "{name}: a new address still gets in: {newcomer:?}");
+    }
+}
+
+clawx_common::backend_tests! {
+    async fn group_messages_on_a_registered_topic_queue_a_push_notification(test_db) {
+        let database = clawx_common::Database::connect(&test_db.args, "messaging").await.unwrap();
+        let Some(harness) = harness_on(test_db, 1, &NodeLimits::default()).await else { return };
+        let name = harness.name;
+        let mut mls = harness.replicas[0].mls.clone();
+        let group = b"group-push-16byt".to_vec();
+        let quiet = b"group-none-16byt".to_vec();
+        let topic = clawx_messaging::push::store::xmtp_topic('g', &group);
+        let push = clawx_messaging::push::store::for_database(&database);
+        let registration = clawx_messaging::push::store::TopicRegistration { topic_key: topic.clone(), topic: topic.clone(), peer: None };
+        let limits = clawx_messaging::push::store::RegistrationLimits { max_targets: 10, max_topics: 10 };
+        // A documentation address: the worker refuses to call it, so the job stays, marked failed.
+        let target = match push.register(7, "webhook", "https://192.0.2.1/hook", &[registration], limits, 1).await.unwrap() {
+            clawx_messaging::push::store::Registered::Done { target_id, .. } => target_id,
+            other => panic!("{other:?}"),
+        };
+        mls.send_group_messages(SendGroupMessagesRequest { messages: group_messages(&group, 2).into_iter().map(input).collect() }).await.unwrap();
+        mls.send_group_messages(SendGroupMessagesRequest { messages: vec![input(group_messages(&quiet, 1).remove(0))] }).await.unwrap();
+        let stored = mls
+            .query_group_messages(QueryGroupMessagesRequest { group_id: group.clone(), paging_info: paging(SortDirection::Ascending, 0, 0) })
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<i64> = stored.messages.iter().map(|message| v1(message).id as i64).collect();
+        assert_eq!(ids.len(), 2, "{name}");
+        let jobs = push.jobs_of(target).await.unwrap();
+        assert_eq!(jobs.iter().map(|job| (job.kind.as_str(), job.ref_id, job.topic.as_str())).collect::<Vec<_>>(),
+            ids.iter().map(|id| ("xmtp_group", *id, topic.as_str())).collect::<Vec<_>>(), "{name}: one job per envelope of the registered group only");
+        database.close().await;
     }
 }

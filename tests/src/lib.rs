@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use clawx::{FcmSettings, PushConfig};
 use clawx::{Stack, StackConfig};
 use clawx_common::{
     Backends, InternalAuth, Secret,
@@ -12,6 +13,20 @@ use clawx_common::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+/// Push settings for tests: webhook targets on loopback allowed, a fixed master secret, fast
+/// polling and retries.
+pub fn test_push_config() -> PushConfig {
+    PushConfig {
+        allow_private_targets: true,
+        webhook_secret: b"test-push-webhook-master-secret-0123456789".to_vec(),
+        poll_interval: Duration::from_millis(50),
+        retry_base: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+        ..PushConfig::default()
+    }
+}
 
 /// Wallet-link challenges expire this fast in tests, so expiry is observable.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(3);
@@ -41,10 +56,11 @@ impl TestStack {
         shutdown: CancellationToken,
         verify: clawx_verify::Settings,
         adjust: impl FnOnce(&mut clawx_gateway::Config),
+        push: PushConfig,
     ) -> TestStack {
         let keyring = Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring");
         let args = database.args.clone();
-        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, verify, adjust).await
+        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, verify, adjust, push).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -57,6 +73,7 @@ impl TestStack {
         shutdown: CancellationToken,
         verify: clawx_verify::Settings,
         adjust: impl FnOnce(&mut clawx_gateway::Config),
+        push: PushConfig,
     ) -> TestStack {
         install_crypto_provider();
         let auth = InternalAuth::new(&Secret::new("test-secret-test-secret-test-secret"));
@@ -73,6 +90,7 @@ impl TestStack {
             message_max_bytes: clawx::DEFAULT_MESSAGE_MAX_BYTES,
             spam: Default::default(),
             verify,
+            push,
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");
@@ -86,7 +104,7 @@ impl TestStack {
     }
 
     pub async fn embedded_with(adjust: impl FnOnce(&mut clawx_gateway::Config)) -> TestStack {
-        TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), Default::default(), adjust).await
+        TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), Default::default(), adjust, test_push_config()).await
     }
 
     /// The suite on PostgreSQL and Redis, if `CLAWX_TEST_DATABASE_URL` and
@@ -96,18 +114,31 @@ impl TestStack {
         let database = TestDatabase::postgres()?;
         let backends = redis_backends(&shutdown)?;
         assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
-        Some(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), adjust).await)
+        Some(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), adjust, test_push_config()).await)
     }
 
     /// Every configured flavour of the suite, with these verification settings.
     pub async fn all_with_verify(verify: clawx_verify::Settings, adjust: impl Fn(&mut clawx_gateway::Config)) -> Vec<TestStack> {
         let embedded =
-            TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), verify.clone(), &adjust).await;
+            TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), verify.clone(), &adjust, test_push_config()).await;
         let mut stacks = vec![embedded];
         let shutdown = CancellationToken::new();
         if let (Some(database), Some(backends)) = (TestDatabase::postgres(), redis_backends(&shutdown)) {
             assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
-            stacks.push(TestStack::start("postgres+redis", database, backends, shutdown, verify, &adjust).await);
+            stacks.push(TestStack::start("postgres+redis", database, backends, shutdown, verify, &adjust, test_push_config()).await);
+        }
+        stacks
+    }
+
+    /// Every configured flavour of the suite with push settings `push` (see [`test_push_config`]).
+    pub async fn all_with_push(push: PushConfig) -> Vec<TestStack> {
+        let mut stacks =
+            vec![TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), Default::default(), |_| {}, push.clone()).await];
+        let shutdown = CancellationToken::new();
+        if let Some(database) = TestDatabase::postgres() {
+            let backends = redis_backends(&shutdown).expect("CLAWX_TEST_REDIS_URL is set with CLAWX_TEST_DATABASE_URL");
+            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
+            stacks.push(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), |_| {}, push).await);
         }
         stacks
     }
@@ -120,7 +151,7 @@ impl TestStack {
         database.args.database_url = Some(database_url);
         let backends = redis_backends(&shutdown)?;
         assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
-        Some(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), adjust).await)
+        Some(TestStack::start("postgres+redis", database, backends, shutdown, Default::default(), adjust, test_push_config()).await)
     }
 
     /// Two whole stacks on PostgreSQL and Redis sharing the same schemas, key prefix and
@@ -145,7 +176,7 @@ impl TestStack {
             let backends = Backends::redis(&redis_url, &prefix, shutdown.clone()).expect("CLAWX_TEST_REDIS_URL is valid");
             assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
             replicas.push(
-                TestStack::start_on("postgres+redis", args.clone(), owned, keyring.clone(), backends, shutdown, Default::default(), &adjust).await,
+                TestStack::start_on("postgres+redis", args.clone(), owned, keyring.clone(), backends, shutdown, Default::default(), &adjust, test_push_config()).await,
             );
         }
         let second = replicas.pop().expect("two replicas");

@@ -108,3 +108,40 @@ async fn users_accept_and_block_conversations_and_the_spam_check_reports_blocked
         stack.stop().await;
     }
 }
+
+#[tokio::test]
+async fn consent_set_before_any_conversation_holds_for_the_conversation_that_follows() {
+    for stack in TestStack::all().await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let bob = stack.registered("bob").await;
+        let carol = stack.registered("carol").await;
+        let key = |key: &str| Auth::Key(key.to_string());
+        let (alice_wallet, bob_wallet, carol_wallet) = (wallet(&stack, &alice).await, wallet(&stack, &bob).await, wallet(&stack, &carol).await);
+
+        // Alice accepts bob and blocks carol before either has written to her.
+        let accepted = stack
+            .post("/xmtp/topics/accept", &key(&alice), body(&alice_wallet, json!([{"topic": "/xmtp/mls/1/g-0a0b/proto", "peerAddress": bob_wallet}])))
+            .await;
+        assert_eq!(accepted.expect_ok(name), &json!({"conversations": 0, "reports": 0}), "{name}: kept for later");
+        let blocked = stack
+            .post("/xmtp/topics/block", &key(&alice), body(&alice_wallet, json!([{"topic": "/xmtp/mls/1/g-0c/proto", "peerAddress": carol_wallet}])))
+            .await;
+        assert_eq!(blocked.expect_ok(name), &json!({"conversations": 0, "reports": 1}), "{name}");
+        dm(&stack, &bob, "alice", "from bob").await;
+        dm(&stack, &carol, "alice", "from carol").await;
+        assert_eq!(inbox(&stack, &alice, "allowed").await, vec!["from bob"], "{name}");
+        assert_eq!(inbox(&stack, &alice, "denied").await, vec!["from carol"], "{name}");
+        assert!(inbox(&stack, &alice, "unknown").await.is_empty(), "{name}");
+        // Bob's side is his own: unknown.
+        assert_eq!(inbox(&stack, &bob, "unknown").await, vec!["from bob"], "{name}");
+
+        // An XMTP topic alone (no peer): consent to the topic, no report; other topics without a
+        // peer are still refused.
+        let topic_only = stack.post("/xmtp/topics/block", &key(&alice), body(&alice_wallet, json!([{"topic": "/xmtp/mls/1/g-ABCD/proto"}]))).await;
+        assert_eq!(topic_only.expect_ok(name), &json!({"conversations": 0, "reports": 0}), "{name}");
+        let unknown = stack.post("/xmtp/topics/accept", &key(&alice), body(&alice_wallet, json!([{"topic": "topic-123"}]))).await;
+        unknown.expect_error(404, "NOT_FOUND", "neither a conversation, a peer nor an XMTP topic");
+        stack.stop().await;
+    }
+}

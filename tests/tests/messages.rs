@@ -533,6 +533,13 @@ impl MessagingService for FailingStream {
         Err(tonic::Status::unimplemented("stand-in"))
     }
 
+    async fn register_push(
+        &self,
+        _request: tonic::Request<pb::RegisterPushRequest>,
+    ) -> Result<tonic::Response<pb::RegisterPushResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
     async fn stream_messages(
         &self,
         request: tonic::Request<pb::StreamMessagesRequest>,
@@ -640,4 +647,31 @@ async fn the_openapi_document_describes_every_message_route() {
         assert!(message["required"].as_array().unwrap().iter().any(|name| name == field), "Message requires {field}");
     }
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_event_stream_gets_heartbeats_and_still_delivers() {
+    for stack in TestStack::all_with(|config| config.sse_heartbeat = Duration::from_millis(200)).await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let bob = stack.registered("bob").await;
+        let mut events = EventStream::open(&stack, &bob, "", None).await;
+        // Nothing is sent: only heartbeat comments arrive, several of them.
+        let mut heartbeats = 0;
+        for _ in 0..20 {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), events.response.chunk()).await.expect("a heartbeat within 5 s");
+            let chunk = chunk.expect("stream readable").expect("the stream stays open");
+            let text = std::str::from_utf8(&chunk).expect("UTF-8").to_string();
+            heartbeats += text.lines().filter(|line| line.starts_with(':') && line.contains("heartbeat")).count();
+            assert!(text.lines().all(|line| line.is_empty() || line.starts_with(':')), "{name}: only comments while idle: {text:?}");
+            if heartbeats >= 3 {
+                break;
+            }
+        }
+        assert!(heartbeats >= 3, "{name}: heartbeat comments on an idle stream, got {heartbeats}");
+        // The idle stream still carries the next message.
+        let sent = dm(&stack, &alice, "bob", "after the quiet").await;
+        assert_eq!(events.message().await["id"], sent["id"], "{name}");
+        stack.stop().await;
+    }
 }

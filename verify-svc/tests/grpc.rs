@@ -72,6 +72,7 @@ impl Harness {
             identity_url: identity_url.clone(),
             message_max_bytes: clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES,
             spam: Default::default(),
+            push: Default::default(),
         };
         let token = shutdown.clone();
         let messaging = spawn_service(move |listener| clawx_messaging::run(messaging_config, listener, token)).await;
@@ -269,6 +270,18 @@ clawx_common::backend_tests! {
         assert_eq!(harness.messages_of(young).await, 1, "the young account keeps its other conversation");
         let start = harness.start(expired[1]).await;
         expect_error(start, Code::Unauthenticated, "UNAUTHORIZED", "a deleted account");
+        // Messaging remembered old-2 (a DM went to it): it forgets the deleted account on the
+        // identity service's announcement, so a DM to its handle is refused.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let message =
+                messaging_pb::SendDirectMessageRequest { to: Some(To::Handle("old-2".into())), content: "still there?".into(), ..Default::default() };
+            match harness.messaging.clone().send_direct_message(harness.as_account("messaging", young, message)).await {
+                Err(status) if status.code() == Code::NotFound => break,
+                other => assert!(std::time::Instant::now() < deadline, "a DM to a deleted account is refused: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(first.sweep().await.unwrap().is_empty() && second.sweep().await.unwrap().is_empty(), "nothing left to delete");
 
         // The young account's window ends a day after its creation: it cannot verify any more,

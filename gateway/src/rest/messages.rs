@@ -40,7 +40,6 @@ use crate::{error::ApiError, guard::Gateway};
 type Reply<T> = Result<Json<T>, ApiError>;
 
 /// How often an idle event stream carries a comment, so proxies keep the connection open.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 
@@ -480,7 +479,8 @@ pub async fn stream_messages(
     };
     let upstream = gateway.messaging(&account.principal).stream_messages(pb::StreamMessagesRequest { after_id }).await?.into_inner();
     let events = relay(upstream, slot).take_until(gateway.shutdown.clone().cancelled_owned());
-    let stream = Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"));
+    let stream =
+        Sse::new(events).keep_alive(KeepAlive::new().interval(gateway.config.sse_heartbeat.max(Duration::from_millis(10))).text("heartbeat"));
     // Buffering proxies (nginx) would hold events back.
     Ok(([(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))], stream))
 }

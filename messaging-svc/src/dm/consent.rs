@@ -64,7 +64,7 @@ fn parse_signature(text: &str) -> Option<Signature> {
 }
 
 /// Whether `signature` is the EIP-191 `personal_sign` of `topic` by `owner` (lowercase hex).
-fn signed_by(signature: &str, topic: &str, owner: &str) -> bool {
+pub(crate) fn signed_by(signature: &str, topic: &str, owner: &str) -> bool {
     let Some(signature) = parse_signature(signature) else { return false };
     let recovered: Option<Address> = signature.recover_address_from_msg(topic.as_bytes()).ok();
     recovered.is_some_and(|address| format!("{address:#x}") == owner)
@@ -78,6 +78,8 @@ fn forbidden(message: &str) -> ServiceError {
 enum Target {
     Conversation(i64),
     Peer(Party, String),
+    /// An XMTP topic named without a peer.
+    Topic(String),
 }
 
 fn now_ms() -> i64 {
@@ -111,10 +113,8 @@ impl DirectMessages {
         if request.targets.len() > MAX_TARGETS {
             return Err(ServiceError::invalid("registrations", format!("registrations may name at most {MAX_TARGETS} topics")));
         }
-        let me = self.identity.resolve(&[account_id], &[], &[]).await?;
-        let own = me.iter().find(|profile| profile.id == account_id).map(|profile| profile.wallet_address.to_ascii_lowercase());
-        if own.as_deref() != Some(owner.as_str()) {
-            return Err(forbidden("ownerAddress is not your wallet"));
+        if !self.identity.owns_wallet(account_id, &owner).await? {
+            return Err(forbidden("ownerAddress is not a wallet of yours"));
         }
 
         // Check every target before changing any.
@@ -145,7 +145,12 @@ impl DirectMessages {
                     targets.push(Target::Peer(party, peer));
                 }
                 (Some(id), None) => targets.push(Target::Conversation(id)),
-                (None, None) => return Err(ServiceError::not_found("topic is not a conversation of yours; name the peer with peerAddress")),
+                (None, None) => match crate::push::normalized_xmtp_topic(topic) {
+                    Some(topic) => targets.push(Target::Topic(topic)),
+                    None => {
+                        return Err(ServiceError::not_found("topic is not a conversation of yours or an XMTP topic; name the peer with peerAddress"));
+                    }
+                },
             }
         }
 
@@ -158,11 +163,13 @@ impl DirectMessages {
                     None => return Err(ServiceError::not_found("topic is not a conversation of yours")),
                 },
                 Target::Peer(party, address) => {
+                    // Without a conversation yet, the consent is kept for the one that comes.
                     let changed = self.store.set_peer_consent(account_id, &party, consent).await.map_err(internal)?;
-                    if !changed && consent == Consent::Allowed {
-                        return Err(ServiceError::not_found("you have no conversation with this peer"));
-                    }
                     (changed, (consent == Consent::Denied).then(|| (address, party.account_id())))
+                }
+                Target::Topic(topic) => {
+                    self.store.set_topic_consent(account_id, &topic, consent).await.map_err(internal)?;
+                    (false, None)
                 }
             };
             response.conversations += u32::from(changed);

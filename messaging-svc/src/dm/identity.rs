@@ -1,7 +1,12 @@
 //! Accounts, handles and wallets, as the identity service knows them.
 
-use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult};
-use clawx_proto::identity::{Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient};
+use clawx_common::{
+    InternalAuth, Principal, ServiceError, ServiceResult,
+    auth::{AuthMethod, CREDENTIALS_REVOKED_CHANNEL, CredentialsRevoked},
+    pubsub::{Event, PubSub},
+};
+use clawx_proto::identity::{ListWalletsRequest, Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient};
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 /// Most accounts asked for in one `ResolveAccounts` call.
@@ -32,6 +37,21 @@ impl Known {
         self.by_address.insert(profile.wallet_address.to_ascii_lowercase(), profile.id);
         self.by_id.insert(profile.id, kept);
     }
+
+    fn forget(&mut self, id: i64) {
+        if let Some(profile) = self.by_id.remove(&id) {
+            if let Some(handle) = profile.handle {
+                self.by_handle.remove(&handle);
+            }
+            self.by_address.remove(&profile.wallet_address.to_ascii_lowercase());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.by_handle.clear();
+        self.by_address.clear();
+    }
 }
 
 /// A client of the identity service, calling as this service.
@@ -59,6 +79,36 @@ impl Identity {
             by_address: hashlink::LruCache::new(KNOWN_ACCOUNTS),
         };
         Ok(Identity { client: IdentityServiceClient::new(endpoint.connect_lazy()), auth, known: std::sync::Arc::new(std::sync::Mutex::new(known)) })
+    }
+
+    /// Forgets remembered accounts the identity service announces on its revocation channel (an
+    /// account deleted, its credentials revoked), on every replica, until `shutdown`; a gap in
+    /// the announcements forgets everything.
+    pub fn forget_announced(&self, pubsub: &PubSub, shutdown: CancellationToken) {
+        let mut subscription = pubsub.subscribe(CREDENTIALS_REVOKED_CHANNEL);
+        let known = std::sync::Arc::downgrade(&self.known);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = subscription.recv() => event,
+                    () = shutdown.cancelled() => return,
+                };
+                let Some(known) = known.upgrade() else { return };
+                match event {
+                    Some(Event::Message(payload)) => match serde_json::from_slice::<CredentialsRevoked>(&payload) {
+                        Ok(revoked) => known.lock().expect("known accounts lock").forget(revoked.account_id),
+                        Err(error) => tracing::warn!(%error, "unreadable revocation announcement"),
+                    },
+                    Some(Event::Gap) => known.lock().expect("known accounts lock").clear(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Forgets one account on this replica at once.
+    pub fn forget(&self, account_id: i64) {
+        self.known.lock().expect("known accounts lock").forget(account_id);
     }
 
     /// The accounts among `ids`, `handles` and (lowercase) `wallet_addresses`: remembered ones
@@ -98,6 +148,24 @@ impl Identity {
         found.sort_by_key(|profile| profile.id);
         found.dedup_by_key(|profile| profile.id);
         Ok(found)
+    }
+
+    /// Whether `address` (lowercase) is `account_id`'s server-held wallet or a wallet linked to
+    /// it. Linked wallets are asked for every time: an unlinked wallet stops counting at once.
+    pub async fn owns_wallet(&self, account_id: i64, address: &str) -> ServiceResult<bool> {
+        let profiles = self.resolve(&[account_id], &[], &[]).await?;
+        if profiles.iter().any(|profile| profile.id == account_id && profile.wallet_address.to_ascii_lowercase() == address) {
+            return Ok(true);
+        }
+        let mut request = tonic::Request::new(ListWalletsRequest {});
+        self.auth.authorize(&mut request, "identity", &Principal::account(account_id, AuthMethod::Service, None));
+        match self.client.clone().list_wallets(request).await {
+            Ok(answer) => Ok(answer.into_inner().wallets.iter().any(|wallet| wallet.address.to_ascii_lowercase() == address)),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "identity service call failed");
+                Err(ServiceError::new(clawx_common::ErrorCode::Unavailable, "the identity service is unavailable; retry"))
+            }
+        }
     }
 
     /// Asks the identity service.

@@ -153,8 +153,13 @@ pub trait DmStore: Send + Sync + std::fmt::Debug {
     /// Sets the account's consent to one of its conversations; its peer, or `None` when the
     /// account is not in that conversation.
     async fn set_conversation_consent(&self, account_id: i64, conversation_id: i64, consent: Consent) -> StoreResult<Option<Party>>;
-    /// Sets the account's consent to its conversation with `peer`; whether they have one.
+    /// Sets the account's consent to `peer`: to their conversation if they have one (whether
+    /// they do), and to any conversation they start later.
     async fn set_peer_consent(&self, account_id: i64, peer: &Party, consent: Consent) -> StoreResult<bool>;
+    /// Sets the account's consent to an XMTP topic (`/xmtp/mls/1/...`, lowercase).
+    async fn set_topic_consent(&self, account_id: i64, topic: &str, consent: Consent) -> StoreResult<()>;
+    /// The account's consent to an XMTP topic (`Unknown` when never set).
+    async fn topic_consent(&self, account_id: i64, topic: &str) -> StoreResult<Consent>;
     /// Whether the account denied `peer`.
     async fn is_denied(&self, account_id: i64, peer: &Party) -> StoreResult<bool>;
     /// Files the account's spam report against `address` (lowercase), owned by

@@ -147,14 +147,41 @@ macro_rules! dm_store {
             }
             let memberships: Vec<_> = memberships.into_iter().collect();
             for chunk in memberships.chunks(ROWS_PER_STATEMENT) {
+                // A new membership starts with the consent the account set for the peer before
+                // they talked, if any.
                 let statement = format!(
-                    "INSERT INTO dm_memberships (account_id, peer, conversation_id, last_message_id) VALUES {} \
+                    "INSERT INTO dm_memberships (account_id, peer, conversation_id, last_message_id, consent) \
+                     SELECT v.column1, v.column2, v.column3, v.column4, COALESCE(p.consent, 'unknown') FROM (VALUES {}) AS v \
+                     LEFT JOIN dm_peer_consent p ON p.account_id = v.column1 AND p.peer = v.column2 WHERE true \
                      ON CONFLICT (account_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id",
                     values(chunk.len(), 4)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
                 for ((account_id, peer), (conversation_id, message_id)) in chunk {
                     query = query.bind(account_id).bind(peer).bind(conversation_id).bind(message_id);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            queue_push_notifications(tx, messages).await
+        }
+
+        /// Queues a push notification for each message whose recipient registered its inbox or
+        /// that conversation (not from a peer it denied), in the batch's transaction: an
+        /// acknowledged message always has its notification.
+        async fn queue_push_notifications(tx: &mut Tx, messages: &[StoredMessage]) -> Result<(), sqlx::Error> {
+            let received: Vec<&StoredMessage> = messages.iter().filter(|message| message.recipient_account_id.is_some()).collect();
+            for chunk in received.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe($crate::push::store::enqueue_dm_sql(chunk.len())));
+                for message in chunk {
+                    let sender = message.sender_account_id.map(Party::Account).or_else(|| message.sender_address.clone().map(Party::Wallet));
+                    query = query
+                        .bind(message.recipient_account_id)
+                        .bind(message.id)
+                        .bind(format!("dm:{}", message.conversation_id))
+                        .bind(sender.map(|party| party.key()).unwrap_or_default())
+                        .bind(format!("{}{}", $crate::dm::consent::TOPIC_PREFIX, message.conversation_id))
+                        .bind(message.sent_at)
+                        .bind(message.sent_at);
                 }
                 query.execute(&mut **tx).await?;
             }
@@ -373,13 +400,51 @@ macro_rules! dm_store {
             }
 
             async fn set_peer_consent(&self, account_id: i64, peer: &Party, consent: Consent) -> StoreResult<bool> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                // Kept per peer as well, so a conversation that starts later starts with it.
+                sqlx::query(
+                    "INSERT INTO dm_peer_consent (account_id, peer, consent) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account_id, peer) DO UPDATE SET consent = excluded.consent",
+                )
+                .bind(account_id)
+                .bind(peer.key())
+                .bind(consent.as_str())
+                .execute(&mut *tx)
+                .await?;
                 let updated = sqlx::query("UPDATE dm_memberships SET consent = $1 WHERE account_id = $2 AND peer = $3")
                     .bind(consent.as_str())
                     .bind(account_id)
                     .bind(peer.key())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(updated.rows_affected() > 0)
+            }
+
+            async fn set_topic_consent(&self, account_id: i64, topic: &str, consent: Consent) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO dm_topic_consent (account_id, topic, consent) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account_id, topic) DO UPDATE SET consent = excluded.consent",
+                )
+                .bind(account_id)
+                .bind(topic)
+                .bind(consent.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn topic_consent(&self, account_id: i64, topic: &str) -> StoreResult<Consent> {
+                let consent: Option<String> = sqlx::query_scalar("SELECT consent FROM dm_topic_consent WHERE account_id = $1 AND topic = $2")
+                    .bind(account_id)
+                    .bind(topic)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match consent.as_deref() {
+                    Some("allowed") => Consent::Allowed,
+                    Some("denied") => Consent::Denied,
+                    _ => Consent::Unknown,
+                })
             }
 
             async fn is_denied(&self, account_id: i64, peer: &Party) -> StoreResult<bool> {

@@ -32,6 +32,19 @@ macro_rules! node_store {
         type Tx = sqlx::Transaction<'static, $db>;
         type DbQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
 
+        /// Queues push notifications for an envelope on `topic` to whoever registered it, in the
+        /// writer's transaction.
+        async fn queue_push(tx: &mut Tx, kind: &str, id: i64, topic: &str, created_ns: i64) -> Result<(), sqlx::Error> {
+            sqlx::query($crate::push::store::ENQUEUE_XMTP_SQL)
+                .bind(kind)
+                .bind(id)
+                .bind(topic)
+                .bind(created_ns / 1_000_000)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
         /// Reads rows one at a time, converting each into an item and its reply size, and stops
         /// before the item that would take the total past `max_bytes` (the first item is kept
         /// when `keep_first`), so a reply never holds more than its budget in memory.
@@ -212,6 +225,9 @@ macro_rules! node_store {
                     if result.rows_affected() == 0 {
                         continue;
                     }
+                    if message.should_push {
+                        queue_push(&mut tx, "xmtp_group", id, &$crate::push::store::xmtp_topic('g', &message.group_id), created_ns).await?;
+                    }
                     let entry = last.get_mut(&message.group_id).expect("locked above");
                     let previous_id = std::mem::replace(&mut entry.0, id);
                     inserted.push(Inserted {
@@ -332,6 +348,7 @@ macro_rules! node_store {
                     if result.rows_affected() == 0 {
                         continue;
                     }
+                    queue_push(&mut tx, "xmtp_welcome", id, &$crate::push::store::xmtp_topic('w', &welcome.installation_key), created_ns).await?;
                     let previous_id = std::mem::replace(last.get_mut(&welcome.installation_key).expect("locked above"), id);
                     inserted.push(Inserted {
                         item: StoredWelcome { id, installation_key: welcome.installation_key.clone(), created_ns, message: welcome.message.clone() },

@@ -73,19 +73,33 @@ pub struct Principal {
     /// The client's IP address as the gateway saw it, for rate limits and audit logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
+    /// For [`AuthMethod::Service`] calls a service makes on its own behalf: which service (its
+    /// audience name, e.g. `messaging`). Calls reserved to one service check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 impl Principal {
     pub fn anonymous(client_ip: Option<String>) -> Principal {
-        Principal { account_id: None, method: AuthMethod::Anonymous, client_ip }
+        Principal { account_id: None, method: AuthMethod::Anonymous, client_ip, service: None }
     }
 
     pub fn service() -> Principal {
-        Principal { account_id: None, method: AuthMethod::Service, client_ip: None }
+        Principal { account_id: None, method: AuthMethod::Service, client_ip: None, service: None }
+    }
+
+    /// The service `name` (its audience name) acting on its own behalf.
+    pub fn named_service(name: &str) -> Principal {
+        Principal { service: Some(name.to_string()), ..Principal::service() }
+    }
+
+    /// Whether this is the service `name` acting on its own behalf.
+    pub fn is_service(&self, name: &str) -> bool {
+        self.method == AuthMethod::Service && self.service.as_deref() == Some(name)
     }
 
     pub fn account(account_id: i64, method: AuthMethod, client_ip: Option<String>) -> Principal {
-        Principal { account_id: Some(account_id), method, client_ip }
+        Principal { account_id: Some(account_id), method, client_ip, service: None }
     }
 
     /// The authenticated account, or `UNAUTHORIZED`.
@@ -224,5 +238,16 @@ mod tests {
         auth().authorize(&mut request, "verify", &Principal::account(7, AuthMethod::Signature, None));
         let admitted = interceptor.call(request).unwrap();
         assert_eq!(principal_of(&admitted).account_id, Some(7));
+    }
+
+    #[test]
+    fn named_services_are_told_apart() {
+        let token = auth().issue("identity", &Principal::named_service("messaging"));
+        let principal = auth().verify(&token, "identity").unwrap();
+        assert!(principal.is_service("messaging"));
+        assert!(!principal.is_service("gateway"));
+        assert!(!Principal::service().is_service("messaging"));
+        let account = Principal { service: Some("messaging".into()), ..Principal::account(1, AuthMethod::ApiKey, None) };
+        assert!(!account.is_service("messaging"), "only service principals are services");
     }
 }

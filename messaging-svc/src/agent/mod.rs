@@ -3,8 +3,39 @@
 //! MLS state live in the service's database ([`store`], [`state`]), so any replica can act for
 //! any account.
 
+pub mod mls;
+pub mod network;
+mod publish;
 pub mod state;
 pub mod store;
+
+use std::sync::Arc;
+
+use clawx_common::{ServiceError, crypto::Keyring};
+
+pub use publish::{INBOX_NONCE, KEY_PACKAGE_REFRESH_MS};
+
+use self::{network::XmtpNetwork, store::AgentStore};
+use crate::dm::identity::Identity;
+
+/// The engine of one replica: acts for any account, with state in the database.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    store: Arc<dyn AgentStore>,
+    keyring: Keyring,
+    identity: Identity,
+    network: XmtpNetwork,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn AgentStore>, keyring: Keyring, identity: Identity, network: XmtpNetwork) -> Engine {
+        Engine { store, keyring, identity, network }
+    }
+
+    pub fn network(&self) -> &XmtpNetwork {
+        &self.network
+    }
+}
 
 /// What can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -21,4 +52,10 @@ pub enum AgentError {
     StateTooLarge,
     #[error("MLS: {0}")]
     Mls(String),
+    #[error("the account does not exist")]
+    NoAccount,
+    #[error("identity service: {0}")]
+    Identity(ServiceError),
+    #[error("XMTP network: {0}")]
+    Network(String),
 }

@@ -220,7 +220,7 @@ fn node_sdk_dir() -> Option<std::path::PathBuf> {
 }
 
 clawx_common::backend_tests! {
-    async fn node_sdk_users_find_and_message_a_published_account(test_db) {
+    async fn node_sdk_users_find_and_message_a_published_account_which_receives(test_db) {
         let Some(interop) = node_sdk_dir() else {
             eprintln!("skipped: @xmtp/node-sdk is not installed (run `npm ci` in tests/interop)");
             return;
@@ -254,5 +254,16 @@ clawx_common::backend_tests! {
             .into_inner()
             .messages;
         assert_eq!(welcomes.len(), 1, "{name}: node-sdk sent the agent a welcome");
+
+        // The agent joins from the welcome, merges the sender's commits and decrypts the text.
+        let sender = stdout.lines().find_map(|line| line.strip_prefix("SENDER ")).expect("the script names its inbox").to_string();
+        let received = engine.receive(account.account_id).await.unwrap();
+        assert_eq!(received.len(), 1, "{name}: {received:?}");
+        let message = &received[0];
+        assert_eq!(message.text.as_deref(), Some("hello agent"), "{name}");
+        assert_eq!((message.sender_inbox_id.as_str(), message.content_type.as_str()), (sender.as_str(), "xmtp.org/text:1.0"), "{name}");
+        assert!(!message.idempotency_key.is_empty() && message.xmtp_message_id > 0, "{name}");
+        // A second pull, from another replica, finds nothing new.
+        assert_eq!(harness.engine().receive(account.account_id).await.unwrap(), Vec::new(), "{name}: cursors are kept");
     }
 }

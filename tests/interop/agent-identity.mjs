@@ -54,6 +54,7 @@ try {
   if (offline !== inbox) fail(`generateInboxId(${address}) is ${offline}, expected ${inbox}`);
   const dm = await client.conversations.createDmWithIdentifier(agent);
   await dm.sendText(text);
+  console.log(`SENDER ${client.inboxId}`);
   console.log(`PASS agent-identity: canMessage true, inbox ${found}, DM ${dm.id} created and text sent`);
   clearTimeout(timer);
   process.exit(0);

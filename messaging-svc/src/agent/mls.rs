@@ -81,5 +81,23 @@ pub fn key_package(provider: &AgentProvider, inbox_id: &str, key: &SigningKey) -
         .map_err(|error| mls(&error))?;
     let key_package = bundle.key_package();
     let bytes = key_package.tls_serialize_detached().map_err(|error| mls(&error))?;
+    // Welcomes are wrapped (HPKE) to the init key outside MLS; keep its private key by its
+    // public key, beside openmls' own state.
+    let init_public = key_package.hpke_init_key().as_slice().to_vec();
+    provider
+        .storage()
+        .values
+        .write()
+        .map_err(|_| AgentError::Mls("MLS storage lock poisoned".into()))?
+        .insert(init_key_entry(&init_public), bundle.init_private_key().to_vec());
     Ok(NewKeyPackage { bytes, not_after: key_package.life_time().not_after() })
+}
+
+/// Prefix of the state entries Clawx keeps beside openmls' (openmls' keys start with its
+/// labels, none of which starts so).
+pub const CLAWX_ENTRY_PREFIX: &[u8] = b"clawx/";
+
+/// The state entry holding the private init key of a key package, by its public key.
+pub fn init_key_entry(init_public: &[u8]) -> Vec<u8> {
+    [CLAWX_ENTRY_PREFIX, b"init-key/", init_public].concat()
 }

@@ -6,6 +6,7 @@
 pub mod mls;
 pub mod network;
 mod publish;
+pub mod receive;
 pub mod state;
 pub mod store;
 

@@ -11,7 +11,10 @@ use clawx_proto::xmtp::{
         },
         associations::{IdentifierKind, IdentityUpdate},
     },
-    mls::api::v1::{KeyPackageUpload, UploadKeyPackageRequest, mls_api_client::MlsApiClient},
+    mls::api::v1::{
+        GroupMessage, KeyPackageUpload, PagingInfo, QueryGroupMessagesRequest, QueryWelcomeMessagesRequest, SortDirection, UploadKeyPackageRequest,
+        WelcomeMessage, mls_api_client::MlsApiClient,
+    },
 };
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -102,5 +105,23 @@ impl XmtpNetwork {
             UploadKeyPackageRequest { key_package: Some(KeyPackageUpload { key_package_tls_serialized: key_package }), is_inbox_id_credential: true };
         self.mls.clone().upload_key_package(request).await.map_err(network_error("UploadKeyPackage"))?;
         Ok(())
+    }
+
+    /// Welcomes for an installation after `id_cursor`, oldest first.
+    pub async fn welcomes(&self, installation_key: &[u8], id_cursor: u64, limit: u32) -> Result<Vec<WelcomeMessage>, AgentError> {
+        let request = QueryWelcomeMessagesRequest {
+            installation_key: installation_key.to_vec(),
+            paging_info: Some(PagingInfo { direction: SortDirection::Ascending as i32, limit, id_cursor }),
+        };
+        Ok(self.mls.clone().query_welcome_messages(request).await.map_err(network_error("QueryWelcomeMessages"))?.into_inner().messages)
+    }
+
+    /// A group's messages after `id_cursor`, oldest first.
+    pub async fn group_messages(&self, group_id: &[u8], id_cursor: u64, limit: u32) -> Result<Vec<GroupMessage>, AgentError> {
+        let request = QueryGroupMessagesRequest {
+            group_id: group_id.to_vec(),
+            paging_info: Some(PagingInfo { direction: SortDirection::Ascending as i32, limit, id_cursor }),
+        };
+        Ok(self.mls.clone().query_group_messages(request).await.map_err(network_error("QueryGroupMessages"))?.into_inner().messages)
     }
 }

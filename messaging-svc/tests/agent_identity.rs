@@ -220,7 +220,7 @@ fn node_sdk_dir() -> Option<std::path::PathBuf> {
 }
 
 clawx_common::backend_tests! {
-    async fn node_sdk_users_find_and_message_a_published_account_which_receives(test_db) {
+    async fn node_sdk_users_and_an_agent_exchange_direct_messages(test_db) {
         let Some(interop) = node_sdk_dir() else {
             eprintln!("skipped: @xmtp/node-sdk is not installed (run `npm ci` in tests/interop)");
             return;
@@ -232,15 +232,27 @@ clawx_common::backend_tests! {
         let installation = engine.ensure_ready(account.account_id).await.unwrap();
         let wallet = account.wallet_address.to_lowercase();
         // A real node-sdk user: canMessage, the inbox id lookup, then a DM with a text, for which
-        // node-sdk verifies the inbox's signatures and the installation's key package.
-        let output = tokio::process::Command::new("node")
+        // node-sdk verifies the inbox's signatures and the installation's key package; it then
+        // waits for the agent's reply.
+        let reply = "hello node-sdk user";
+        let mut child = tokio::process::Command::new("node")
             .current_dir(&interop)
-            .args(["agent-identity.mjs", "--url", &harness.node_url, "--address", &wallet, "--inbox", &account.xmtp_inbox_id])
-            .output()
-            .await
+            .args(["agent-identity.mjs", "--url", &harness.node_url, "--address", &wallet, "--inbox", &account.xmtp_inbox_id, "--await-reply", reply])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
             .expect("node runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success() && stdout.contains("PASS"), "{name}: node-sdk: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+        let mut printed = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line == "SENT" || line.starts_with("FAIL");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(printed.last().map(String::as_str), Some("SENT"), "{name}: node-sdk: {printed:?}");
+        let stdout = printed.join("\n");
         // The DM's welcome reached the installation.
         let welcomes = harness
             .mls
@@ -265,5 +277,13 @@ clawx_common::backend_tests! {
         assert!(!message.idempotency_key.is_empty() && message.xmtp_message_id > 0, "{name}");
         // A second pull, from another replica, finds nothing new.
         assert_eq!(harness.engine().receive(account.account_id).await.unwrap(), Vec::new(), "{name}: cursors are kept");
+
+        // The agent answers in that DM, from another replica; the node-sdk user reads it once.
+        harness.engine().send_text(account.account_id, &message.group_id, reply, "clawx-message-1").await.unwrap();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push(line);
+        }
+        let status = child.wait().await.unwrap();
+        assert!(status.success() && printed.last().is_some_and(|line| line.starts_with("PASS") && line.ends_with("reply read")), "{name}: {printed:?}");
     }
 }

@@ -7,7 +7,8 @@
 // A throwaway node-sdk user finds that canMessage(address) is true and that the address's inbox
 // id is the account's (looked up, and computed offline), then opens a DM with the account's inbox and sends a text: node-sdk
 // checks the inbox's identity updates (wallet and installation signatures) and the key package
-// when it creates the DM and its welcome. The last line printed is "PASS ..." or "FAIL ...".
+// when it creates the DM and its welcome. With --await-reply TEXT it then reads the account's
+// reply in that DM. The last line printed is "PASS ..." or "FAIL ...".
 import { ApiUrls, Client, generateInboxId, getInboxIdForIdentifier } from "@xmtp/node-sdk";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { hexToBytes } from "viem";
@@ -27,6 +28,8 @@ const url = arg("url").replace(/\/$/, "");
 const address = arg("address").toLowerCase();
 const inbox = arg("inbox");
 const text = process.argv.includes("--text") ? arg("text") : "hello agent";
+// With --await-reply, the user then waits for that text from the account in the DM.
+const awaitReply = process.argv.includes("--await-reply") ? arg("await-reply") : null;
 // node-sdk 5.5.0 looks inbox ids up at ApiUrls.local whatever apiUrl says: point it at the node.
 ApiUrls.local = url;
 
@@ -55,7 +58,19 @@ try {
   const dm = await client.conversations.createDmWithIdentifier(agent);
   await dm.sendText(text);
   console.log(`SENDER ${client.inboxId}`);
-  console.log(`PASS agent-identity: canMessage true, inbox ${found}, DM ${dm.id} created and text sent`);
+  console.log("SENT");
+  if (awaitReply !== null) {
+    const until = Date.now() + 60_000;
+    for (;;) {
+      await dm.sync();
+      const texts = (await dm.messages()).filter((m) => m.senderInboxId === inbox && m.content === awaitReply);
+      if (texts.length === 1) break;
+      if (texts.length > 1) fail(`the reply arrived ${texts.length} times`);
+      if (Date.now() > until) fail(`no reply "${awaitReply}" from ${inbox} within 60 s`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  }
+  console.log(`PASS agent-identity: canMessage true, inbox ${found}, DM ${dm.id} created and text sent${awaitReply === null ? "" : ", reply read"}`);
   clearTimeout(timer);
   process.exit(0);
 } catch (error) {

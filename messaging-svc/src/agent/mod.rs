@@ -7,6 +7,7 @@ pub mod mls;
 pub mod network;
 mod publish;
 pub mod receive;
+pub mod send;
 pub mod state;
 pub mod store;
 

@@ -12,8 +12,8 @@ use clawx_proto::xmtp::{
         associations::{IdentifierKind, IdentityUpdate},
     },
     mls::api::v1::{
-        GroupMessage, KeyPackageUpload, PagingInfo, QueryGroupMessagesRequest, QueryWelcomeMessagesRequest, SortDirection, UploadKeyPackageRequest,
-        WelcomeMessage, mls_api_client::MlsApiClient,
+        GroupMessage, GroupMessageInput, KeyPackageUpload, PagingInfo, QueryGroupMessagesRequest, QueryWelcomeMessagesRequest,
+        SendGroupMessagesRequest, SortDirection, UploadKeyPackageRequest, WelcomeMessage, group_message_input, mls_api_client::MlsApiClient,
     },
 };
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -123,5 +123,15 @@ impl XmtpNetwork {
             paging_info: Some(PagingInfo { direction: SortDirection::Ascending as i32, limit, id_cursor }),
         };
         Ok(self.mls.clone().query_group_messages(request).await.map_err(network_error("QueryGroupMessages"))?.into_inner().messages)
+    }
+
+    /// Publishes one MLS message (TLS-serialized) to its group.
+    pub async fn send_group_message(&self, data: Vec<u8>, should_push: bool) -> Result<(), AgentError> {
+        // Receivers do not check the HMAC; it only lets push servers filter a sender's own
+        // messages, which Clawx's installations do not subscribe to.
+        let message = group_message_input::V1 { data, sender_hmac: vec![0; 32], should_push };
+        let request = SendGroupMessagesRequest { messages: vec![GroupMessageInput { version: Some(group_message_input::Version::V1(message)) }] };
+        self.mls.clone().send_group_messages(request).await.map_err(network_error("SendGroupMessages"))?;
+        Ok(())
     }
 }

@@ -287,3 +287,73 @@ clawx_common::backend_tests! {
         assert!(status.success() && printed.last().is_some_and(|line| line.starts_with("PASS") && line.ends_with("reply read")), "{name}: {printed:?}");
     }
 }
+
+clawx_common::backend_tests! {
+    async fn an_agent_opens_a_dm_with_a_node_sdk_user_who_replies(test_db) {
+        let Some(interop) = node_sdk_dir() else {
+            eprintln!("skipped: @xmtp/node-sdk is not installed (run `npm ci` in tests/interop)");
+            return;
+        };
+        let harness = Harness::on(test_db).await;
+        let name = harness.name;
+        let engine = harness.engine();
+        let account = harness.account().await;
+        engine.ensure_ready(account.account_id).await.unwrap();
+        let (text, reply) = ("gm from a Clawx agent", "gm, agent");
+        let mut child = tokio::process::Command::new("node")
+            .current_dir(&interop)
+            .args(["agent-dm-user.mjs", "--url", &harness.node_url, "--from", &account.xmtp_inbox_id, "--expect", text, "--reply", reply])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+        let ready = lines.next_line().await.unwrap().unwrap_or_default();
+        let mut words = ready.split(' ').skip(1);
+        let (Some(address), Some(user_inbox)) = (words.next().map(str::to_string), words.next().map(str::to_string)) else {
+            panic!("{name}: node-sdk: {ready}");
+        };
+
+        // The agent finds the user's inbox by address, opens the DM and writes.
+        let network = engine.network();
+        assert_eq!(network.inbox_id_of(&address).await.unwrap().as_deref(), Some(user_inbox.as_str()), "{name}");
+        let group_id = engine.open_dm(account.account_id, &user_inbox).await.unwrap();
+        engine.send_text(account.account_id, &group_id, text, "clawx-message-7").await.unwrap();
+
+        // The user reads it and replies; the agent decrypts the reply.
+        let mut printed = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push(line);
+        }
+        assert!(child.wait().await.unwrap().success() && printed.last().is_some_and(|line| line.starts_with("PASS")), "{name}: {printed:?}");
+        let received = engine.receive(account.account_id).await.unwrap();
+        let replies: Vec<_> = received.iter().filter(|message| message.text.as_deref() == Some(reply)).collect();
+        assert_eq!(replies.len(), 1, "{name}: {received:?}");
+        assert_eq!((replies[0].sender_inbox_id.as_str(), replies[0].group_id.as_slice()), (user_inbox.as_str(), group_id.as_slice()), "{name}");
+
+        // A wallet with no inbox is not on XMTP.
+        let unknown = engine.open_dm(account.account_id, &"0".repeat(64)).await.unwrap_err();
+        assert!(matches!(unknown, clawx_messaging::agent::AgentError::RecipientNotOnXmtp), "{name}: {unknown:?}");
+    }
+}
+
+clawx_common::backend_tests! {
+    async fn two_accounts_dm_each_other_over_xmtp(test_db) {
+        let harness = Harness::on(test_db).await;
+        let name = harness.name;
+        let (alice_engine, bob_engine) = (harness.engine(), harness.engine());
+        let (alice, bob) = (harness.account().await, harness.account().await);
+        bob_engine.ensure_ready(bob.account_id).await.unwrap();
+        let group_id = alice_engine.open_dm(alice.account_id, &bob.xmtp_inbox_id).await.unwrap();
+        alice_engine.send_text(alice.account_id, &group_id, "hi bob", "41").await.unwrap();
+        let received = bob_engine.receive(bob.account_id).await.unwrap();
+        assert_eq!(received.len(), 1, "{name}: {received:?}");
+        assert_eq!((received[0].text.as_deref(), received[0].idempotency_key.as_str()), (Some("hi bob"), "41"), "{name}: the Clawx message id travels");
+        assert_eq!((received[0].sender_inbox_id.as_str(), received[0].group_id.as_slice()), (alice.xmtp_inbox_id.as_str(), group_id.as_slice()));
+        // Bob answers in the same group; Alice decrypts it (her own message is not returned to her).
+        bob_engine.send_text(bob.account_id, &group_id, "hi alice", "42").await.unwrap();
+        let received = alice_engine.receive(alice.account_id).await.unwrap();
+        let texts: Vec<_> = received.iter().map(|message| (message.text.clone(), message.idempotency_key.clone())).collect();
+        assert_eq!(texts, vec![(Some("hi alice".to_string()), "42".to_string())], "{name}");
+    }
+}

@@ -3,6 +3,7 @@
 //! MLS state live in the service's database ([`store`], [`state`]), so any replica can act for
 //! any account.
 
+pub mod dm;
 pub mod mls;
 pub mod network;
 mod publish;
@@ -60,4 +61,7 @@ pub enum AgentError {
     Identity(ServiceError),
     #[error("XMTP network: {0}")]
     Network(String),
+    /// The peer's wallet has no XMTP inbox, or its inbox no installation that can be reached.
+    #[error("the recipient is not on XMTP")]
+    RecipientNotOnXmtp,
 }

@@ -12,8 +12,9 @@ use clawx_proto::xmtp::{
         associations::{IdentifierKind, IdentityUpdate},
     },
     mls::api::v1::{
-        GroupMessage, GroupMessageInput, KeyPackageUpload, PagingInfo, QueryGroupMessagesRequest, QueryWelcomeMessagesRequest,
-        SendGroupMessagesRequest, SortDirection, UploadKeyPackageRequest, WelcomeMessage, group_message_input, mls_api_client::MlsApiClient,
+        FetchKeyPackagesRequest, GroupMessage, GroupMessageInput, KeyPackageUpload, PagingInfo, QueryGroupMessagesRequest,
+        QueryWelcomeMessagesRequest, SendGroupMessagesRequest, SendWelcomeMessagesRequest, SortDirection, UploadKeyPackageRequest, WelcomeMessage,
+        WelcomeMessageInput, group_message_input, mls_api_client::MlsApiClient,
     },
 };
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -132,6 +133,26 @@ impl XmtpNetwork {
         let message = group_message_input::V1 { data, sender_hmac: vec![0; 32], should_push };
         let request = SendGroupMessagesRequest { messages: vec![GroupMessageInput { version: Some(group_message_input::Version::V1(message)) }] };
         self.mls.clone().send_group_messages(request).await.map_err(network_error("SendGroupMessages"))?;
+        Ok(())
+    }
+
+    /// The newest key package of each installation, in order (`None` where none is known).
+    pub async fn key_packages(&self, installation_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, AgentError> {
+        let request = FetchKeyPackagesRequest { installation_keys: installation_keys.to_vec() };
+        let answer = self.mls.clone().fetch_key_packages(request).await.map_err(network_error("FetchKeyPackages"))?.into_inner();
+        Ok(answer
+            .key_packages
+            .into_iter()
+            .map(|key_package| Some(key_package.key_package_tls_serialized).filter(|bytes| !bytes.is_empty()))
+            .collect())
+    }
+
+    pub async fn send_welcomes(&self, welcomes: Vec<WelcomeMessageInput>) -> Result<(), AgentError> {
+        self.mls
+            .clone()
+            .send_welcome_messages(SendWelcomeMessagesRequest { messages: welcomes })
+            .await
+            .map_err(network_error("SendWelcomeMessages"))?;
         Ok(())
     }
 }

@@ -58,6 +58,11 @@ fn group_entry(group_id: &[u8]) -> Vec<u8> {
     [CLAWX_ENTRY_PREFIX, b"group/", group_id].concat()
 }
 
+/// Makes `receive` read a group this installation created.
+pub(crate) fn track_group(provider: &AgentProvider, group_id: &[u8]) {
+    write_u64(provider, group_entry(group_id), 0);
+}
+
 fn read_u64(provider: &AgentProvider, key: &[u8]) -> u64 {
     let values = provider.storage().values.read().expect("MLS storage lock");
     values.get(key).and_then(|value| <[u8; 8]>::try_from(value.as_slice()).ok()).map_or(0, u64::from_be_bytes)

@@ -355,5 +355,8 @@ clawx_common::backend_tests! {
         let received = alice_engine.receive(alice.account_id).await.unwrap();
         let texts: Vec<_> = received.iter().map(|message| (message.text.clone(), message.idempotency_key.clone())).collect();
         assert_eq!(texts, vec![(Some("hi alice".to_string()), "42".to_string())], "{name}");
+        // Either side finds the same DM again rather than opening another.
+        assert_eq!(alice_engine.open_dm(alice.account_id, &bob.xmtp_inbox_id).await.unwrap(), group_id, "{name}");
+        assert_eq!(bob_engine.open_dm(bob.account_id, &alice.xmtp_inbox_id).await.unwrap(), group_id, "{name}: the joined DM is known by its peer");
     }
 }

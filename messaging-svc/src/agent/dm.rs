@@ -128,12 +128,18 @@ fn dm_extensions(own: (&str, u64), peer: (&str, u64)) -> Result<Extensions<Group
 }
 
 impl Engine {
-    /// Opens a DM from the account to `peer_inbox_id`: a new group with every installation of
-    /// the peer's inbox, announced on the network; the group's id. `RecipientNotOnXmtp` when
-    /// the inbox has no installation with a key package.
+    /// The account's DM group with `peer_inbox_id`: the one it already has (opened by either
+    /// side), or a new group with every installation of the peer's inbox, announced on the
+    /// network. `RecipientNotOnXmtp` when the inbox has no installation with a key package.
     #[tracing::instrument(name = "agent.open_dm", skip_all, fields(account.id = account_id))]
     pub async fn open_dm(&self, account_id: i64, peer_inbox_id: &str) -> Result<Vec<u8>, AgentError> {
         let installation = self.ensure_ready(account_id).await?;
+        {
+            let session = MlsSession::open(self.store.as_ref(), &self.keyring, account_id).await?;
+            if let Some(group_id) = super::receive::dm_group_of(session.provider(), peer_inbox_id) {
+                return Ok(group_id);
+            }
+        }
         let key = self.signing_key(&installation).await?;
         let peer_history = self.network.inbox_history(peer_inbox_id).await?;
         let mut peer_installations = installations(&peer_history);
@@ -144,6 +150,10 @@ impl Engine {
         let own_history = self.network.inbox_history(&installation.inbox_id).await?;
         let session = MlsSession::open(self.store.as_ref(), &self.keyring, account_id).await?;
         let provider = session.provider();
+        // Another replica may have opened it meanwhile.
+        if let Some(group_id) = super::receive::dm_group_of(provider, peer_inbox_id) {
+            return Ok(group_id);
+        }
         let mut key_packages = Vec::new();
         for bytes in self.network.key_packages(&peer_installations).await?.into_iter().flatten() {
             let parsed = KeyPackageIn::tls_deserialize_exact(&bytes)
@@ -200,6 +210,7 @@ impl Engine {
         self.network.send_group_message(commit, false).await?;
         self.network.send_welcomes(welcomes).await?;
         super::receive::track_group(provider, &group_id);
+        super::receive::remember_dm(provider, peer_inbox_id, &group_id);
         session.commit().await?;
         tracing::info!(group.id = %hex::encode(group_id), "XMTP DM opened");
         Ok(group_id.to_vec())

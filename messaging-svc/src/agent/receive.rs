@@ -8,7 +8,7 @@ use clawx_proto::xmtp::{
     identity::MlsCredential,
     mls::{
         api::v1::{group_message, welcome_message},
-        message_contents::{EncodedContent, PlaintextEnvelope, plaintext_envelope},
+        message_contents::{ConversationType, EncodedContent, GroupMetadataV1, PlaintextEnvelope, plaintext_envelope},
     },
 };
 use openmls::prelude::*;
@@ -17,7 +17,7 @@ use tls_codec::Deserialize as _;
 
 use super::{
     AgentError, Engine,
-    mls::{CIPHERSUITE, CLAWX_ENTRY_PREFIX, init_key_entry},
+    mls::{CIPHERSUITE, CLAWX_ENTRY_PREFIX, IMMUTABLE_METADATA_EXTENSION, init_key_entry},
     state::{AgentProvider, MlsSession},
 };
 
@@ -58,6 +58,32 @@ fn group_entry(group_id: &[u8]) -> Vec<u8> {
     [CLAWX_ENTRY_PREFIX, b"group/", group_id].concat()
 }
 
+/// The state entry naming the account's DM group with a peer inbox.
+fn dm_entry(peer_inbox_id: &str) -> Vec<u8> {
+    [CLAWX_ENTRY_PREFIX, b"dm/", peer_inbox_id.as_bytes()].concat()
+}
+
+/// The account's DM group with `peer_inbox_id`, if it has one.
+pub(crate) fn dm_group_of(provider: &AgentProvider, peer_inbox_id: &str) -> Option<Vec<u8>> {
+    provider.storage().values.read().expect("MLS storage lock").get(&dm_entry(peer_inbox_id)).cloned()
+}
+
+/// Records the account's DM group with `peer_inbox_id`; the first one recorded stays.
+pub(crate) fn remember_dm(provider: &AgentProvider, peer_inbox_id: &str, group_id: &[u8]) {
+    provider.storage().values.write().expect("MLS storage lock").entry(dm_entry(peer_inbox_id)).or_insert_with(|| group_id.to_vec());
+}
+
+/// The other member of a DM group (from its immutable metadata), if the group is a DM.
+fn dm_peer(group: &MlsGroup, own_inbox_id: &str) -> Option<String> {
+    let bytes = &group.extensions().unknown(IMMUTABLE_METADATA_EXTENSION)?.0;
+    let metadata = GroupMetadataV1::decode(tls_codec::VLBytes::tls_deserialize_exact(bytes).ok()?.as_slice()).ok()?;
+    if metadata.conversation_type != ConversationType::Dm as i32 {
+        return None;
+    }
+    let members = metadata.dm_members?;
+    [members.dm_member_one, members.dm_member_two].into_iter().flatten().map(|inbox| inbox.inbox_id).find(|inbox_id| inbox_id != own_inbox_id)
+}
+
 /// Makes `receive` read a group this installation created.
 pub(crate) fn track_group(provider: &AgentProvider, group_id: &[u8]) {
     write_u64(provider, group_entry(group_id), 0);
@@ -78,7 +104,7 @@ fn mls_error(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> AgentErro
 
 /// Opens a welcome (HPKE to one of the installation's key packages), joins its group; the
 /// group's id.
-fn join(provider: &AgentProvider, data: &[u8], hpke_public_key: &[u8]) -> Result<GroupId, AgentError> {
+fn join(provider: &AgentProvider, data: &[u8], hpke_public_key: &[u8], own_inbox_id: &str) -> Result<GroupId, AgentError> {
     let init_private = provider
         .storage()
         .values
@@ -99,6 +125,9 @@ fn join(provider: &AgentProvider, data: &[u8], hpke_public_key: &[u8]) -> Result
     let join_config = MlsGroupJoinConfig::builder().use_ratchet_tree_extension(true).max_past_epochs(3).build();
     let staged = StagedWelcome::new_from_welcome(provider, &join_config, welcome, None).map_err(|error| mls_error("welcome")(&error))?;
     let group = staged.into_group(provider).map_err(|error| mls_error("join")(&error))?;
+    if let Some(peer) = dm_peer(&group, own_inbox_id) {
+        remember_dm(provider, &peer, group.group_id().as_slice());
+    }
     Ok(group.group_id().clone())
 }
 
@@ -146,7 +175,7 @@ impl Engine {
             for welcome in welcomes {
                 let Some(welcome_message::Version::V1(v1)) = welcome.version else { continue };
                 cursor = cursor.max(v1.id);
-                match join(provider, &v1.data, &v1.hpke_public_key) {
+                match join(provider, &v1.data, &v1.hpke_public_key, &installation.inbox_id) {
                     Ok(group_id) => {
                         write_u64(provider, group_entry(group_id.as_slice()), 0);
                         tracing::info!(group.id = %hex::encode(group_id.as_slice()), "joined an XMTP group");

@@ -213,10 +213,15 @@ clawx_common::backend_tests! {
     }
 }
 
-/// `tests/interop`, where `@xmtp/node-sdk` 5.5.0 is installed (`npm ci`), if it is.
+/// `tests/interop`, where `@xmtp/node-sdk` 5.5.0 is installed (`npm ci`), if it is. With
+/// `CLAWX_TEST_REQUIRE_BACKENDS=1` (`scripts/test.sh`, which installs it) it must be.
 fn node_sdk_dir() -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop");
-    dir.join("node_modules/@xmtp/node-sdk/package.json").exists().then_some(dir)
+    let installed = dir.join("node_modules/@xmtp/node-sdk/package.json").exists();
+    if !installed && std::env::var("CLAWX_TEST_REQUIRE_BACKENDS").is_ok_and(|value| value == "1") {
+        panic!("@xmtp/node-sdk is not installed: run `npm ci` in tests/interop (scripts/test.sh does)");
+    }
+    installed.then_some(dir)
 }
 
 clawx_common::backend_tests! {

@@ -153,6 +153,13 @@ if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rus
 cargo fmt --all --check || FAILED="$FAILED fmt"
 cargo clippy --workspace --all-targets -q -- -D warnings || FAILED="$FAILED clippy"
 
+# Rust tests of the XMTP agent engine drive real @xmtp/node-sdk clients (tests/interop).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then apt_install nodejs npm; fi
+if [ ! -d tests/interop/node_modules/@xmtp/node-sdk ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; then
+  log "installing @xmtp/node-sdk (npm ci)"
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) || FAILED="$FAILED npm-ci"
+fi
+
 log "running the test suite (SQLite + memory and PostgreSQL + Redis)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || FAILED="$FAILED cargo-tests"

@@ -239,4 +239,15 @@ mod tests {
         let admitted = interceptor.call(request).unwrap();
         assert_eq!(principal_of(&admitted).account_id, Some(7));
     }
+
+    #[test]
+    fn named_services_are_told_apart() {
+        let token = auth().issue("identity", &Principal::from_service("messaging"));
+        let principal = auth().verify(&token, "identity").unwrap();
+        assert!(principal.is_service(&["messaging"]));
+        assert!(!principal.is_service(&["gateway"]));
+        assert!(!Principal::service().is_service(&["messaging"]));
+        let account = Principal { caller_service: Some("messaging".into()), ..Principal::account(1, AuthMethod::ApiKey, None) };
+        assert!(!account.is_service(&["messaging"]), "only service principals are services");
+    }
 }

@@ -12,6 +12,9 @@ use crate::{
     store::{AccountRecord, ApiKeyRecord, DomainRecord, LinkedWalletRecord},
 };
 
+/// The audience name of the messaging service, the only caller of `SignXmtpIdentityUpdate`.
+const MESSAGING_SERVICE: &str = "messaging";
+
 pub struct IdentityGrpc {
     context: ServiceContext,
     identity: Identity,
@@ -279,5 +282,20 @@ impl IdentityService for IdentityGrpc {
         let message = request.into_inner();
         let deleted = self.identity.delete_unverified_account(message.account_id, message.created_before_ms).await?;
         Ok(Response::new(pb::DeleteUnverifiedAccountResponse { deleted }))
+    }
+
+    async fn sign_xmtp_identity_update(&self, request: Request<pb::SignXmtpIdentityUpdateRequest>) -> Reply<pb::SignXmtpIdentityUpdateResponse> {
+        // Only the messaging service runs accounts' XMTP clients; no other caller, the gateway
+        // included, may have an account's wallet sign anything.
+        if !principal_of(&request).is_service(&[MESSAGING_SERVICE]) {
+            return Err(ServiceError::forbidden("only the messaging service may have a wallet sign XMTP identity updates").into());
+        }
+        let message = request.into_inner();
+        let (signature, account) = self.identity.sign_xmtp_identity_update(message.account_id, &message.signature_text).await?;
+        Ok(Response::new(pb::SignXmtpIdentityUpdateResponse {
+            signature,
+            wallet_address: account.wallet_address.to_ascii_lowercase(),
+            xmtp_inbox_id: account.xmtp_inbox_id,
+        }))
     }
 }

@@ -514,3 +514,85 @@ clawx_common::backend_tests! {
         harness.shutdown.cancel();
     }
 }
+
+/// An XMTP identity-update text for `inbox_id`, dated now, with `actions`.
+fn xmtp_text(inbox_id: &str, actions: &[String]) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let time = format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", now.year(), now.month() as u8, now.day(), now.hour(), now.minute(), now.second());
+    format!(
+        "XMTP : Authenticate to inbox\n\nInbox ID: {inbox_id}\nCurrent time: {time}\n\n{}\n\nFor more info: https://xmtp.org/signatures",
+        actions.join("\n")
+    )
+}
+
+clawx_common::backend_tests! {
+    async fn only_the_messaging_service_has_wallets_sign_their_own_xmtp_updates(test_db) {
+        let Some(harness) = Harness::on(test_db).await else { return };
+        let name = harness.name;
+        let alice = harness.create().await;
+        let bob = harness.create().await;
+        let wallet = alice.wallet_address.to_lowercase();
+        let installation = hex::encode([7u8; 32]);
+        let actions = vec![format!("- Create inbox\n  (Owner: {wallet})"), format!("- Grant messaging access to app\n  (ID: {installation})")];
+        let text = xmtp_text(&alice.xmtp_inbox_id, &actions);
+        let messaging = Principal::from_service("messaging");
+        let ask = |principal: &Principal, account_id: i64, text: &str| {
+            let request = harness.request(principal, pb::SignXmtpIdentityUpdateRequest { account_id, signature_text: text.to_string() });
+            let mut client = harness.client.clone();
+            async move { client.sign_xmtp_identity_update(request).await.map(tonic::Response::into_inner) }
+        };
+
+        // The messaging service gets a signature the wallet made over exactly that text.
+        let signed = ask(&messaging, alice.account_id, &text).await.unwrap();
+        assert_eq!(signed.signature.len(), 65, "{name}");
+        assert!(matches!(signed.signature[64], 27 | 28), "{name}: v is 27 or 28");
+        assert_eq!(signed.wallet_address, wallet);
+        assert_eq!(signed.xmtp_inbox_id, alice.xmtp_inbox_id);
+        let signature = alloy_primitives::Signature::from_raw(&signed.signature).unwrap();
+        let signer = signature.recover_address_from_msg(text.as_bytes()).unwrap();
+        assert_eq!(signer.to_checksum(None), alice.wallet_address, "{name}: signed by the account's own wallet");
+        let revoke = xmtp_text(&alice.xmtp_inbox_id, &[format!("- Revoke messaging access from app\n  (ID: {installation})")]);
+        ask(&messaging, alice.account_id, &revoke).await.unwrap();
+
+        // No other caller: not the gateway's service principal, not another named service,
+        // not an account (even for its own inbox), not anonymous callers.
+        for principal in [
+            Principal::service(),
+            Principal::from_service("groups"),
+            Principal::account(alice.account_id, AuthMethod::ApiKey, None),
+            Principal::anonymous(None),
+        ] {
+            let context = format!("{name}: {principal:?}");
+            expect_error(ask(&principal, alice.account_id, &text).await, Code::PermissionDenied, "FORBIDDEN", &context);
+        }
+
+        // Nothing but the account's own identity updates.
+        let refused = [
+            ("another account's inbox", bob.account_id, text.clone()),
+            ("arbitrary text", alice.account_id, "Transfer all funds".to_string()),
+            ("a signed-request text", alice.account_id, hex::encode(Sha256::digest(b"clawx"))),
+            (
+                "linking another wallet",
+                alice.account_id,
+                xmtp_text(&alice.xmtp_inbox_id, &[format!("- Link address to inbox\n  (Address: {})", bob.wallet_address.to_lowercase())]),
+            ),
+            (
+                "changing the recovery address",
+                alice.account_id,
+                xmtp_text(&alice.xmtp_inbox_id, &[format!("- Change inbox recovery address\n  (Address: {})", bob.wallet_address.to_lowercase())]),
+            ),
+            (
+                "an inbox owned by another wallet",
+                alice.account_id,
+                xmtp_text(&alice.xmtp_inbox_id, &[format!("- Create inbox\n  (Owner: {})", bob.wallet_address.to_lowercase())]),
+            ),
+            ("a text dated long ago", alice.account_id, text.replace(&text[text.find("Current time: ").unwrap() + 14..][..20], "2020-01-01T00:00:00Z")),
+        ];
+        for (what, account_id, refused_text) in refused {
+            let status = expect_error(ask(&messaging, account_id, &refused_text).await, Code::InvalidArgument, "VALIDATION_FAILED", &format!("{name}: {what}"));
+            assert_eq!(status.metadata().get("clawx-error-field").map(|value| value.to_str().unwrap()), Some("signature_text"), "{name}: {what}");
+        }
+        expect_error(ask(&messaging, 987_654_321, &text).await, Code::NotFound, "NOT_FOUND", &format!("{name}: unknown account"));
+        harness.shutdown.cancel();
+    }
+}

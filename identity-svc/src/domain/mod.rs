@@ -3,6 +3,7 @@
 
 pub mod signature;
 pub mod types;
+pub mod xmtp;
 
 use std::{sync::Arc, time::Duration};
 
@@ -213,6 +214,27 @@ impl Identity {
         };
         tracing::info!(account.id = account.id, "account created");
         Ok(CreatedAccount { account, api_key, api_key_id })
+    }
+
+    /// Signs an XMTP identity-update text for the account's own inbox with its server-held
+    /// wallet (EIP-191): 65 bytes `r || s || v`, `v` 27 or 28. Texts for another inbox, another
+    /// owner, with a time far from now or with actions other than creating the inbox and
+    /// granting or revoking installations are refused (`VALIDATION_FAILED` on
+    /// `signature_text`).
+    pub async fn sign_xmtp_identity_update(&self, account_id: i64, text: &str) -> ServiceResult<(Vec<u8>, AccountRecord)> {
+        let account =
+            self.store.account(account_id).await.map_err(internal)?.ok_or_else(|| ServiceError::not_found(format!("no account {account_id}")))?;
+        let wallet_lower = account.wallet_address.to_ascii_lowercase();
+        let actions = xmtp::check_identity_update_text(text, &account.xmtp_inbox_id, &wallet_lower, time::OffsetDateTime::now_utc())
+            .map_err(|problem| ServiceError::invalid("signature_text", problem.to_string()))?;
+        let signer = self.wallet_signer(&account)?;
+        let signature = alloy_signer::SignerSync::sign_message_sync(&signer, text.as_bytes()).map_err(ServiceError::internal)?;
+        let mut bytes = signature.as_bytes().to_vec();
+        if bytes[64] < 27 {
+            bytes[64] += 27;
+        }
+        tracing::info!(account.id = account_id, actions = actions.len(), "XMTP identity update signed");
+        Ok((bytes, account))
     }
 
     /// The wallet signer of an account, for services that act as its XMTP client.

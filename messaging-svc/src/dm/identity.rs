@@ -5,7 +5,9 @@ use clawx_common::{
     auth::{AuthMethod, CREDENTIALS_REVOKED_CHANNEL, CredentialsRevoked},
     pubsub::{Event, PubSub},
 };
-use clawx_proto::identity::{ListWalletsRequest, Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient};
+use clawx_proto::identity::{
+    ListWalletsRequest, Profile, ResolveAccountsRequest, SignXmtpIdentityUpdateRequest, identity_service_client::IdentityServiceClient,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -191,5 +193,19 @@ impl Identity {
             }
         }
         Ok(profiles)
+    }
+
+    /// Has the account's server-held wallet sign an XMTP identity-update text for its own inbox
+    /// (the identity service refuses any other text): 65 bytes `r || s || v`.
+    pub async fn sign_xmtp_identity_update(&self, account_id: i64, text: &str) -> ServiceResult<Vec<u8>> {
+        let mut request = tonic::Request::new(SignXmtpIdentityUpdateRequest { account_id, signature_text: text.to_string() });
+        self.auth.authorize(&mut request, "identity", &Principal::from_service(crate::SERVICE));
+        match self.client.clone().sign_xmtp_identity_update(request).await {
+            Ok(answer) => Ok(answer.into_inner().signature),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "XMTP identity update signing failed");
+                Err(ServiceError::from_status(&status))
+            }
+        }
     }
 }

@@ -104,7 +104,16 @@ impl TestStack {
     }
 
     pub async fn embedded_with(adjust: impl FnOnce(&mut clawx_gateway::Config)) -> TestStack {
-        TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), Default::default(), adjust, test_push_config()).await
+        TestStack::start(
+            "sqlite+memory",
+            TestDatabase::sqlite(),
+            Backends::memory(),
+            CancellationToken::new(),
+            Default::default(),
+            adjust,
+            test_push_config(),
+        )
+        .await
     }
 
     /// The suite on PostgreSQL and Redis, if `CLAWX_TEST_DATABASE_URL` and
@@ -119,8 +128,16 @@ impl TestStack {
 
     /// Every configured flavour of the suite, with these verification settings.
     pub async fn all_with_verify(verify: clawx_verify::Settings, adjust: impl Fn(&mut clawx_gateway::Config)) -> Vec<TestStack> {
-        let embedded =
-            TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), verify.clone(), &adjust, test_push_config()).await;
+        let embedded = TestStack::start(
+            "sqlite+memory",
+            TestDatabase::sqlite(),
+            Backends::memory(),
+            CancellationToken::new(),
+            verify.clone(),
+            &adjust,
+            test_push_config(),
+        )
+        .await;
         let mut stacks = vec![embedded];
         let shutdown = CancellationToken::new();
         if let (Some(database), Some(backends)) = (TestDatabase::postgres(), redis_backends(&shutdown)) {
@@ -132,8 +149,18 @@ impl TestStack {
 
     /// Every configured flavour of the suite with push settings `push` (see [`test_push_config`]).
     pub async fn all_with_push(push: PushConfig) -> Vec<TestStack> {
-        let mut stacks =
-            vec![TestStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), Default::default(), |_| {}, push.clone()).await];
+        let mut stacks = vec![
+            TestStack::start(
+                "sqlite+memory",
+                TestDatabase::sqlite(),
+                Backends::memory(),
+                CancellationToken::new(),
+                Default::default(),
+                |_| {},
+                push.clone(),
+            )
+            .await,
+        ];
         let shutdown = CancellationToken::new();
         if let Some(database) = TestDatabase::postgres() {
             let backends = redis_backends(&shutdown).expect("CLAWX_TEST_REDIS_URL is set with CLAWX_TEST_DATABASE_URL");
@@ -176,7 +203,18 @@ impl TestStack {
             let backends = Backends::redis(&redis_url, &prefix, shutdown.clone()).expect("CLAWX_TEST_REDIS_URL is valid");
             assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
             replicas.push(
-                TestStack::start_on("postgres+redis", args.clone(), owned, keyring.clone(), backends, shutdown, Default::default(), &adjust, test_push_config()).await,
+                TestStack::start_on(
+                    "postgres+redis",
+                    args.clone(),
+                    owned,
+                    keyring.clone(),
+                    backends,
+                    shutdown,
+                    Default::default(),
+                    &adjust,
+                    test_push_config(),
+                )
+                .await,
             );
         }
         let second = replicas.pop().expect("two replicas");

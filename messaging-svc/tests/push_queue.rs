@@ -272,6 +272,21 @@ clawx_common::backend_tests! {
         assert_eq!(jobs[0].last_error.as_deref(), Some("the webhook answered 503"));
         assert_eq!(workers[0].tick().await.unwrap().claimed, 0, "{backend}: failed jobs are not retried");
 
+        // A receiver answering 404 is retried, not unregistered: only 410 Gone says it is gone.
+        let missing = receiver(vec![404]).await;
+        let missing_target = match push.register(5, "webhook", &missing.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap() {
+            Registered::Done { target_id, .. } => target_id,
+            other => panic!("{other:?}"),
+        };
+        send(&dms, &[dm(1, 5, "not found")], clawx_common::time::now_ms()).await;
+        let tick = workers[0].tick().await.unwrap();
+        assert_eq!((tick.retried, tick.unregistered), (1, 0), "{backend}: {tick:?}");
+        assert_eq!(push.targets_of(5).await.unwrap().len(), 1, "{backend}: a 404 keeps the target");
+        let jobs = push.jobs_of(missing_target).await.unwrap();
+        assert_eq!(jobs[0].last_error.as_deref(), Some("the webhook answered 404"), "{backend}");
+        sqlx_due_now(&database, jobs[0].id).await;
+        assert_eq!(workers[0].tick().await.unwrap().delivered, 1, "{backend}: delivered on the retry");
+
         // A receiver answering 410 is unregistered with its topics and jobs.
         let gone = receiver(vec![410]).await;
         push.register(6, "webhook", &gone.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();

@@ -1,7 +1,8 @@
 //! The FCM HTTP v1 provider. A service account's key signs an RS256 JWT (the OAuth 2.0 JWT
 //! bearer grant), exchanged at the token URL for an access token that is cached until shortly
 //! before it expires; each notification is then `POST {base}/v1/projects/{project}/messages:send`
-//! with that token. A token FCM reports as `UNREGISTERED` (or 404) is unregistered here.
+//! with that token. A token FCM reports as `UNREGISTERED` (its `errorCode`) is unregistered here; a bare
+//! 404 is retried.
 
 use std::time::{Duration, Instant};
 
@@ -222,7 +223,8 @@ impl Provider for Fcm {
         }
         let answer = bounded_body(response).await;
         match status.as_u16() {
-            404 => Outcome::Gone("FCM: the registration token is not registered".into()),
+            // Only FCM's own `UNREGISTERED` error code unregisters a token; a bare 404 (a
+            // proxy, a wrong project) is retried.
             _ if unregistered(&answer) => Outcome::Gone("FCM: the registration token is not registered".into()),
             401 => {
                 self.forget_token().await;

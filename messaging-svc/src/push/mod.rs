@@ -146,7 +146,7 @@ pub enum Outcome {
     Delivered,
     /// Try again later.
     Retry(String),
-    /// The target says it no longer exists (404, 410, FCM `UNREGISTERED`): unregister it.
+    /// The target says it no longer exists (webhook 410, FCM `UNREGISTERED`): unregister it.
     Gone(String),
     /// The notification cannot be delivered to this target; do not retry.
     Rejected(String),

@@ -113,7 +113,9 @@ impl Provider for Webhook {
                 drop(response);
                 if status.is_success() {
                     Outcome::Delivered
-                } else if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                } else if status == reqwest::StatusCode::GONE {
+                    // Only 410 Gone unregisters: a 404 is often a deploy in progress or a
+                    // proxy's mistake, so it is retried like any other failure.
                     Outcome::Gone(format!("the webhook answered {}", status.as_u16()))
                 } else {
                     Outcome::Retry(format!("the webhook answered {}", status.as_u16()))

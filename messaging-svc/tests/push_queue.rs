@@ -187,6 +187,44 @@ clawx_common::backend_tests! {
         assert!(push.jobs_of(xmtp_target).await.unwrap().is_empty(), "{backend}: nothing queued for a removed target");
     }
 
+    async fn concurrent_registrations_never_exceed_the_per_account_caps(test_db) {
+        let backend = test_db.backend.name();
+        // Enough connections for the registrations to overlap.
+        let mut args = test_db.args.clone();
+        args.database_max_connections = 16;
+        let database = Database::connect(&args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let push = clawx_messaging::push::store::for_database(&database);
+        // Many registrations of one account at once, each a new target with a new topic: on
+        // PostgreSQL they run on separate connections, so a count-then-insert would let several
+        // pass the same count.
+        let registrations = (0..48).map(|index| {
+            let push = Arc::clone(&push);
+            tokio::spawn(async move {
+                let url = format!("https://hooks.example.com/race-{index}");
+                let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
+                push.register(9, "webhook", &url, &topics, RegistrationLimits { max_targets: 3, max_topics: 100 }, 1).await
+            })
+        });
+        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
+        assert_eq!(done, 3, "{backend}: {outcomes:?}");
+        assert_eq!(push.targets_of(9).await.unwrap().len(), 3, "{backend}: the target cap holds");
+
+        let registrations = (0..48).map(|index| {
+            let push = Arc::clone(&push);
+            tokio::spawn(async move {
+                let url = format!("https://hooks.example.com/topics-{index}");
+                let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
+                push.register(10, "webhook", &url, &topics, RegistrationLimits { max_targets: 100, max_topics: 50 }, 1).await
+            })
+        });
+        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
+        assert_eq!(done, 5, "{backend}: the topic cap holds: {outcomes:?}");
+        database.close().await;
+    }
+
     async fn workers_deliver_each_notification_once_retry_with_backoff_and_unregister_gone_targets(test_db) {
         let backend = test_db.backend.name();
         let database = Database::connect(&test_db.args, "messaging").await.unwrap();

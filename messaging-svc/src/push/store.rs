@@ -159,7 +159,7 @@ pub fn xmtp_topic(kind: char, id: &[u8]) -> String {
 }
 
 macro_rules! push_store {
-    ($name:ident, $db:ty, $begin:literal, $skip_locked:literal) => {
+    ($name:ident, $db:ty, $begin:literal, $skip_locked:literal, $lock_account:literal) => {
         #[derive(Clone, Debug)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
@@ -192,6 +192,9 @@ macro_rules! push_store {
                 now_ms: i64,
             ) -> StoreResult<Registered> {
                 let mut tx = self.pool.begin_with($begin).await?;
+                // The caps below are counted, then inserted: registrations of one account run one
+                // at a time, so concurrent ones cannot all pass the count.
+                sqlx::query($lock_account).bind(account_id).execute(&mut *tx).await?;
                 let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM push_targets WHERE account_id = $1 AND platform = $2 AND address = $3")
                     .bind(account_id)
                     .bind(platform)
@@ -404,7 +407,15 @@ mod postgres {
 
     use super::*;
 
-    push_store!(PostgresPushStore, sqlx::Postgres, "BEGIN", "FOR UPDATE SKIP LOCKED");
+    // Registrations of one account hold a transaction-scoped advisory lock in the push
+    // namespace (`clwp`), keyed by the account.
+    push_store!(
+        PostgresPushStore,
+        sqlx::Postgres,
+        "BEGIN",
+        "FOR UPDATE SKIP LOCKED",
+        "SELECT pg_advisory_xact_lock(1668052848, CAST($1 % 2147483647 AS INTEGER))"
+    );
 }
 
 mod sqlite {
@@ -414,7 +425,8 @@ mod sqlite {
     use super::*;
 
     // SQLite has one writer at a time: the claiming UPDATE runs whole before another starts.
-    push_store!(SqlitePushStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
+    // Registrations are serial too (BEGIN IMMEDIATE): the account lock is a no-op.
+    push_store!(SqlitePushStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "SELECT $1");
 }
 
 pub use postgres::PostgresPushStore;

@@ -128,20 +128,20 @@ clawx_common::backend_tests! {
         assert!(push.jobs_of(target).await.unwrap().iter().all(|job| job.ref_id != denied[0]), "{backend}: a denied peer is not pushed");
 
         // Claims: due jobs, oldest first, with their target; hidden while leased.
-        let claimed = push.claim(3_000, 63_000, 3).await.unwrap();
+        let claimed = push.claim(3_000, 63_000, 3, u32::MAX).await.unwrap();
         assert_eq!(claimed.len(), 3, "{backend}: two on the webhook, one on the FCM token (limit 3)");
-        let rest = push.claim(3_000, 63_000, 10).await.unwrap();
+        let rest = push.claim(3_000, 63_000, 10, u32::MAX).await.unwrap();
         assert_eq!(rest.len(), 1, "{backend}: only the one not claimed yet");
         let claimed: Vec<_> = claimed.into_iter().chain(rest).collect();
         let first = claimed.iter().find(|job| job.target_id == target && job.ref_id == ids[0]).expect("the first job").clone();
         assert_eq!((first.account_id, first.platform.as_str(), first.address.as_str(), first.attempt), (2, "webhook", url, 1), "{backend}");
-        assert!(push.claim(3_001, 63_001, 10).await.unwrap().is_empty(), "{backend}: leased jobs are hidden");
+        assert!(push.claim(3_001, 63_001, 10, u32::MAX).await.unwrap().is_empty(), "{backend}: leased jobs are hidden");
 
         // Retry: due again at the time given, counted as the next attempt; a stale attempt
         // cannot finish the job.
         assert!(push.retry(first.id, 1, 5_000, "the webhook answered 500").await.unwrap());
-        assert!(push.claim(4_999, 70_000, 10).await.unwrap().is_empty(), "{backend}: not before its time");
-        let retried = push.claim(5_000, 70_000, 10).await.unwrap();
+        assert!(push.claim(4_999, 70_000, 10, u32::MAX).await.unwrap().is_empty(), "{backend}: not before its time");
+        let retried = push.claim(5_000, 70_000, 10, u32::MAX).await.unwrap();
         assert_eq!(retried.iter().map(|job| (job.id, job.attempt)).collect::<Vec<_>>(), vec![(first.id, 2)], "{backend}");
         assert!(!push.delivered(first.id, 1).await.unwrap(), "{backend}: attempt 1 was taken over");
         assert!(push.delivered(first.id, 2).await.unwrap(), "{backend}");
@@ -152,7 +152,7 @@ clawx_common::backend_tests! {
         assert!(push.fail(second.id, second.attempt, "out of attempts").await.unwrap());
         let kept = push.jobs_of(target).await.unwrap();
         assert_eq!((kept[0].state.as_str(), kept[0].last_error.as_deref()), ("failed", Some("out of attempts")), "{backend}");
-        assert!(push.claim(i64::MAX / 2, i64::MAX / 2, 10).await.unwrap().iter().all(|job| job.id != second.id), "{backend}");
+        assert!(push.claim(i64::MAX / 2, i64::MAX / 2, 10, u32::MAX).await.unwrap().iter().all(|job| job.id != second.id), "{backend}");
         assert_eq!(push.delete_failed_before(i64::MAX).await.unwrap(), 1, "{backend}");
 
         // XMTP envelopes on a registered topic queue a job (not when the writer says no push);
@@ -222,6 +222,38 @@ clawx_common::backend_tests! {
         let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
         let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
         assert_eq!(done, 5, "{backend}: the topic cap holds: {outcomes:?}");
+        database.close().await;
+    }
+
+    async fn a_target_with_a_backlog_does_not_hold_back_other_targets(test_db) {
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let dms = clawx_messaging::dm::store::for_database(&database);
+        let push = clawx_messaging::push::store::for_database(&database);
+        let providers = Providers::from_config(&config()).unwrap();
+        let worker = Worker::new(clawx_messaging::push::store::for_database(&database), providers, None, config());
+
+        // A slow receiver with a backlog of 20, queued before one notification to a healthy one.
+        let slow = receiver(vec![]).await;
+        let healthy = receiver(vec![]).await;
+        push.register(2, "webhook", &slow.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();
+        push.register(3, "webhook", &healthy.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();
+        let backlog: Vec<NewMessage> = (0..20).map(|index| dm(1, 2, &format!("backlog {index}"))).collect();
+        send(&dms, &backlog, clawx_common::time::now_ms()).await;
+        send(&dms, &[dm(1, 3, "for the healthy one")], clawx_common::time::now_ms() + 1).await;
+
+        // The first tick (batch 7, concurrency 4: one job per target) already delivers it.
+        let tick = worker.tick().await.unwrap();
+        assert_eq!(worker.per_target(), 1);
+        assert_eq!((tick.claimed, tick.delivered), (2, 2), "{backend}: {tick:?}");
+        assert_eq!(healthy.calls.lock().unwrap().len(), 1, "{backend}: the healthy target is not behind the backlog");
+        assert_eq!(slow.calls.lock().unwrap().len(), 1, "{backend}");
+        // The backlog still drains, a share per tick.
+        for _ in 0..19 {
+            worker.tick().await.unwrap();
+        }
+        assert_eq!(slow.calls.lock().unwrap().len(), 20, "{backend}");
         database.close().await;
     }
 

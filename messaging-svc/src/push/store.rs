@@ -100,9 +100,12 @@ pub trait PushStore: Send + Sync + std::fmt::Debug {
         limits: RegistrationLimits,
         now_ms: i64,
     ) -> StoreResult<Registered>;
-    /// Claims up to `limit` due jobs: each gets its attempt counted and is hidden until
-    /// `lease_until_ms` (when a worker dies mid-delivery, the job is due again then).
-    async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>>;
+    /// Claims up to `limit` due jobs, at most `per_target` of them for one target: each gets its
+    /// attempt counted and is hidden until `lease_until_ms` (when a worker dies mid-delivery,
+    /// the job is due again then). Due jobs of a target past its share are moved behind the
+    /// other due jobs (due at `now_ms`, attempts unchanged), so a target with a backlog cannot
+    /// hold the head of the queue.
+    async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32, per_target: u32) -> StoreResult<Vec<ClaimedJob>>;
     /// The job was delivered (attempt `attempt`): removed. False when another worker took the
     /// job over since.
     async fn delivered(&self, job_id: i64, attempt: i64) -> StoreResult<bool>;
@@ -252,17 +255,49 @@ macro_rules! push_store {
                 Ok(Registered::Done { target_id, target_created, new_topics })
             }
 
-            async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>> {
+            async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32, per_target: u32) -> StoreResult<Vec<ClaimedJob>> {
+                // Candidates: a window of the due jobs, oldest first, locked for this claim.
+                let window = i64::from(limit).saturating_mul(4);
+                let mut tx = self.pool.begin_with($begin).await?;
                 let statement = concat!(
-                    "UPDATE push_jobs SET next_attempt_at = $3, attempts = attempts + 1 WHERE id IN (SELECT id FROM push_jobs \
-                     WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2 ",
-                    $skip_locked,
-                    ") RETURNING id, target_id, topic, kind, ref_id, attempts"
+                    "SELECT id, target_id FROM push_jobs WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2 ",
+                    $skip_locked
                 );
-                let rows = sqlx::query(statement).bind(now_ms).bind(i64::from(limit)).bind(lease_until_ms).fetch_all(&self.pool).await?;
-                if rows.is_empty() {
+                let candidates: Vec<(i64, i64)> = sqlx::query_as(statement).bind(now_ms).bind(window).fetch_all(&mut *tx).await?;
+                let mut taken = Vec::new();
+                let mut deferred = Vec::new();
+                let mut per_target_taken: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+                for (id, target_id) in candidates {
+                    let count = per_target_taken.entry(target_id).or_default();
+                    if *count >= per_target {
+                        deferred.push(id);
+                    } else if taken.len() < limit as usize {
+                        *count += 1;
+                        taken.push(id);
+                    }
+                }
+                if !deferred.is_empty() {
+                    let statement = format!("UPDATE push_jobs SET next_attempt_at = $1 WHERE id IN ({})", clawx_common::storage::placeholders(2, deferred.len()));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(now_ms);
+                    for id in &deferred {
+                        query = query.bind(id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                if taken.is_empty() {
+                    tx.commit().await?;
                     return Ok(Vec::new());
                 }
+                let statement = format!(
+                    "UPDATE push_jobs SET next_attempt_at = $1, attempts = attempts + 1 WHERE id IN ({}) RETURNING id, target_id, topic, kind, ref_id, attempts",
+                    clawx_common::storage::placeholders(2, taken.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(lease_until_ms);
+                for id in &taken {
+                    query = query.bind(id);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
                 let mut jobs = Vec::with_capacity(rows.len());
                 for row in &rows {
                     jobs.push(ClaimedJob {

@@ -30,7 +30,7 @@ fn topic(key: &str, topic: &str, peer: Option<&str>) -> TopicRegistration {
     TopicRegistration { topic_key: key.into(), topic: topic.into(), peer: peer.map(str::to_string) }
 }
 
-const LIMITS: RegistrationLimits = RegistrationLimits { max_targets: 2, max_topics: 4 };
+const LIMITS: RegistrationLimits = RegistrationLimits { max_targets: 2, max_topics: 4, max_targets_per_xmtp_topic: 20 };
 
 async fn send(store: &Arc<dyn DmStore>, messages: &[NewMessage], now: i64) -> Vec<i64> {
     let outcomes = store.send_batch(messages, now).await.unwrap();
@@ -203,7 +203,7 @@ clawx_common::backend_tests! {
             tokio::spawn(async move {
                 let url = format!("https://hooks.example.com/race-{index}");
                 let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
-                push.register(9, "webhook", &url, &topics, RegistrationLimits { max_targets: 3, max_topics: 100 }, 1).await
+                push.register(9, "webhook", &url, &topics, RegistrationLimits { max_targets: 3, max_topics: 100, ..LIMITS }, 1).await
             })
         });
         let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
@@ -216,12 +216,40 @@ clawx_common::backend_tests! {
             tokio::spawn(async move {
                 let url = format!("https://hooks.example.com/topics-{index}");
                 let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
-                push.register(10, "webhook", &url, &topics, RegistrationLimits { max_targets: 100, max_topics: 50 }, 1).await
+                push.register(10, "webhook", &url, &topics, RegistrationLimits { max_targets: 100, max_topics: 50, ..LIMITS }, 1).await
             })
         });
         let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
         let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
         assert_eq!(done, 5, "{backend}: the topic cap holds: {outcomes:?}");
+        database.close().await;
+    }
+
+    async fn one_xmtp_topic_reaches_a_bounded_number_of_targets(test_db) {
+        let backend = test_db.backend.name();
+        let mut args = test_db.args.clone();
+        args.database_max_connections = 16;
+        let database = Database::connect(&args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let push = clawx_messaging::push::store::for_database(&database);
+        let group = xmtp_topic('g', b"shared group");
+        // Many accounts at once register the same group topic, each to the same receiver URL.
+        let registrations = (0..40).map(|account| {
+            let push = Arc::clone(&push);
+            let group = group.clone();
+            tokio::spawn(async move {
+                let topics = [topic(&group, &group, None)];
+                push.register(100 + account, "webhook", "https://victim.example.com/hook", &topics, RegistrationLimits { max_targets_per_xmtp_topic: 5, ..LIMITS }, 1).await
+            })
+        });
+        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
+        assert_eq!(done, 5, "{backend}: {outcomes:?}");
+        assert!(outcomes.iter().all(|outcome| matches!(outcome, Registered::Done { .. }) || *outcome == Registered::TopicTaken(group.clone())), "{backend}");
+        // Registering it again to a target that has it already is not refused.
+        let first = (100..140).find(|account| outcomes[(account - 100) as usize] != Registered::TopicTaken(group.clone())).unwrap();
+        let again = push.register(first, "webhook", "https://victim.example.com/hook", &[topic(&group, &group, None)], RegistrationLimits { max_targets_per_xmtp_topic: 5, ..LIMITS }, 2).await.unwrap();
+        assert!(matches!(again, Registered::Done { target_created: false, new_topics: 0, .. }), "{backend}: {again:?}");
         database.close().await;
     }
 

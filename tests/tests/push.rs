@@ -198,6 +198,12 @@ async fn webhooks_get_signed_notifications_failures_are_retried_and_gone_receive
             registration(&linked_address, json!([{"topic": "/clawx/inbox/1", "signature": sign(&linked, "/clawx/inbox/1")}]), webhook.clone());
         let registered = register(key(&alice), signed).await.expect_ok(name).clone();
         assert_eq!((registered["registered"].clone(), registered["newTopics"].clone()), (json!(1), json!(1)), "{name}: {registered}");
+        // An XMTP topic needs the owner's signature: anyone can name a group's topic.
+        let group = "/xmtp/mls/1/g-0a0b/proto";
+        let unsigned = registration(&linked_address, json!([{"topic": group}]), webhook.clone());
+        register(key(&alice), unsigned).await.expect_error(403, "FORBIDDEN", "an unsigned XMTP topic");
+        let signed_group = registration(&linked_address, json!([{"topic": group, "signature": sign(&linked, group)}]), webhook.clone());
+        register(key(&alice), signed_group).await.expect_ok(name);
         let secret = registered["webhookSecret"].as_str().expect("a webhook secret").to_string();
         assert!(secret.starts_with("whsec_"), "{name}");
         let again = register(key(&alice), registration(&alice_wallet, inbox.clone(), webhook.clone())).await.expect_ok(name).clone();

@@ -44,6 +44,9 @@ pub const MAX_FCM_ENVELOPE_BYTES: usize = 2 * 1024;
 /// Characters of a message shown in an FCM notification.
 const FCM_PREVIEW_CHARS: usize = 200;
 
+/// How many push targets (of all accounts) one XMTP topic may be registered to.
+pub const MAX_TARGETS_PER_XMTP_TOPIC: u32 = 20;
+
 /// Push settings (`CLAWX_PUSH_*`).
 #[derive(Clone, Debug)]
 pub struct PushConfig {
@@ -382,7 +385,16 @@ impl Push {
                     }
                     format!("dm:{id}")
                 }
-                TopicKind::Xmtp(topic) => topic,
+                TopicKind::Xmtp(key) => {
+                    // Anyone can name a group's topic: only a signature shows the owner meant it.
+                    if registration.signature.as_deref().is_none_or(|signature| signature.trim().is_empty()) {
+                        return Err(ServiceError::new(
+                            ErrorCode::Forbidden,
+                            "an XMTP topic needs signature: ownerAddress's EIP-191 signature of the topic",
+                        ));
+                    }
+                    key
+                }
             };
             topics.push(TopicRegistration { topic_key: key, topic: topic.to_string(), peer });
         }
@@ -404,7 +416,11 @@ impl Push {
         topics.sort_by(|a, b| a.topic_key.cmp(&b.topic_key));
         topics.dedup_by(|a, b| a.topic_key == b.topic_key);
 
-        let limits = RegistrationLimits { max_targets: self.config.max_targets_per_account, max_topics: self.config.max_topics_per_account };
+        let limits = RegistrationLimits {
+            max_targets: self.config.max_targets_per_account,
+            max_topics: self.config.max_topics_per_account,
+            max_targets_per_xmtp_topic: MAX_TARGETS_PER_XMTP_TOPIC,
+        };
         let now = clawx_common::time::now_ms();
         match self.store.register(account_id, platform, &destination, &topics, limits, now).await.map_err(internal)? {
             Registered::Done { target_id, target_created, new_topics } => {
@@ -415,6 +431,10 @@ impl Push {
             Registered::TooManyTargets => Err(ServiceError::invalid(
                 "target",
                 format!("you have {} push targets already, the most an account may have", self.config.max_targets_per_account),
+            )),
+            Registered::TopicTaken(topic) => Err(ServiceError::invalid(
+                "registrations",
+                format!("{topic} is registered to {MAX_TARGETS_PER_XMTP_TOPIC} push targets already, the most one XMTP topic may have"),
             )),
             Registered::TooManyTopics => {
                 Err(ServiceError::invalid("registrations", format!("at most {} push topics per account", self.config.max_topics_per_account)))

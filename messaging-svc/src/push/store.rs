@@ -29,6 +29,8 @@ pub struct TopicRegistration {
 pub struct RegistrationLimits {
     pub max_targets: u32,
     pub max_topics: u32,
+    /// How many targets (of all accounts) one XMTP topic may be registered to.
+    pub max_targets_per_xmtp_topic: u32,
 }
 
 /// What a registration did.
@@ -40,6 +42,9 @@ pub enum Registered {
     TooManyTargets,
     /// The account would have more than `max_topics` topics; nothing stored.
     TooManyTopics,
+    /// This XMTP topic would be registered to more than `max_targets_per_xmtp_topic` targets;
+    /// nothing stored.
+    TopicTaken(String),
 }
 
 /// A claimed job with its target.
@@ -162,7 +167,7 @@ pub fn xmtp_topic(kind: char, id: &[u8]) -> String {
 }
 
 macro_rules! push_store {
-    ($name:ident, $db:ty, $begin:literal, $skip_locked:literal, $lock_account:literal) => {
+    ($name:ident, $db:ty, $begin:literal, $skip_locked:literal, $lock_account:literal, $lock_topic:literal) => {
         #[derive(Clone, Debug)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
@@ -250,6 +255,19 @@ macro_rules! push_store {
                 if total > i64::from(limits.max_topics) {
                     // Dropping the transaction rolls it back.
                     return Ok(Registered::TooManyTopics);
+                }
+                // An XMTP topic is shared by every member of the group: bound how many targets
+                // one may reach, so one envelope cannot fan out to many calls at one receiver.
+                // Topics are sorted, so concurrent registrations take their locks in one order.
+                for topic in topics.iter().filter(|topic| topic.topic_key.starts_with("/xmtp/")) {
+                    sqlx::query($lock_topic).bind(&topic.topic_key).execute(&mut *tx).await?;
+                    let registered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_topics WHERE topic_key = $1")
+                        .bind(&topic.topic_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if registered > i64::from(limits.max_targets_per_xmtp_topic) {
+                        return Ok(Registered::TopicTaken(topic.topic.clone()));
+                    }
                 }
                 tx.commit().await?;
                 Ok(Registered::Done { target_id, target_created, new_topics })
@@ -449,7 +467,8 @@ mod postgres {
         sqlx::Postgres,
         "BEGIN",
         "FOR UPDATE SKIP LOCKED",
-        "SELECT pg_advisory_xact_lock(1668052848, CAST($1 % 2147483647 AS INTEGER))"
+        "SELECT pg_advisory_xact_lock(1668052848, CAST($1 % 2147483647 AS INTEGER))",
+        "SELECT pg_advisory_xact_lock(1668052852, hashtext($1))"
     );
 }
 
@@ -461,7 +480,7 @@ mod sqlite {
 
     // SQLite has one writer at a time: the claiming UPDATE runs whole before another starts.
     // Registrations are serial too (BEGIN IMMEDIATE): the account lock is a no-op.
-    push_store!(SqlitePushStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "SELECT $1");
+    push_store!(SqlitePushStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "SELECT $1", "SELECT $1");
 }
 
 pub use postgres::PostgresPushStore;

@@ -53,7 +53,12 @@ impl FcmSettings {
         if value.starts_with('{') {
             return Ok(value.to_string());
         }
-        std::fs::read_to_string(value).map_err(|error| anyhow::anyhow!("cannot read the FCM service-account file {value}: {error}"))
+        // The value is not echoed: a mangled inline JSON would put the private key in the log.
+        std::fs::read_to_string(value).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read CLAWX_PUSH_FCM_SERVICE_ACCOUNT as a file ({error}); give the service-account JSON inline or the path of its file"
+            )
+        })
     }
 }
 

@@ -48,7 +48,7 @@ const FCM_PREVIEW_CHARS: usize = 200;
 pub const MAX_TARGETS_PER_XMTP_TOPIC: u32 = 20;
 
 /// Push settings (`CLAWX_PUSH_*`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PushConfig {
     /// Whether webhook URLs may reach loopback, private and link-local addresses
     /// (`CLAWX_PUSH_ALLOW_PRIVATE_TARGETS`, default false; for tests and closed networks).
@@ -75,6 +75,28 @@ pub struct PushConfig {
     pub max_targets_per_account: u32,
     /// Topics one account may register over all its targets (`CLAWX_PUSH_MAX_TOPICS_PER_ACCOUNT`).
     pub max_topics_per_account: u32,
+}
+
+/// Written by hand: the master webhook secret is never printed (`Providers`, `Worker` and
+/// `Push` print their config and providers through this and `Webhook`'s).
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PushConfig")
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("webhook_secret", &"..")
+            .field("fcm", &self.fcm)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base", &self.retry_base)
+            .field("retry_max", &self.retry_max)
+            .field("poll_interval", &self.poll_interval)
+            .field("batch", &self.batch)
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .field("max_targets_per_account", &self.max_targets_per_account)
+            .field("max_topics_per_account", &self.max_topics_per_account)
+            .finish()
+    }
 }
 
 impl Default for PushConfig {
@@ -446,6 +468,26 @@ impl Push {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_omits_the_secrets() {
+        let config = PushConfig {
+            webhook_secret: b"the-master-webhook-secret".to_vec(),
+            fcm: Some(fcm::FcmSettings {
+                service_account_json: "{\"private_key\": \"the-fcm-private-key\"}".into(),
+                project_id: Some("project".into()),
+                base_url: None,
+                token_url: None,
+            }),
+            ..PushConfig::default()
+        };
+        let webhook_only = PushConfig { fcm: None, ..config.clone() };
+        let providers = Providers::from_config(&webhook_only).unwrap();
+        let printed = format!("{config:?} {providers:?} {:?}", providers.webhook);
+        let secret_bytes = format!("{:?}", b"the-master-webhook-secret".to_vec());
+        assert!(!printed.contains(&secret_bytes) && !printed.contains("the-master-webhook-secret"), "{printed}");
+        assert!(!printed.contains("the-fcm-private-key"), "{printed}");
+    }
 
     #[test]
     fn topics_are_parsed_and_normalized() {

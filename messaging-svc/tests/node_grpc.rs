@@ -824,7 +824,7 @@ clawx_common::backend_tests! {
         let topic = clawx_messaging::push::store::xmtp_topic('g', &group);
         let push = clawx_messaging::push::store::for_database(&database);
         let registration = clawx_messaging::push::store::TopicRegistration { topic_key: topic.clone(), topic: topic.clone(), peer: None };
-        let limits = clawx_messaging::push::store::RegistrationLimits { max_targets: 10, max_topics: 10 };
+        let limits = clawx_messaging::push::store::RegistrationLimits { max_targets: 10, max_topics: 10, max_targets_per_xmtp_topic: 20 };
         // A documentation address: the worker refuses to call it, so the job stays, marked failed.
         let target = match push.register(7, "webhook", "https://192.0.2.1/hook", &[registration], limits, 1).await.unwrap() {
             clawx_messaging::push::store::Registered::Done { target_id, .. } => target_id,

@@ -30,7 +30,7 @@ fn topic(key: &str, topic: &str, peer: Option<&str>) -> TopicRegistration {
     TopicRegistration { topic_key: key.into(), topic: topic.into(), peer: peer.map(str::to_string) }
 }
 
-const LIMITS: RegistrationLimits = RegistrationLimits { max_targets: 2, max_topics: 4 };
+const LIMITS: RegistrationLimits = RegistrationLimits { max_targets: 2, max_topics: 4, max_targets_per_xmtp_topic: 20 };
 
 async fn send(store: &Arc<dyn DmStore>, messages: &[NewMessage], now: i64) -> Vec<i64> {
     let outcomes = store.send_batch(messages, now).await.unwrap();
@@ -128,20 +128,20 @@ clawx_common::backend_tests! {
         assert!(push.jobs_of(target).await.unwrap().iter().all(|job| job.ref_id != denied[0]), "{backend}: a denied peer is not pushed");
 
         // Claims: due jobs, oldest first, with their target; hidden while leased.
-        let claimed = push.claim(3_000, 63_000, 3).await.unwrap();
+        let claimed = push.claim(3_000, 63_000, 3, u32::MAX).await.unwrap();
         assert_eq!(claimed.len(), 3, "{backend}: two on the webhook, one on the FCM token (limit 3)");
-        let rest = push.claim(3_000, 63_000, 10).await.unwrap();
+        let rest = push.claim(3_000, 63_000, 10, u32::MAX).await.unwrap();
         assert_eq!(rest.len(), 1, "{backend}: only the one not claimed yet");
         let claimed: Vec<_> = claimed.into_iter().chain(rest).collect();
         let first = claimed.iter().find(|job| job.target_id == target && job.ref_id == ids[0]).expect("the first job").clone();
         assert_eq!((first.account_id, first.platform.as_str(), first.address.as_str(), first.attempt), (2, "webhook", url, 1), "{backend}");
-        assert!(push.claim(3_001, 63_001, 10).await.unwrap().is_empty(), "{backend}: leased jobs are hidden");
+        assert!(push.claim(3_001, 63_001, 10, u32::MAX).await.unwrap().is_empty(), "{backend}: leased jobs are hidden");
 
         // Retry: due again at the time given, counted as the next attempt; a stale attempt
         // cannot finish the job.
         assert!(push.retry(first.id, 1, 5_000, "the webhook answered 500").await.unwrap());
-        assert!(push.claim(4_999, 70_000, 10).await.unwrap().is_empty(), "{backend}: not before its time");
-        let retried = push.claim(5_000, 70_000, 10).await.unwrap();
+        assert!(push.claim(4_999, 70_000, 10, u32::MAX).await.unwrap().is_empty(), "{backend}: not before its time");
+        let retried = push.claim(5_000, 70_000, 10, u32::MAX).await.unwrap();
         assert_eq!(retried.iter().map(|job| (job.id, job.attempt)).collect::<Vec<_>>(), vec![(first.id, 2)], "{backend}");
         assert!(!push.delivered(first.id, 1).await.unwrap(), "{backend}: attempt 1 was taken over");
         assert!(push.delivered(first.id, 2).await.unwrap(), "{backend}");
@@ -152,7 +152,7 @@ clawx_common::backend_tests! {
         assert!(push.fail(second.id, second.attempt, "out of attempts").await.unwrap());
         let kept = push.jobs_of(target).await.unwrap();
         assert_eq!((kept[0].state.as_str(), kept[0].last_error.as_deref()), ("failed", Some("out of attempts")), "{backend}");
-        assert!(push.claim(i64::MAX / 2, i64::MAX / 2, 10).await.unwrap().iter().all(|job| job.id != second.id), "{backend}");
+        assert!(push.claim(i64::MAX / 2, i64::MAX / 2, 10, u32::MAX).await.unwrap().iter().all(|job| job.id != second.id), "{backend}");
         assert_eq!(push.delete_failed_before(i64::MAX).await.unwrap(), 1, "{backend}");
 
         // XMTP envelopes on a registered topic queue a job (not when the writer says no push);
@@ -185,6 +185,104 @@ clawx_common::backend_tests! {
         assert!(push.targets_of(5).await.unwrap().is_empty());
         node.insert_group_messages(&[message(b"later", true)], 8_000_000_000).await.unwrap();
         assert!(push.jobs_of(xmtp_target).await.unwrap().is_empty(), "{backend}: nothing queued for a removed target");
+    }
+
+    async fn concurrent_registrations_never_exceed_the_per_account_caps(test_db) {
+        let backend = test_db.backend.name();
+        // Enough connections for the registrations to overlap.
+        let mut args = test_db.args.clone();
+        args.database_max_connections = 16;
+        let database = Database::connect(&args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let push = clawx_messaging::push::store::for_database(&database);
+        // Many registrations of one account at once, each a new target with a new topic: on
+        // PostgreSQL they run on separate connections, so a count-then-insert would let several
+        // pass the same count.
+        let registrations = (0..48).map(|index| {
+            let push = Arc::clone(&push);
+            tokio::spawn(async move {
+                let url = format!("https://hooks.example.com/race-{index}");
+                let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
+                push.register(9, "webhook", &url, &topics, RegistrationLimits { max_targets: 3, max_topics: 100, ..LIMITS }, 1).await
+            })
+        });
+        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
+        assert_eq!(done, 3, "{backend}: {outcomes:?}");
+        assert_eq!(push.targets_of(9).await.unwrap().len(), 3, "{backend}: the target cap holds");
+
+        let registrations = (0..48).map(|index| {
+            let push = Arc::clone(&push);
+            tokio::spawn(async move {
+                let url = format!("https://hooks.example.com/topics-{index}");
+                let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
+                push.register(10, "webhook", &url, &topics, RegistrationLimits { max_targets: 100, max_topics: 50, ..LIMITS }, 1).await
+            })
+        });
+        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
+        assert_eq!(done, 5, "{backend}: the topic cap holds: {outcomes:?}");
+        database.close().await;
+    }
+
+    async fn one_xmtp_topic_reaches_a_bounded_number_of_targets(test_db) {
+        let backend = test_db.backend.name();
+        let mut args = test_db.args.clone();
+        args.database_max_connections = 16;
+        let database = Database::connect(&args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let push = clawx_messaging::push::store::for_database(&database);
+        let group = xmtp_topic('g', b"shared group");
+        // Many accounts at once register the same group topic, each to the same receiver URL.
+        let registrations = (0..40).map(|account| {
+            let push = Arc::clone(&push);
+            let group = group.clone();
+            tokio::spawn(async move {
+                let topics = [topic(&group, &group, None)];
+                push.register(100 + account, "webhook", "https://victim.example.com/hook", &topics, RegistrationLimits { max_targets_per_xmtp_topic: 5, ..LIMITS }, 1).await
+            })
+        });
+        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
+        assert_eq!(done, 5, "{backend}: {outcomes:?}");
+        assert!(outcomes.iter().all(|outcome| matches!(outcome, Registered::Done { .. }) || *outcome == Registered::TopicTaken(group.clone())), "{backend}");
+        // Registering it again to a target that has it already is not refused.
+        let first = (100..140).find(|account| outcomes[(account - 100) as usize] != Registered::TopicTaken(group.clone())).unwrap();
+        let again = push.register(first, "webhook", "https://victim.example.com/hook", &[topic(&group, &group, None)], RegistrationLimits { max_targets_per_xmtp_topic: 5, ..LIMITS }, 2).await.unwrap();
+        assert!(matches!(again, Registered::Done { target_created: false, new_topics: 0, .. }), "{backend}: {again:?}");
+        database.close().await;
+    }
+
+    async fn a_target_with_a_backlog_does_not_hold_back_other_targets(test_db) {
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let dms = clawx_messaging::dm::store::for_database(&database);
+        let push = clawx_messaging::push::store::for_database(&database);
+        let providers = Providers::from_config(&config()).unwrap();
+        let worker = Worker::new(clawx_messaging::push::store::for_database(&database), providers, None, config());
+
+        // A slow receiver with a backlog of 20, queued before one notification to a healthy one.
+        let slow = receiver(vec![]).await;
+        let healthy = receiver(vec![]).await;
+        push.register(2, "webhook", &slow.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();
+        push.register(3, "webhook", &healthy.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();
+        let backlog: Vec<NewMessage> = (0..20).map(|index| dm(1, 2, &format!("backlog {index}"))).collect();
+        send(&dms, &backlog, clawx_common::time::now_ms()).await;
+        send(&dms, &[dm(1, 3, "for the healthy one")], clawx_common::time::now_ms() + 1).await;
+
+        // The first tick (batch 7, concurrency 4: one job per target) already delivers it.
+        let tick = worker.tick().await.unwrap();
+        assert_eq!(worker.per_target(), 1);
+        assert_eq!((tick.claimed, tick.delivered), (2, 2), "{backend}: {tick:?}");
+        assert_eq!(healthy.calls.lock().unwrap().len(), 1, "{backend}: the healthy target is not behind the backlog");
+        assert_eq!(slow.calls.lock().unwrap().len(), 1, "{backend}");
+        // The backlog still drains, a share per tick.
+        for _ in 0..19 {
+            worker.tick().await.unwrap();
+        }
+        assert_eq!(slow.calls.lock().unwrap().len(), 20, "{backend}");
+        database.close().await;
     }
 
     async fn workers_deliver_each_notification_once_retry_with_backoff_and_unregister_gone_targets(test_db) {
@@ -271,6 +369,21 @@ clawx_common::backend_tests! {
         assert_eq!((jobs[0].state.as_str(), jobs[0].attempts), ("failed", 3), "{backend}");
         assert_eq!(jobs[0].last_error.as_deref(), Some("the webhook answered 503"));
         assert_eq!(workers[0].tick().await.unwrap().claimed, 0, "{backend}: failed jobs are not retried");
+
+        // A receiver answering 404 is retried, not unregistered: only 410 Gone says it is gone.
+        let missing = receiver(vec![404]).await;
+        let missing_target = match push.register(5, "webhook", &missing.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap() {
+            Registered::Done { target_id, .. } => target_id,
+            other => panic!("{other:?}"),
+        };
+        send(&dms, &[dm(1, 5, "not found")], clawx_common::time::now_ms()).await;
+        let tick = workers[0].tick().await.unwrap();
+        assert_eq!((tick.retried, tick.unregistered), (1, 0), "{backend}: {tick:?}");
+        assert_eq!(push.targets_of(5).await.unwrap().len(), 1, "{backend}: a 404 keeps the target");
+        let jobs = push.jobs_of(missing_target).await.unwrap();
+        assert_eq!(jobs[0].last_error.as_deref(), Some("the webhook answered 404"), "{backend}");
+        sqlx_due_now(&database, jobs[0].id).await;
+        assert_eq!(workers[0].tick().await.unwrap().delivered, 1, "{backend}: delivered on the retry");
 
         // A receiver answering 410 is unregistered with its topics and jobs.
         let gone = receiver(vec![410]).await;

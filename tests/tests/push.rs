@@ -198,6 +198,12 @@ async fn webhooks_get_signed_notifications_failures_are_retried_and_gone_receive
             registration(&linked_address, json!([{"topic": "/clawx/inbox/1", "signature": sign(&linked, "/clawx/inbox/1")}]), webhook.clone());
         let registered = register(key(&alice), signed).await.expect_ok(name).clone();
         assert_eq!((registered["registered"].clone(), registered["newTopics"].clone()), (json!(1), json!(1)), "{name}: {registered}");
+        // An XMTP topic needs the owner's signature: anyone can name a group's topic.
+        let group = "/xmtp/mls/1/g-0a0b/proto";
+        let unsigned = registration(&linked_address, json!([{"topic": group}]), webhook.clone());
+        register(key(&alice), unsigned).await.expect_error(403, "FORBIDDEN", "an unsigned XMTP topic");
+        let signed_group = registration(&linked_address, json!([{"topic": group, "signature": sign(&linked, group)}]), webhook.clone());
+        register(key(&alice), signed_group).await.expect_ok(name);
         let secret = registered["webhookSecret"].as_str().expect("a webhook secret").to_string();
         assert!(secret.starts_with("whsec_"), "{name}");
         let again = register(key(&alice), registration(&alice_wallet, inbox.clone(), webhook.clone())).await.expect_ok(name).clone();
@@ -316,6 +322,10 @@ async fn fcm_handler(State(fcm): State<Fcm>, uri: Uri, headers: HeaderMap, body:
                 "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}});
             return (StatusCode::NOT_FOUND, axum::Json(error)).into_response();
         }
+        if message["message"]["token"] == "lost-token" {
+            // A bare 404 (a proxy, a wrong path): not FCM saying the token is unregistered.
+            return StatusCode::NOT_FOUND.into_response();
+        }
         return axum::Json(json!({"name": "projects/clawx-test/messages/1"})).into_response();
     }
     StatusCode::NOT_FOUND.into_response()
@@ -411,6 +421,21 @@ async fn fcm_sends_use_a_service_account_token_and_unregistered_tokens_are_dropp
         }
         let again = wait_unregistered(&stack, &alice, gone_body, &gone["targetId"]).await;
         assert_eq!(again["newTopics"], 1, "{name}");
+
+        // A bare 404 is retried: the token stays registered.
+        let lost_body = registration(&alice_wallet, inbox.clone(), json!({"platform": "fcm", "token": "lost-token"}));
+        let lost = stack.post("/xmtp/topics/register", &auth, lost_body.clone()).await.expect_ok(name).clone();
+        let before = fcm.sends.lock().unwrap().len();
+        dm(&stack, &bob, "alice", "to a device behind a 404").await;
+        for _ in 0..200 {
+            if fcm.sends.lock().unwrap()[before..].iter().any(|send| send["body"]["message"]["token"] == "lost-token") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let still = stack.post("/xmtp/topics/register", &auth, lost_body).await.expect_ok(name).clone();
+        assert_eq!(still["targetId"], lost["targetId"], "{name}: a bare 404 does not unregister the token");
         stack.stop().await;
     }
 }

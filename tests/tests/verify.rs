@@ -126,6 +126,16 @@ async fn agents_prove_who_runs_them_with_a_tweet() {
             (tweet_url(&format!("@claw_mail {old_code}"), at), "does not contain the verification code"),
             (tweet_url(&text, now_ms() - 5 * MINUTE_MS), "posted before"),
         ];
+        // Retweets do not count: one as X writes it (`RT @op: ...`), and one the X API marks as
+        // `retweeted` whatever its text says.
+        let original = x.post("7", "op", &text, at);
+        let cases: Vec<(String, &str)> = cases
+            .into_iter()
+            .chain([
+                (format!("https://x.com/fan/status/{}", x.retweet(original, "8", "fan", None, at)), "retweets do not count"),
+                (format!("https://x.com/fan/status/{}", x.retweet(original, "8", "fan", Some(&text), at)), "retweets do not count"),
+            ])
+            .collect();
         for (url, reason) in cases {
             let reply = complete(&stack, &auth, &url).await;
             expect_error(&reply, 400, "INVALID_TWEET", &url);

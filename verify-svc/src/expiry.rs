@@ -49,7 +49,7 @@ impl Sweeper {
         let stale = self.store.stale_expiry_claims(now, PAGE).await.map_err(clawx_common::ServiceError::internal)?;
         for account_id in stale {
             handled += 1;
-            if self.expire(account_id, created_before, now).await? {
+            if self.expire_or_log(account_id, created_before, now).await {
                 deleted.push(account_id);
             }
         }
@@ -60,7 +60,7 @@ impl Sweeper {
             after_id = last.id;
             for profile in page {
                 handled += 1;
-                if self.expire(profile.id, created_before, now).await? {
+                if self.expire_or_log(profile.id, created_before, now).await {
                     deleted.push(profile.id);
                 }
             }
@@ -69,6 +69,19 @@ impl Sweeper {
             tracing::info!(accounts = deleted.len(), "unverified accounts past their window deleted");
         }
         Ok(deleted)
+    }
+
+    /// [`Sweeper::expire`], logging a failure rather than stopping the sweep: one account that
+    /// keeps failing must not keep every other one from being deleted. Its lease runs out and a
+    /// later sweep tries it again.
+    async fn expire_or_log(&self, account_id: i64, created_before: i64, now: i64) -> bool {
+        match self.expire(account_id, created_before, now).await {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                tracing::warn!(account.id = account_id, %error, "could not expire an unverified account; going on with the others");
+                false
+            }
+        }
     }
 
     /// Deletes one account under a lease; whether this call deleted it.

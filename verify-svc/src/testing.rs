@@ -60,6 +60,8 @@ struct FakeTweet {
     username: String,
     created_at_ms: i64,
     visibility: Visibility,
+    /// The tweet this one retweets.
+    retweet_of: Option<u64>,
 }
 
 #[derive(Default)]
@@ -167,8 +169,21 @@ impl FakeX {
             username: username.to_string(),
             created_at_ms: at_ms,
             visibility: Visibility::Public,
+            retweet_of: None,
         };
         world.tweets.insert(id, tweet);
+        id
+    }
+
+    /// Retweets `original` as `username` at `at_ms`: its text is `RT @<author>: <text>`, unless
+    /// `text` says otherwise, and the X API marks it `retweeted`; returns its id.
+    pub fn retweet(&self, original: u64, author_id: &str, username: &str, text: Option<&str>, at_ms: i64) -> u64 {
+        let original_tweet = self.shared.world.lock().expect("world").tweets.get(&original).cloned().expect("the original tweet");
+        let text = text.map(str::to_string).unwrap_or_else(|| format!("RT @{}: {}", original_tweet.username, original_tweet.text));
+        let id = self.post(author_id, username, &text, at_ms);
+        if let Some(tweet) = self.shared.world.lock().expect("world").tweets.get_mut(&id) {
+            tweet.retweet_of = Some(original);
+        }
         id
     }
 
@@ -271,6 +286,9 @@ async fn api_tweet(
             }
             if asked("tweet.fields", "created_at") {
                 data["created_at"] = json!(iso_time(tweet.created_at_ms));
+            }
+            if let Some(original) = tweet.retweet_of.filter(|_| asked("tweet.fields", "referenced_tweets")) {
+                data["referenced_tweets"] = json!([{"type": "retweeted", "id": original.to_string()}]);
             }
             body["data"] = data;
             Json(body).into_response()

@@ -69,6 +69,29 @@ clawx_common::backend_tests! {
         store.record_verification(&verification(5, Some("222"), "alice")).await.unwrap();
     }
 
+    async fn concurrent_completions_of_one_account_say_it_is_already_verified(test_db) {
+        let mut args = test_db.args.clone();
+        args.database_max_connections = 16;
+        let database = Database::connect(&args, "verify").await.unwrap();
+        database.migrate(&clawx_verify::MIGRATIONS).await.unwrap();
+        let (backend, store) = (test_db.backend.name(), for_database(&database));
+        // One account completes with 16 different X accounts at once: one wins, and every
+        // other answer says the account is verified, not that the X account is taken.
+        for round in 0..4 {
+            let account_id = 100 + round;
+            let completions = (0..16).map(|index| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let user_id = format!("{account_id}-{index}");
+                    store.record_verification(&verification(account_id, Some(&user_id), &format!("user_{account_id}_{index}"))).await
+                })
+            });
+            let outcomes: Vec<_> = futures::future::join_all(completions).await.into_iter().map(|joined| joined.unwrap()).collect();
+            assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1, "{backend}: {outcomes:?}");
+            assert!(outcomes.iter().all(|outcome| matches!(outcome, Ok(()) | Err(StoreError::AlreadyVerified))), "{backend}: {outcomes:?}");
+        }
+    }
+
     async fn expiry_leases_go_to_one_owner_until_they_run_out(test_db) {
         let (backend, store) = open_store(&test_db).await;
         assert!(store.claim_expiry(7, "a", 1_000, 2_000).await.unwrap(), "{backend}");

@@ -195,7 +195,7 @@ pub struct PushRegistrationBody {
     /// Accepted for compatibility; not used
     #[serde(default)]
     signed_public_key: Option<String>,
-    /// 1 to 100 topics: `/clawx/inbox/1` (every direct message to you), `/clawx/dm/1/<id>` (one conversation of yours), `/xmtp/mls/1/g-<hex>/proto` or `/xmtp/mls/1/w-<hex>/proto`; `accept`/`block` are ignored here (use `/xmtp/topics/accept` and `/xmtp/topics/block`)
+    /// 1 to 100 topics: `/clawx/inbox/1` (every direct message to you), `/clawx/dm/1/<id>` (one conversation of yours), `/xmtp/mls/1/g-<hex>/proto` or `/xmtp/mls/1/w-<hex>/proto` (an XMTP topic needs `signature`, 403 otherwise, and reaches at most 20 targets); `accept`/`block` are ignored here (use `/xmtp/topics/accept` and `/xmtp/topics/block`)
     #[schema(min_items = 1, max_items = 100)]
     registrations: Vec<TopicBody>,
     /// Where notifications go: `{"platform": "webhook", "url"}` or `{"platform": "fcm", "token"}`
@@ -218,13 +218,13 @@ pub struct RegisterReply {
 }
 
 #[utoipa::path(post, path = "/xmtp/topics/register", tag = "Chat", summary = "Register topics for push notifications",
-    description = "Links topics to a delivery target. Each message that then arrives on one of them — a direct message to you, or an envelope written to this server's XMTP node for a registered XMTP topic — is queued and delivered by a background worker (retries with exponential backoff; a target answering 404 or 410, or an FCM token reported `UNREGISTERED`, is unregistered). Messages from a peer you denied are not pushed. Webhook calls carry `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">` under the `webhookSecret` returned here; the body is `{\"type\", \"timestamp\", \"data\"}`. Every topic is checked before any is registered.",
+    description = "Links topics to a delivery target. Each message that then arrives on one of them — a direct message to you, or an envelope written to this server's XMTP node for a registered XMTP topic — is queued and delivered by a background worker (retries with exponential backoff; a webhook answering 410 Gone, or an FCM token reported `UNREGISTERED`, is unregistered; a 404 is retried). Messages from a peer you denied are not pushed. Webhook calls carry `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">` under the `webhookSecret` returned here; the body is `{\"type\", \"timestamp\", \"data\"}`. Every topic is checked before any is registered.",
     security(("ApiKey" = []), ("Bearer" = []), ("SignedDomain" = [], "SignedExpires" = [], "SignedSignature" = [])),
     request_body = PushRegistrationBody,
     responses(
         (status = 200, description = "Registration successful", body = RegisterReply),
         (status = 400, description = "Invalid input, a refused target, or a bound reached (`VALIDATION_FAILED` naming the field)"),
-        (status = 403, description = "`ownerAddress` is not a wallet of yours, or a `signature` is not its signature of the topic (`FORBIDDEN`)"),
+        (status = 403, description = "`ownerAddress` is not a wallet of yours, a `signature` is not its signature of the topic, or an XMTP topic has no `signature` (`FORBIDDEN`)"),
         (status = 404, description = "A conversation topic is not a conversation of yours (`NOT_FOUND`)"),
     ))]
 pub async fn register(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<PushRegistrationBody>) -> Reply<RegisterReply> {

@@ -1,7 +1,8 @@
 //! The FCM HTTP v1 provider. A service account's key signs an RS256 JWT (the OAuth 2.0 JWT
 //! bearer grant), exchanged at the token URL for an access token that is cached until shortly
 //! before it expires; each notification is then `POST {base}/v1/projects/{project}/messages:send`
-//! with that token. A token FCM reports as `UNREGISTERED` (or 404) is unregistered here.
+//! with that token. A token FCM reports as `UNREGISTERED` (its `errorCode`) is unregistered here; a bare
+//! 404 is retried.
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,12 @@ impl FcmSettings {
         if value.starts_with('{') {
             return Ok(value.to_string());
         }
-        std::fs::read_to_string(value).map_err(|error| anyhow::anyhow!("cannot read the FCM service-account file {value}: {error}"))
+        // The value is not echoed: a mangled inline JSON would put the private key in the log.
+        std::fs::read_to_string(value).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read CLAWX_PUSH_FCM_SERVICE_ACCOUNT as a file ({error}); give the service-account JSON inline or the path of its file"
+            )
+        })
     }
 }
 
@@ -97,7 +103,14 @@ pub struct Fcm {
     client_email: String,
     token_url: String,
     send_url: String,
-    token: tokio::sync::Mutex<Option<CachedToken>>,
+    token: tokio::sync::Mutex<TokenState>,
+}
+
+/// The cached access token, and when the last fetch of one failed.
+#[derive(Default)]
+struct TokenState {
+    cached: Option<CachedToken>,
+    failed: Option<(Instant, String)>,
 }
 
 impl std::fmt::Debug for Fcm {
@@ -154,16 +167,41 @@ impl Fcm {
             client_email: account.client_email,
             token_url,
             send_url: format!("{}/v1/projects/{}/messages:send", base.trim_end_matches('/'), project),
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(TokenState::default()),
         })
     }
 
-    /// A valid access token: the cached one, or a new one from the token endpoint.
+    /// A valid access token: the cached one, or a new one from the token endpoint. One fetch
+    /// runs at a time; deliveries that waited for a fetch that failed fail at once with its
+    /// error rather than each trying again in turn, so a slow or failing token endpoint costs a
+    /// delivery at most one token timeout before its send.
     async fn access_token(&self) -> Result<String, String> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref().filter(|token| Instant::now() < token.renew_at) {
+        let asked_at = Instant::now();
+        let mut state = self.token.lock().await;
+        if let Some(token) = state.cached.as_ref().filter(|token| Instant::now() < token.renew_at) {
             return Ok(token.value.clone());
         }
+        if let Some((failed_at, error)) = &state.failed
+            && *failed_at >= asked_at
+        {
+            return Err(error.clone());
+        }
+        match self.fetch_token().await {
+            Ok(token) => {
+                let value = token.value.clone();
+                state.cached = Some(token);
+                state.failed = None;
+                Ok(value)
+            }
+            Err(error) => {
+                state.failed = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// A new access token from the token endpoint.
+    async fn fetch_token(&self) -> Result<CachedToken, String> {
         let now = clawx_common::time::now_ms() / 1000;
         let claims = Claims { iss: &self.client_email, scope: SCOPE, aud: &self.token_url, iat: now, exp: now + 3600 };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
@@ -186,12 +224,11 @@ impl Fcm {
         let answer: TokenAnswer = serde_json::from_slice(&answer).map_err(|_| "the FCM token endpoint answered no access_token".to_string())?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
-        *cached = Some(CachedToken { value: answer.access_token.clone(), renew_at });
-        Ok(answer.access_token)
+        Ok(CachedToken { value: answer.access_token, renew_at })
     }
 
     async fn forget_token(&self) {
-        *self.token.lock().await = None;
+        self.token.lock().await.cached = None;
     }
 }
 
@@ -222,7 +259,8 @@ impl Provider for Fcm {
         }
         let answer = bounded_body(response).await;
         match status.as_u16() {
-            404 => Outcome::Gone("FCM: the registration token is not registered".into()),
+            // Only FCM's own `UNREGISTERED` error code unregisters a token; a bare 404 (a
+            // proxy, a wrong project) is retried.
             _ if unregistered(&answer) => Outcome::Gone("FCM: the registration token is not registered".into()),
             401 => {
                 self.forget_token().await;

@@ -44,8 +44,11 @@ pub const MAX_FCM_ENVELOPE_BYTES: usize = 2 * 1024;
 /// Characters of a message shown in an FCM notification.
 const FCM_PREVIEW_CHARS: usize = 200;
 
+/// How many push targets (of all accounts) one XMTP topic may be registered to.
+pub const MAX_TARGETS_PER_XMTP_TOPIC: u32 = 20;
+
 /// Push settings (`CLAWX_PUSH_*`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PushConfig {
     /// Whether webhook URLs may reach loopback, private and link-local addresses
     /// (`CLAWX_PUSH_ALLOW_PRIVATE_TARGETS`, default false; for tests and closed networks).
@@ -72,6 +75,28 @@ pub struct PushConfig {
     pub max_targets_per_account: u32,
     /// Topics one account may register over all its targets (`CLAWX_PUSH_MAX_TOPICS_PER_ACCOUNT`).
     pub max_topics_per_account: u32,
+}
+
+/// Written by hand: the master webhook secret is never printed (`Providers`, `Worker` and
+/// `Push` print their config and providers through this and `Webhook`'s).
+impl std::fmt::Debug for PushConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PushConfig")
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("webhook_secret", &"..")
+            .field("fcm", &self.fcm)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base", &self.retry_base)
+            .field("retry_max", &self.retry_max)
+            .field("poll_interval", &self.poll_interval)
+            .field("batch", &self.batch)
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .field("max_targets_per_account", &self.max_targets_per_account)
+            .field("max_topics_per_account", &self.max_topics_per_account)
+            .finish()
+    }
 }
 
 impl Default for PushConfig {
@@ -146,7 +171,7 @@ pub enum Outcome {
     Delivered,
     /// Try again later.
     Retry(String),
-    /// The target says it no longer exists (404, 410, FCM `UNREGISTERED`): unregister it.
+    /// The target says it no longer exists (webhook 410, FCM `UNREGISTERED`): unregister it.
     Gone(String),
     /// The notification cannot be delivered to this target; do not retry.
     Rejected(String),
@@ -382,7 +407,16 @@ impl Push {
                     }
                     format!("dm:{id}")
                 }
-                TopicKind::Xmtp(topic) => topic,
+                TopicKind::Xmtp(key) => {
+                    // Anyone can name a group's topic: only a signature shows the owner meant it.
+                    if registration.signature.as_deref().is_none_or(|signature| signature.trim().is_empty()) {
+                        return Err(ServiceError::new(
+                            ErrorCode::Forbidden,
+                            "an XMTP topic needs signature: ownerAddress's EIP-191 signature of the topic",
+                        ));
+                    }
+                    key
+                }
             };
             topics.push(TopicRegistration { topic_key: key, topic: topic.to_string(), peer });
         }
@@ -404,7 +438,11 @@ impl Push {
         topics.sort_by(|a, b| a.topic_key.cmp(&b.topic_key));
         topics.dedup_by(|a, b| a.topic_key == b.topic_key);
 
-        let limits = RegistrationLimits { max_targets: self.config.max_targets_per_account, max_topics: self.config.max_topics_per_account };
+        let limits = RegistrationLimits {
+            max_targets: self.config.max_targets_per_account,
+            max_topics: self.config.max_topics_per_account,
+            max_targets_per_xmtp_topic: MAX_TARGETS_PER_XMTP_TOPIC,
+        };
         let now = clawx_common::time::now_ms();
         match self.store.register(account_id, platform, &destination, &topics, limits, now).await.map_err(internal)? {
             Registered::Done { target_id, target_created, new_topics } => {
@@ -416,6 +454,10 @@ impl Push {
                 "target",
                 format!("you have {} push targets already, the most an account may have", self.config.max_targets_per_account),
             )),
+            Registered::TopicTaken(topic) => Err(ServiceError::invalid(
+                "registrations",
+                format!("{topic} is registered to {MAX_TARGETS_PER_XMTP_TOPIC} push targets already, the most one XMTP topic may have"),
+            )),
             Registered::TooManyTopics => {
                 Err(ServiceError::invalid("registrations", format!("at most {} push topics per account", self.config.max_topics_per_account)))
             }
@@ -426,6 +468,26 @@ impl Push {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_omits_the_secrets() {
+        let config = PushConfig {
+            webhook_secret: b"the-master-webhook-secret".to_vec(),
+            fcm: Some(fcm::FcmSettings {
+                service_account_json: "{\"private_key\": \"the-fcm-private-key\"}".into(),
+                project_id: Some("project".into()),
+                base_url: None,
+                token_url: None,
+            }),
+            ..PushConfig::default()
+        };
+        let webhook_only = PushConfig { fcm: None, ..config.clone() };
+        let providers = Providers::from_config(&webhook_only).unwrap();
+        let printed = format!("{config:?} {providers:?} {:?}", providers.webhook);
+        let secret_bytes = format!("{:?}", b"the-master-webhook-secret".to_vec());
+        assert!(!printed.contains(&secret_bytes) && !printed.contains("the-master-webhook-secret"), "{printed}");
+        assert!(!printed.contains("the-fcm-private-key"), "{printed}");
+    }
 
     #[test]
     fn topics_are_parsed_and_normalized() {

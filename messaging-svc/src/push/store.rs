@@ -29,6 +29,8 @@ pub struct TopicRegistration {
 pub struct RegistrationLimits {
     pub max_targets: u32,
     pub max_topics: u32,
+    /// How many targets (of all accounts) one XMTP topic may be registered to.
+    pub max_targets_per_xmtp_topic: u32,
 }
 
 /// What a registration did.
@@ -40,6 +42,9 @@ pub enum Registered {
     TooManyTargets,
     /// The account would have more than `max_topics` topics; nothing stored.
     TooManyTopics,
+    /// This XMTP topic would be registered to more than `max_targets_per_xmtp_topic` targets;
+    /// nothing stored.
+    TopicTaken(String),
 }
 
 /// A claimed job with its target.
@@ -100,9 +105,12 @@ pub trait PushStore: Send + Sync + std::fmt::Debug {
         limits: RegistrationLimits,
         now_ms: i64,
     ) -> StoreResult<Registered>;
-    /// Claims up to `limit` due jobs: each gets its attempt counted and is hidden until
-    /// `lease_until_ms` (when a worker dies mid-delivery, the job is due again then).
-    async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>>;
+    /// Claims up to `limit` due jobs, at most `per_target` of them for one target: each gets its
+    /// attempt counted and is hidden until `lease_until_ms` (when a worker dies mid-delivery,
+    /// the job is due again then). Due jobs of a target past its share are moved behind the
+    /// other due jobs (due at `now_ms`, attempts unchanged), so a target with a backlog cannot
+    /// hold the head of the queue.
+    async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32, per_target: u32) -> StoreResult<Vec<ClaimedJob>>;
     /// The job was delivered (attempt `attempt`): removed. False when another worker took the
     /// job over since.
     async fn delivered(&self, job_id: i64, attempt: i64) -> StoreResult<bool>;
@@ -159,7 +167,7 @@ pub fn xmtp_topic(kind: char, id: &[u8]) -> String {
 }
 
 macro_rules! push_store {
-    ($name:ident, $db:ty, $begin:literal, $skip_locked:literal) => {
+    ($name:ident, $db:ty, $begin:literal, $skip_locked:literal, $lock_account:literal, $lock_topic:literal) => {
         #[derive(Clone, Debug)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
@@ -192,6 +200,9 @@ macro_rules! push_store {
                 now_ms: i64,
             ) -> StoreResult<Registered> {
                 let mut tx = self.pool.begin_with($begin).await?;
+                // The caps below are counted, then inserted: registrations of one account run one
+                // at a time, so concurrent ones cannot all pass the count.
+                sqlx::query($lock_account).bind(account_id).execute(&mut *tx).await?;
                 let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM push_targets WHERE account_id = $1 AND platform = $2 AND address = $3")
                     .bind(account_id)
                     .bind(platform)
@@ -245,21 +256,66 @@ macro_rules! push_store {
                     // Dropping the transaction rolls it back.
                     return Ok(Registered::TooManyTopics);
                 }
+                // An XMTP topic is shared by every member of the group: bound how many targets
+                // one may reach, so one envelope cannot fan out to many calls at one receiver.
+                // Topics are sorted, so concurrent registrations take their locks in one order.
+                for topic in topics.iter().filter(|topic| topic.topic_key.starts_with("/xmtp/")) {
+                    sqlx::query($lock_topic).bind(&topic.topic_key).execute(&mut *tx).await?;
+                    let registered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_topics WHERE topic_key = $1")
+                        .bind(&topic.topic_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if registered > i64::from(limits.max_targets_per_xmtp_topic) {
+                        return Ok(Registered::TopicTaken(topic.topic.clone()));
+                    }
+                }
                 tx.commit().await?;
                 Ok(Registered::Done { target_id, target_created, new_topics })
             }
 
-            async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<ClaimedJob>> {
+            async fn claim(&self, now_ms: i64, lease_until_ms: i64, limit: u32, per_target: u32) -> StoreResult<Vec<ClaimedJob>> {
+                // Candidates: a window of the due jobs, oldest first, locked for this claim.
+                let window = i64::from(limit).saturating_mul(4);
+                let mut tx = self.pool.begin_with($begin).await?;
                 let statement = concat!(
-                    "UPDATE push_jobs SET next_attempt_at = $3, attempts = attempts + 1 WHERE id IN (SELECT id FROM push_jobs \
-                     WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2 ",
-                    $skip_locked,
-                    ") RETURNING id, target_id, topic, kind, ref_id, attempts"
+                    "SELECT id, target_id FROM push_jobs WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2 ",
+                    $skip_locked
                 );
-                let rows = sqlx::query(statement).bind(now_ms).bind(i64::from(limit)).bind(lease_until_ms).fetch_all(&self.pool).await?;
-                if rows.is_empty() {
+                let candidates: Vec<(i64, i64)> = sqlx::query_as(statement).bind(now_ms).bind(window).fetch_all(&mut *tx).await?;
+                let mut taken = Vec::new();
+                let mut deferred = Vec::new();
+                let mut per_target_taken: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+                for (id, target_id) in candidates {
+                    let count = per_target_taken.entry(target_id).or_default();
+                    if *count >= per_target {
+                        deferred.push(id);
+                    } else if taken.len() < limit as usize {
+                        *count += 1;
+                        taken.push(id);
+                    }
+                }
+                if !deferred.is_empty() {
+                    let statement = format!("UPDATE push_jobs SET next_attempt_at = $1 WHERE id IN ({})", clawx_common::storage::placeholders(2, deferred.len()));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(now_ms);
+                    for id in &deferred {
+                        query = query.bind(id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                if taken.is_empty() {
+                    tx.commit().await?;
                     return Ok(Vec::new());
                 }
+                let statement = format!(
+                    "UPDATE push_jobs SET next_attempt_at = $1, attempts = attempts + 1 WHERE id IN ({}) RETURNING id, target_id, topic, kind, ref_id, attempts",
+                    clawx_common::storage::placeholders(2, taken.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(lease_until_ms);
+                for id in &taken {
+                    query = query.bind(id);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
                 let mut jobs = Vec::with_capacity(rows.len());
                 for row in &rows {
                     jobs.push(ClaimedJob {
@@ -404,7 +460,16 @@ mod postgres {
 
     use super::*;
 
-    push_store!(PostgresPushStore, sqlx::Postgres, "BEGIN", "FOR UPDATE SKIP LOCKED");
+    // Registrations of one account hold a transaction-scoped advisory lock in the push
+    // namespace (`clwp`), keyed by the account.
+    push_store!(
+        PostgresPushStore,
+        sqlx::Postgres,
+        "BEGIN",
+        "FOR UPDATE SKIP LOCKED",
+        "SELECT pg_advisory_xact_lock(1668052848, CAST($1 % 2147483647 AS INTEGER))",
+        "SELECT pg_advisory_xact_lock(1668052852, hashtext($1))"
+    );
 }
 
 mod sqlite {
@@ -414,7 +479,8 @@ mod sqlite {
     use super::*;
 
     // SQLite has one writer at a time: the claiming UPDATE runs whole before another starts.
-    push_store!(SqlitePushStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
+    // Registrations are serial too (BEGIN IMMEDIATE): the account lock is a no-op.
+    push_store!(SqlitePushStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "SELECT $1", "SELECT $1");
 }
 
 pub use postgres::PostgresPushStore;

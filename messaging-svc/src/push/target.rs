@@ -12,7 +12,7 @@ use clawx_common::{ServiceError, ServiceResult};
 /// Longest webhook URL, in bytes.
 pub const MAX_URL_BYTES: usize = 2048;
 /// Longest FCM registration token, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 4096;
+pub const MAX_TOKEN_BYTES: usize = 1024;
 
 /// Whether `address` is a public unicast address (not loopback, private, link-local, shared,
 /// multicast, documentation or reserved).
@@ -27,6 +27,20 @@ pub fn is_public(address: IpAddr) -> bool {
             let unique_local = segments[0] & 0xfe00 == 0xfc00;
             let link_local = segments[0] & 0xffc0 == 0xfe80;
             let documentation = segments[0] == 0x2001 && segments[1] == 0x0db8;
+            // IPv4-compatible (::/96, deprecated), Teredo (2001::/32), site-local (fec0::/10,
+            // deprecated) and local-use NAT64 (64:ff9b:1::/48) may reach private networks.
+            let ipv4_compatible = segments[..6] == [0, 0, 0, 0, 0, 0];
+            let teredo = segments[0] == 0x2001 && segments[1] == 0;
+            let site_local = segments[0] & 0xffc0 == 0xfec0;
+            let local_nat64 = segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1;
+            // 6to4 (2002::/16) carries an IPv4 address in its next 32 bits: judge that one.
+            if segments[0] == 0x2002 {
+                let [a, b] = segments[1].to_be_bytes();
+                let [c, d] = segments[2].to_be_bytes();
+                if !is_public_v4(Ipv4Addr::new(a, b, c, d)) {
+                    return false;
+                }
+            }
             // NAT64 (64:ff9b::/96) carries an IPv4 address: judge that one.
             let nat64 = segments[0] == 0x64 && segments[1] == 0xff9b && segments[2..6] == [0, 0, 0, 0];
             if nat64 {
@@ -40,6 +54,10 @@ pub fn is_public(address: IpAddr) -> bool {
                 || unique_local
                 || link_local
                 || documentation
+                || ipv4_compatible
+                || teredo
+                || site_local
+                || local_nat64
                 || v6 == Ipv6Addr::LOCALHOST)
         }
     }
@@ -131,6 +149,9 @@ pub fn check_fcm_token(text: &str) -> ServiceResult<String> {
     Ok(token.to_string())
 }
 
+/// How long a delivery waits for a webhook host's DNS answer.
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A DNS resolver for outgoing webhook calls that answers only public addresses (all addresses
 /// when private targets are allowed).
 #[derive(Clone, Debug)]
@@ -143,7 +164,10 @@ impl reqwest::dns::Resolve for PublicResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let lookup = tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
+                .await
+                .map_err(|_| "the host's DNS lookup timed out")??;
+            let addresses: Vec<SocketAddr> = lookup.collect();
             let allowed: Vec<SocketAddr> = addresses.into_iter().filter(|address| allow_private || is_public(address.ip())).collect();
             if allowed.is_empty() {
                 return Err("the host resolves to no public address".into());
@@ -174,12 +198,28 @@ mod tests {
             "64:ff9b::a00:1",
             "224.0.0.1",
             "255.255.255.255",
+            "::7f00:1",
+            "::a00:1",
+            "2002:c0a8:101::1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "64:ff9b:1::a00:1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::808:808"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[test]
+    fn fcm_tokens_are_bounded() {
+        assert!(check_fcm_token(&"a".repeat(MAX_TOKEN_BYTES)).is_ok());
+        // A longer token would not fit PostgreSQL's unique index on addresses.
+        assert!(check_fcm_token(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        assert!(check_fcm_token(&"a".repeat(4096)).is_err());
+        assert!(check_fcm_token("has space").is_err());
     }
 
     #[tokio::test]

@@ -56,11 +56,17 @@ impl WebhookSecret {
 }
 
 /// Delivers notifications to webhook URLs.
-#[derive(Debug)]
 pub struct Webhook {
     client: reqwest::Client,
     master: Vec<u8>,
     allow_private: bool,
+}
+
+/// Written by hand: the master secret is never printed.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Webhook").field("allow_private", &self.allow_private).finish_non_exhaustive()
+    }
 }
 
 impl Webhook {
@@ -113,7 +119,9 @@ impl Provider for Webhook {
                 drop(response);
                 if status.is_success() {
                     Outcome::Delivered
-                } else if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                } else if status == reqwest::StatusCode::GONE {
+                    // Only 410 Gone unregisters: a 404 is often a deploy in progress or a
+                    // proxy's mistake, so it is retried like any other failure.
                     Outcome::Gone(format!("the webhook answered {}", status.as_u16()))
                 } else {
                     Outcome::Retry(format!("the webhook answered {}", status.as_u16()))

@@ -1,5 +1,6 @@
 //! The push worker: one task per messaging replica. Each tick it claims at most
-//! `CLAWX_PUSH_BATCH` due notifications (replicas never claim the same one), delivers at most
+//! `CLAWX_PUSH_BATCH` due notifications (replicas never claim the same one; at most a quarter
+//! of the concurrency per target), delivers at most
 //! `CLAWX_PUSH_CONCURRENCY` at once, and records each outcome: delivered ones are removed,
 //! failed ones retried after an exponential backoff with jitter until `CLAWX_PUSH_MAX_ATTEMPTS`,
 //! then kept as failed; a target that says it is gone is unregistered with its topics and jobs.
@@ -30,6 +31,11 @@ pub struct Tick {
     pub retried: usize,
     pub failed: usize,
     pub unregistered: usize,
+}
+
+fn lease_of(config: &PushConfig) -> Duration {
+    let rounds = (config.batch as usize).div_ceil(config.concurrency.max(1)) as u32;
+    config.timeout * 2 * rounds + Duration::from_secs(30)
 }
 
 /// Delivers queued notifications.
@@ -84,12 +90,26 @@ impl Worker {
         }
     }
 
+    /// How long a claimed job stays hidden from other replicas: past the latest a job of the
+    /// batch can finish. Jobs go out `concurrency` at a time, so the last starts after
+    /// `ceil(batch / concurrency) - 1` rounds; each delivery takes at most one token fetch and
+    /// one send (FCM deliveries waiting for a failed token fetch fail at once with it), each
+    /// bounded by the timeout; 30 s cover the database and the handle lookup.
+    pub fn lease(&self) -> Duration {
+        lease_of(&self.config)
+    }
+
+    /// How many jobs of one target a tick claims at most: a quarter of the delivery slots (at
+    /// least one), so a slow or failing target cannot take every slot from other users.
+    pub fn per_target(&self) -> u32 {
+        (self.config.concurrency / 4).max(1) as u32
+    }
+
     /// Claims due notifications and delivers them.
     pub async fn tick(&self) -> Result<Tick, sqlx::Error> {
         let now = now_ms();
-        // A claimed job is hidden well past the longest delivery (a token fetch and a send).
-        let lease = 3 * self.config.timeout.as_millis() as i64 + 30_000;
-        let jobs = self.store.claim(now, now + lease, self.config.batch).await?;
+        let lease = self.lease().as_millis() as i64;
+        let jobs = self.store.claim(now, now + lease, self.config.batch, self.per_target()).await?;
         let mut tick = Tick { claimed: jobs.len(), ..Tick::default() };
         let results: Vec<Done> = futures::stream::iter(jobs).map(|job| self.deliver(job)).buffer_unordered(self.config.concurrency).collect().await;
         for done in results {
@@ -175,5 +195,21 @@ impl Worker {
                 Ok(Done::Retried)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_outlasts_the_last_delivery_of_a_batch() {
+        // 64 jobs, 16 at once: the last starts after 3 rounds of a token fetch and a send.
+        let config = PushConfig { batch: 64, concurrency: 16, timeout: Duration::from_secs(10), ..PushConfig::default() };
+        assert_eq!(lease_of(&config), Duration::from_secs(4 * 20 + 30));
+        let config = PushConfig { batch: 7, concurrency: 4, timeout: Duration::from_secs(5), ..PushConfig::default() };
+        assert_eq!(lease_of(&config), Duration::from_secs(2 * 10 + 30));
+        let config = PushConfig { batch: 1000, concurrency: 1, timeout: Duration::from_secs(1), ..PushConfig::default() };
+        assert!(lease_of(&config) > Duration::from_secs(1000 * 2), "one at a time: every job's worst case in turn");
     }
 }

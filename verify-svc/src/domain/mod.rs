@@ -173,6 +173,9 @@ impl Verify {
             Lookup::Found(tweet) => tweet,
             Lookup::Missing(reason) => return Err(invalid_tweet(format!("{reason}; the tweet must be public"))),
         };
+        if tweet.retweet || rules::is_retweet(&tweet.text) {
+            return Err(invalid_tweet("the tweet is a retweet: retweets do not count; post the verification tweet from your own account"));
+        }
         let handle = &self.settings.mention_handle;
         if !rules::mentions(&tweet.text, handle) {
             return Err(invalid_tweet(format!("the tweet does not mention @{handle}")));

@@ -83,6 +83,11 @@ fn is_word_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
+/// Whether `text` is a retweet as X writes one (`RT @user: ...`).
+pub fn is_retweet(text: &str) -> bool {
+    text.trim_start().starts_with("RT @")
+}
+
 /// Whether `text` mentions `@handle` as a mention of its own: any case, not inside a word
 /// (`x@handle`) or a longer handle (`@handle_2`).
 pub fn mentions(text: &str, handle: &str) -> bool {
@@ -167,6 +172,13 @@ mod tests {
         ] {
             assert!(tweet_id_of(url).is_err(), "{url}");
         }
+    }
+
+    #[test]
+    fn retweets_are_recognized() {
+        assert!(is_retweet("RT @someone: I'm verifying my @claw_mail email address!"));
+        assert!(!is_retweet("I'm verifying my @claw_mail email address! RT @someone"));
+        assert!(!is_retweet("RTX @claw_mail"));
     }
 
     #[test]

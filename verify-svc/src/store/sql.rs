@@ -82,7 +82,7 @@ macro_rules! sql_store {
                 if taken.is_some() {
                     return Err(StoreError::TwitterAlreadyUsed);
                 }
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO verifications (account_id, twitter_user_id, twitter_username, twitter_username_lower, tweet_id, verified_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
@@ -93,8 +93,20 @@ macro_rules! sql_store {
                 .bind(&verification.tweet_id)
                 .bind(verification.verified_at)
                 .execute(&mut *tx)
-                .await
-                .map_err(|error| if is_unique_violation(&error) { StoreError::TwitterAlreadyUsed } else { StoreError::Database(error) })?;
+                .await;
+                if let Err(error) = inserted {
+                    if !is_unique_violation(&error) {
+                        return Err(StoreError::Database(error));
+                    }
+                    // A concurrent completion committed first: the same account (its primary
+                    // key) or the same X account (its unique indexes). Which, once it is visible.
+                    drop(tx);
+                    let same_account: Option<i64> = sqlx::query_scalar("SELECT account_id FROM verifications WHERE account_id = $1")
+                        .bind(verification.account_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    return Err(if same_account.is_some() { StoreError::AlreadyVerified } else { StoreError::TwitterAlreadyUsed });
+                }
                 sqlx::query("DELETE FROM verification_codes WHERE account_id = $1").bind(verification.account_id).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(())

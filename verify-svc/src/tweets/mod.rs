@@ -45,6 +45,9 @@ pub struct Tweet {
     pub username: String,
     /// Unix milliseconds.
     pub created_at_ms: i64,
+    /// X says it is a retweet (`referenced_tweets` of type `retweeted`; the X API only).
+    #[serde(default)]
+    pub retweet: bool,
 }
 
 /// What a source answered about a tweet id.

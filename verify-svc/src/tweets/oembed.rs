@@ -114,7 +114,7 @@ fn read(answer: &Answer, tweet_id: u64) -> Result<Lookup, SourceFailure> {
     let reply: Reply = serde_json::from_slice(&answer.body).map_err(|error| SourceFailure(format!("unreadable answer: {error}")))?;
     let username = username_of(&reply.author_url).ok_or_else(|| SourceFailure("answer without a readable author_url".to_string()))?;
     let text = tweet_text(&reply.html).ok_or_else(|| SourceFailure("answer without the tweet's text".to_string()))?;
-    Ok(Lookup::Found(Tweet { id: tweet_id.to_string(), text, author_id: None, username, created_at_ms: snowflake_time_ms(tweet_id) }))
+    Ok(Lookup::Found(Tweet { id: tweet_id.to_string(), text, author_id: None, username, created_at_ms: snowflake_time_ms(tweet_id), retweet: false }))
 }
 
 #[async_trait::async_trait]

@@ -125,7 +125,7 @@ fn read(answer: &Answer, tweet_id: u64) -> Result<Lookup, SourceFailure> {
         return Ok(Lookup::Missing("the tweet was not found: it was deleted, never existed or is not public".to_string()));
     };
     let created_at_ms = reply.created_at.as_deref().and_then(parse_time_ms).unwrap_or_else(|| snowflake_time_ms(tweet_id));
-    Ok(Lookup::Found(Tweet { id, text, author_id: Some(user.id_str), username: user.screen_name, created_at_ms }))
+    Ok(Lookup::Found(Tweet { id, text, author_id: Some(user.id_str), username: user.screen_name, created_at_ms, retweet: false }))
 }
 
 #[async_trait::async_trait]

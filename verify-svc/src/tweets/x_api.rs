@@ -1,4 +1,4 @@
-//! The X API v2: `GET /2/tweets/{id}?expansions=author_id&tweet.fields=created_at&user.fields=username`
+//! The X API v2: `GET /2/tweets/{id}?expansions=author_id&tweet.fields=created_at,referenced_tweets&user.fields=username`
 //! with a bearer token. A missing tweet is `200` with an `errors` entry of type
 //! `.../resource-not-found` (or a `404`); a protected one `.../not-authorized-for-resource`.
 
@@ -38,6 +38,14 @@ struct Data {
     text: String,
     author_id: Option<String>,
     created_at: Option<String>,
+    #[serde(default)]
+    referenced_tweets: Vec<Reference>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    #[serde(default, rename = "type")]
+    kind: String,
 }
 
 #[derive(Deserialize)]
@@ -90,7 +98,8 @@ fn read(answer: &Answer, tweet_id: u64) -> Result<Lookup, SourceFailure> {
     let users = reply.includes.map(|includes| includes.users).unwrap_or_default();
     let user = users.into_iter().find(|user| user.id == author_id).ok_or_else(|| SourceFailure("answer without the author".to_string()))?;
     let created_at_ms = data.created_at.as_deref().and_then(parse_time_ms).unwrap_or_else(|| snowflake_time_ms(tweet_id));
-    Ok(Lookup::Found(Tweet { id: data.id, text: data.text, author_id: Some(author_id), username: user.username, created_at_ms }))
+    let retweet = data.referenced_tweets.iter().any(|reference| reference.kind == "retweeted");
+    Ok(Lookup::Found(Tweet { id: data.id, text: data.text, author_id: Some(author_id), username: user.username, created_at_ms, retweet }))
 }
 
 #[async_trait::async_trait]
@@ -101,7 +110,10 @@ impl TweetSource for XApi {
 
     async fn fetch(&self, tweet_id: u64) -> Result<Lookup, SourceFailure> {
         let mut url = http::join(&self.base, &format!("2/tweets/{tweet_id}"));
-        url.query_pairs_mut().append_pair("expansions", "author_id").append_pair("tweet.fields", "created_at").append_pair("user.fields", "username");
+        url.query_pairs_mut()
+            .append_pair("expansions", "author_id")
+            .append_pair("tweet.fields", "created_at,referenced_tweets")
+            .append_pair("user.fields", "username");
         let answer = http::get(&self.client, url, Some(self.token.expose())).await?;
         read(&answer, tweet_id)
     }

@@ -78,11 +78,10 @@ pub struct ConsentReply {
     reports: u32,
 }
 
-async fn set_consent(gateway: &Gateway, account: &Account, consent: pb::Consent, body: RegistrationBody) -> Reply<ConsentReply> {
-    // accept/block flags and signedPublicKey are read for compatibility only.
-    let _ = &body.signed_public_key;
-    let targets = body
-        .registrations
+/// The topics of a body as the messaging service takes them. The peer API's per-topic
+/// `accept`/`block` flags are read for compatibility only: the route says which.
+fn consent_targets(registrations: Vec<TopicBody>) -> Vec<pb::ConsentTarget> {
+    registrations
         .into_iter()
         .map(|registration| {
             let _ = (registration.accept, registration.block);
@@ -92,7 +91,13 @@ async fn set_consent(gateway: &Gateway, account: &Account, consent: pb::Consent,
                 signature: registration.signature,
             }
         })
-        .collect();
+        .collect()
+}
+
+async fn set_consent(gateway: &Gateway, account: &Account, consent: pb::Consent, body: RegistrationBody) -> Reply<ConsentReply> {
+    // accept/block flags and signedPublicKey are read for compatibility only.
+    let _ = &body.signed_public_key;
+    let targets = consent_targets(body.registrations);
     let request = pb::SetConsentRequest { owner_address: body.owner_address.into(), consent: consent as i32, targets };
     let answer = gateway.messaging(&account.principal).set_consent(request).await?.into_inner();
     Ok(Json(ConsentReply { conversations: answer.conversations, reports: answer.reports }))
@@ -229,18 +234,7 @@ pub struct RegisterReply {
     ))]
 pub async fn register(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<PushRegistrationBody>) -> Reply<RegisterReply> {
     let _ = &body.signed_public_key;
-    let targets = body
-        .registrations
-        .into_iter()
-        .map(|registration| {
-            let _ = (registration.accept, registration.block);
-            pb::ConsentTarget {
-                topic: registration.topic,
-                peer_address: registration.peer_address.map(String::from),
-                signature: registration.signature,
-            }
-        })
-        .collect();
+    let targets = consent_targets(body.registrations);
     let target = match body.target {
         PushTargetBody::Webhook { url } => pb::push_target::Target::WebhookUrl(url),
         PushTargetBody::Fcm { token } => pb::push_target::Target::FcmToken(token),

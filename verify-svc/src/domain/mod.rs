@@ -208,7 +208,7 @@ impl Verify {
             Err(StoreError::AlreadyVerified) => return Err(ServiceError::new(ErrorCode::AlreadyVerified, "this account is already verified")),
             Err(error) => return Err(internal(error)),
         }
-        if let Err(error) = self.accounts.set_verified(account_id, &tweet.username).await {
+        if let Err(error) = self.tell_identity(account_id, &tweet.username).await {
             // Nothing stays half done: the binding is undone and the code given back.
             if let Err(undo) = self.store.remove_verification(account_id).await {
                 tracing::error!(error = %undo, account.id = account_id, "could not undo a verification the identity service did not record");
@@ -220,6 +220,29 @@ impl Verify {
         }
         tracing::info!(account.id = account_id, "account verified");
         Ok(Completed { verified_at_ms: now, twitter_username: tweet.username })
+    }
+
+    /// Marks the account verified in the identity service. Setting it is idempotent, so a call
+    /// that failed on the way (an answer lost after identity recorded it) is repeated a few
+    /// times before the caller undoes the binding: an undo after identity did record it would
+    /// leave the profile verified with its X account free to verify another agent.
+    async fn tell_identity(&self, account_id: i64, twitter_username: &str) -> ServiceResult<()> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempts_left = 3;
+        loop {
+            match self.accounts.set_verified(account_id, twitter_username).await {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if attempts_left > 1 && !matches!(error.code, ErrorCode::NotFound | ErrorCode::Forbidden | ErrorCode::ValidationFailed) =>
+                {
+                    attempts_left -= 1;
+                    tracing::warn!(account.id = account_id, error = %error, "identity did not confirm a verification; asking again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Whether the account is verified and whether it holds an unexpired code.

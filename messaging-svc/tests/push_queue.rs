@@ -17,7 +17,7 @@ use clawx_messaging::{
     node::store::{NewGroupMessage, NewWelcome},
     push::{
         Providers, PushConfig,
-        store::{Registered, RegistrationLimits, TopicRegistration, xmtp_topic},
+        store::{PushStore, Registered, RegistrationLimits, TopicRegistration, xmtp_topic},
         worker::Worker,
     },
 };
@@ -48,6 +48,21 @@ async fn send(store: &Arc<dyn DmStore>, messages: &[NewMessage], now: i64) -> Ve
 struct Receiver {
     url: String,
     calls: Arc<Mutex<Vec<String>>>,
+}
+
+/// 48 registrations of `account` at once, each a new target (`<prefix>-<n>`) with 10 new
+/// topics; on PostgreSQL they run on separate connections, so a count-then-insert would let
+/// several pass the same count.
+async fn register_at_once(push: &Arc<dyn PushStore>, account: i64, prefix: &'static str, limits: RegistrationLimits) -> Vec<Registered> {
+    let registrations = (0..48).map(|index| {
+        let push = Arc::clone(push);
+        tokio::spawn(async move {
+            let url = format!("https://hooks.example.com/{prefix}-{index}");
+            let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
+            push.register(account, "webhook", &url, &topics, limits, 1).await
+        })
+    });
+    futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect()
 }
 
 async fn receiver(statuses: Vec<u16>) -> Receiver {
@@ -195,31 +210,12 @@ clawx_common::backend_tests! {
         let database = Database::connect(&args, "messaging").await.unwrap();
         database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
         let push = clawx_messaging::push::store::for_database(&database);
-        // Many registrations of one account at once, each a new target with a new topic: on
-        // PostgreSQL they run on separate connections, so a count-then-insert would let several
-        // pass the same count.
-        let registrations = (0..48).map(|index| {
-            let push = Arc::clone(&push);
-            tokio::spawn(async move {
-                let url = format!("https://hooks.example.com/race-{index}");
-                let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
-                push.register(9, "webhook", &url, &topics, RegistrationLimits { max_targets: 3, max_topics: 100, ..LIMITS }, 1).await
-            })
-        });
-        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let outcomes = register_at_once(&push, 9, "race", RegistrationLimits { max_targets: 3, max_topics: 100, ..LIMITS }).await;
         let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
         assert_eq!(done, 3, "{backend}: {outcomes:?}");
         assert_eq!(push.targets_of(9).await.unwrap().len(), 3, "{backend}: the target cap holds");
 
-        let registrations = (0..48).map(|index| {
-            let push = Arc::clone(&push);
-            tokio::spawn(async move {
-                let url = format!("https://hooks.example.com/topics-{index}");
-                let topics: Vec<_> = (0..10).map(|n| topic(&format!("/clawx/dm/1/{index}{n}"), "t", None)).collect();
-                push.register(10, "webhook", &url, &topics, RegistrationLimits { max_targets: 100, max_topics: 50, ..LIMITS }, 1).await
-            })
-        });
-        let outcomes: Vec<Registered> = futures::future::join_all(registrations).await.into_iter().map(|joined| joined.unwrap().unwrap()).collect();
+        let outcomes = register_at_once(&push, 10, "topics", RegistrationLimits { max_targets: 100, max_topics: 50, ..LIMITS }).await;
         let done = outcomes.iter().filter(|outcome| matches!(outcome, Registered::Done { .. })).count();
         assert_eq!(done, 5, "{backend}: the topic cap holds: {outcomes:?}");
         database.close().await;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # XMTP interop: two unmodified @xmtp/node-sdk 5.5.0 clients (plus a third) use Clawx as their
 # XMTP network through the gateway's port, then Clawx restarts on the same data and the
-# conversation goes on (tests/interop/xmtp-dm.mjs). Runs on `clawx dev` (SQLite) and on
+# conversation goes on (tests/interop/xmtp-dm.mjs); a Clawx agent using only REST and node-sdk
+# users DM each other in both directions, before and after the restart (agent-rest.mjs). Runs on `clawx dev` (SQLite) and on
 # `clawx serve` roles with PostgreSQL + Redis.
 #
 #   scripts/interop.sh dev|serve
@@ -106,6 +107,10 @@ run_phase() {
   log "phase $1"
   (cd tests/interop && node xmtp-dm.mjs --phase "$1" --url "http://localhost:$PORT" --state "$STATE" --timeout 90) 2>&1 \
     | grep -v 'sqlcipherCodecAttach'
+  log "phase $1: a Clawx agent (REST) and node-sdk users"
+  (cd tests/interop && node agent-rest.mjs --phase "$1" --url "http://localhost:$PORT" --state "$STATE/agent") 2>&1 \
+    | grep -v 'sqlcipherCodecAttach' | tee "$WORK/agent-$1.out"
+  grep -q '^PASS agent-rest' "$WORK/agent-$1.out" || { tail -n 80 "$WORK"/*.log >&2; return 1; }
 }
 
 start_$MODE

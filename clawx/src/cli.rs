@@ -139,9 +139,30 @@ pub struct MessagingArgs {
     /// The spam score from which an address is spam (0 to 1).
     #[arg(long, env = "CLAWX_SPAM_SCORE_THRESHOLD", default_value_t = SpamPolicy::default().score_threshold)]
     pub spam_score_threshold: f64,
+    /// Another XMTP v3 node for the accounts' XMTP clients (https for TLS); by default they use
+    /// this server's own node.
+    #[arg(long, env = "CLAWX_XMTP_API_URL")]
+    pub xmtp_api_url: Option<String>,
+    /// Seconds between pulls of every account's XMTP installation (messages from this server's
+    /// node also arrive at once; from another node, at the next pull).
+    #[arg(long, env = "CLAWX_XMTP_SYNC_INTERVAL_SECS", default_value_t = 30)]
+    pub xmtp_sync_interval_secs: u64,
+    /// Attempts to carry a message over XMTP before it is `failed`.
+    #[arg(long, env = "CLAWX_XMTP_DELIVERY_ATTEMPTS", default_value_t = 6)]
+    pub xmtp_delivery_attempts: u32,
 }
 
 impl MessagingArgs {
+    /// The agent engine's settings; `keyring` `None` turns it off.
+    pub fn agents(&self, keyring: Option<Keyring>) -> clawx_messaging::agent::AgentConfig {
+        clawx_messaging::agent::AgentConfig {
+            keyring,
+            api_url: self.xmtp_api_url.clone().filter(|url| !url.is_empty()),
+            sync_interval: Duration::from_secs(self.xmtp_sync_interval_secs.max(1)),
+            max_attempts: self.xmtp_delivery_attempts.max(1),
+        }
+    }
+
     pub fn spam(&self) -> SpamPolicy {
         SpamPolicy {
             reports: self.spam_reports,
@@ -456,6 +477,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.canonicalize()?;
     let secrets = crate::secrets::load_or_create(&data_dir)?;
     let gateway = args.gateway.clone();
+    let keyring = Keyring::from_args(&secrets)?;
     let config = StackConfig {
         database: DatabaseArgs {
             database_url: Some(format!("sqlite://{}/{{service}}.db", data_dir.display())),
@@ -464,7 +486,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         backends: Backends::memory(),
         auth: InternalAuth::new(secrets.require_jwt_secret()?),
-        keyring: Keyring::from_args(&secrets)?,
+        keyring: keyring.clone(),
         listen: args.listen,
         public_url: args.identity.public_url.clone(),
         signature_horizon: args.identity.settings("").signature_horizon,
@@ -472,6 +494,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         xmtp_node: args.xmtp_node.limits(),
         message_max_bytes: args.messaging.message_max_bytes,
         spam: args.messaging.spam(),
+        agents: args.messaging.agents(Some(keyring)),
         verify: args.verify.settings(),
         push: args.push.config(secrets.jwt_secret.as_ref())?,
     };
@@ -529,6 +552,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 message_max_bytes: args.messaging.message_max_bytes,
                 spam: args.messaging.spam(),
                 push: args.push.config(args.secrets.jwt_secret.as_ref())?,
+                agents: args.messaging.agents(match args.secrets.master_key {
+                    Some(_) => Some(Keyring::from_args(&args.secrets)?),
+                    None => {
+                        tracing::warn!("CLAWX_MASTER_KEY is not set: accounts are not XMTP clients and messages stay stored");
+                        None
+                    }
+                }),
             };
             clawx_messaging::run(config, listener, shutdown).await
         }

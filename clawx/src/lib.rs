@@ -5,6 +5,7 @@ pub mod cli;
 pub mod secrets;
 
 pub use clawx_messaging::{
+    agent::AgentConfig,
     dm::DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MESSAGE_MAX_BYTES,
     node::NodeLimits as XmtpNodeLimits,
     push::{PushConfig, fcm::FcmSettings},
@@ -37,6 +38,8 @@ pub struct StackConfig {
     pub message_max_bytes: usize,
     /// Thresholds of the spam check.
     pub spam: clawx_messaging::dm::consent::SpamPolicy,
+    /// The XMTP agent engine (off when it has no keyring).
+    pub agents: clawx_messaging::agent::AgentConfig,
     /// Tweet verification: sources, rules and whether it is required (the gateway enforces it
     /// too).
     pub verify: clawx_verify::Settings,
@@ -103,6 +106,7 @@ impl Stack {
             message_max_bytes: config.message_max_bytes,
             spam: config.spam.clone(),
             push: config.push.clone(),
+            agents: config.agents.clone(),
         };
         let groups_config = clawx_groups::Config { service: service.clone() };
         let verify_config = clawx_verify::Config {

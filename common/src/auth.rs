@@ -30,6 +30,16 @@ pub struct CredentialsRevoked {
     pub account_id: i64,
 }
 
+/// Pub/sub channel on which the identity service announces new accounts (a JSON
+/// [`AccountCreated`]); the messaging service publishes their XMTP identities at once.
+pub const ACCOUNT_CREATED_CHANNEL: &str = "accounts.created";
+
+/// The announcement on [`ACCOUNT_CREATED_CHANNEL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountCreated {
+    pub account_id: i64,
+}
+
 /// Prefix of API keys.
 pub const API_KEY_PREFIX: &str = "clx_";
 

@@ -82,6 +82,7 @@ error_codes! {
     DomainNotFound => ("DOMAIN_NOT_FOUND", Unauthenticated, 401),
     // messaging
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", AlreadyExists, 409),
+    RecipientNotOnXmtp => ("RECIPIENT_NOT_ON_XMTP", FailedPrecondition, 400),
     // verification
     VerificationExpired => ("VERIFICATION_EXPIRED", FailedPrecondition, 400),
     InvalidTweet => ("INVALID_TWEET", InvalidArgument, 400),

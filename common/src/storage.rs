@@ -205,6 +205,14 @@ impl Database {
         Ok(())
     }
 
+    /// The pool's largest number of connections.
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Database::Postgres(pool) => pool.options().get_max_connections(),
+            Database::Sqlite(pool) => pool.options().get_max_connections(),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Database::Postgres(_) => Backend::Postgres,

@@ -90,6 +90,7 @@ const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.verify.v1.VerifyService/CompleteVerification", Policy { revokes_credentials: true, ..Policy::ACCOUNT }),
     ("/clawx.verify.v1.VerifyService/GetVerification", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/RegisterPush", Policy::ACCOUNT),
+    ("/clawx.messaging.v1.MessagingService/SyncXmtp", Policy::ACCOUNT),
 ];
 
 /// Operations only verified accounts may call when verification is required

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    agent::delivery::Delivery,
     dm::{DirectMessages, Peer, store::Consent},
     push::Push,
 };
@@ -21,12 +22,20 @@ pub struct MessagingGrpc {
     context: ServiceContext,
     messages: Arc<DirectMessages>,
     push: Arc<Push>,
+    /// The XMTP side of messages, when the agent engine runs.
+    delivery: Option<Arc<Delivery>>,
     shutdown: CancellationToken,
 }
 
 impl MessagingGrpc {
-    pub fn new(context: ServiceContext, messages: Arc<DirectMessages>, push: Arc<Push>, shutdown: CancellationToken) -> Self {
-        MessagingGrpc { context, messages, push, shutdown }
+    pub fn new(
+        context: ServiceContext,
+        messages: Arc<DirectMessages>,
+        push: Arc<Push>,
+        delivery: Option<Arc<Delivery>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        MessagingGrpc { context, messages, push, delivery, shutdown }
     }
 }
 
@@ -60,6 +69,10 @@ impl MessagingService for MessagingGrpc {
             send_direct_message_request::To::WalletAddress(address) => Peer::WalletAddress(address),
         });
         let sent = self.messages.send(account_id, to, message.content, message.idempotency_key).await.map_err(ServiceError::into_status)?;
+        // An account that existed before the engine becomes an XMTP client on first use.
+        if let Some(delivery) = &self.delivery {
+            delivery.first_use(account_id);
+        }
         Ok(Response::new(pb::SendDirectMessageResponse { message: Some(sent) }))
     }
 
@@ -91,6 +104,9 @@ impl MessagingService for MessagingGrpc {
     async fn stream_messages(&self, request: Request<pb::StreamMessagesRequest>) -> Reply<Self::StreamMessagesStream> {
         let account_id = account_of(&request)?;
         let after_id = request.into_inner().after_id;
+        if let Some(delivery) = &self.delivery {
+            delivery.first_use(account_id);
+        }
         let stream = self.messages.stream(account_id, after_id, self.shutdown.clone()).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(stream))
     }
@@ -117,5 +133,15 @@ impl MessagingService for MessagingGrpc {
         let account_id = account_of(&request)?;
         let response = self.push.register(account_id, request.into_inner()).await.map_err(ServiceError::into_status)?;
         Ok(Response::new(response))
+    }
+
+    async fn sync_xmtp(&self, request: Request<pb::SyncXmtpRequest>) -> Reply<pb::SyncXmtpResponse> {
+        let account_id = account_of(&request)?;
+        let delivery = self.delivery.as_ref().ok_or_else(|| {
+            ServiceError::new(clawx_common::ErrorCode::Unavailable, "XMTP is not enabled on this server (no CLAWX_MASTER_KEY for messaging)")
+                .into_status()
+        })?;
+        let synced = delivery.sync(account_id).await.map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::SyncXmtpResponse { synced: synced as u64 }))
     }
 }

@@ -2,7 +2,8 @@
 //! service's sweep of accounts never verified): its conversations and every message in them,
 //! both sides' mailbox and membership rows, outbox entries, its mailbox, idempotency keys and
 //! the spam reports it filed, its push targets, topics and queued notifications, and consent it
-//! set or that names it. One transaction; repeating it finds nothing left.
+//! set or that names it, and its XMTP installation (keys, MLS state, groups). One transaction;
+//! repeating it finds nothing left.
 
 use clawx_common::{Database, Principal, ServiceError, ServiceResult};
 
@@ -52,6 +53,10 @@ macro_rules! purge_in {
                 "DELETE FROM push_targets WHERE account_id = $1",
                 "DELETE FROM dm_peer_consent WHERE account_id = $1",
                 "DELETE FROM dm_topic_consent WHERE account_id = $1",
+                // The account's XMTP installation: its keys, MLS state and groups.
+                "DELETE FROM agent_groups WHERE account_id = $1",
+                "DELETE FROM agent_mls_state WHERE account_id = $1",
+                "DELETE FROM agent_installations WHERE account_id = $1",
             ] {
                 sqlx::query(statement).bind($account_id).execute(&mut *tx).await?;
             }

@@ -68,6 +68,7 @@ impl Harness {
             message_max_bytes: 1024,
             spam: Default::default(),
             push: Default::default(),
+            agents: Default::default(),
         };
         let token = shutdown.clone();
         let messaging = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;

@@ -87,6 +87,7 @@ impl Harness {
                 message_max_bytes: MAX_MESSAGE_BYTES,
                 spam: Default::default(),
                 push: Default::default(),
+                agents: Default::default(),
             };
             let token = shutdown.clone();
             let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;
@@ -414,6 +415,7 @@ clawx_common::backend_tests! {
             message_max_bytes: MAX_MESSAGE_BYTES,
             spam: Default::default(),
             push: Default::default(),
+            agents: Default::default(),
         };
         let token = shutdown.clone();
         let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;

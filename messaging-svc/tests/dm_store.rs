@@ -1,9 +1,13 @@
 //! The direct-message store's conformance suite on SQLite and (when configured) PostgreSQL:
 //! one transaction per batch, mailboxes chained per account, inbox and conversations read from
-//! one side, idempotency keys within and across batches, and nothing half-written on failure.
+//! one side, idempotency keys within and across batches, nothing half-written on failure, the
+//! XMTP outbox (claims, leases, retries, final states) and messages received over XMTP (each
+//! stored once, echoes of sends recognised).
 
 use clawx_common::Database;
-use clawx_messaging::dm::store::{Consent, IDEMPOTENCY_TTL_MS, NewMessage, Party, SendOutcome, StoredMessage, for_database};
+use clawx_messaging::dm::store::{
+    Consent, IDEMPOTENCY_TTL_MS, InboundMessage, NewMessage, OutboxResult, Party, ReceiveOutcome, SendOutcome, StoredMessage, for_database,
+};
 
 fn new(from: i64, to: Party, content: &str, key: Option<&str>) -> NewMessage {
     NewMessage {
@@ -183,6 +187,89 @@ clawx_common::backend_tests! {
         assert_eq!(store.first_contacts_since(11, 0).await.unwrap(), 0, "{backend}: a reply is no first contact");
         assert_eq!(store.first_contacts_since(12, 0).await.unwrap(), 1, "{backend}");
         assert_eq!(store.first_contacts_since(10, 5_001).await.unwrap(), 0, "{backend}: older than the window");
+        database.close().await;
+    }
+
+    async fn the_outbox_claims_leases_retries_and_settles_deliveries(test_db) {
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let store = for_database(&database);
+        let outcomes = store
+            .send_batch(&[new(1, Party::Account(2), "one", None), new(1, Party::Wallet(WALLET.into()), "two", None), new(2, Party::Account(1), "three", None)], 1_000)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = outcomes.iter().map(|outcome| stored(outcome).id).collect();
+
+        // Due messages are claimed oldest first, once until their lease runs out.
+        assert!(store.claim_outbox(999, 60_000, 10).await.unwrap().is_empty(), "{backend}: not due before it was sent");
+        let claimed = store.claim_outbox(1_000, 60_000, 2).await.unwrap();
+        assert_eq!(claimed.iter().map(|entry| (entry.message.id, entry.attempts)).collect::<Vec<_>>(), vec![(ids[0], 1), (ids[1], 1)], "{backend}");
+        assert_eq!(contents(&claimed.iter().map(|entry| entry.message.clone()).collect::<Vec<_>>()), vec!["one", "two"]);
+        let rest = store.claim_outbox(1_000, 60_000, 10).await.unwrap();
+        assert_eq!(rest.iter().map(|entry| entry.message.id).collect::<Vec<_>>(), vec![ids[2]], "{backend}: leased ones are not claimed again");
+        let after_lease = store.claim_outbox(60_000, 120_000, 10).await.unwrap();
+        assert_eq!(after_lease.iter().map(|entry| (entry.message.id, entry.attempts)).collect::<Vec<_>>(), vec![(ids[0], 2), (ids[1], 2), (ids[2], 2)], "{backend}: an expired lease is taken over");
+
+        // Sent, retried, failed: the message's delivery follows the final states only.
+        store.finish_outbox(ids[0], &OutboxResult::Sent).await.unwrap();
+        store.finish_outbox(ids[1], &OutboxResult::Retry { at_ms: 200_000, error: "network down".into() }).await.unwrap();
+        store.finish_outbox(ids[2], &OutboxResult::Failed { error: "RECIPIENT_NOT_ON_XMTP".into() }).await.unwrap();
+        let history = store.conversation(1, &Party::Account(2), i64::MAX, 0, 10, 0).await.unwrap();
+        let states: Vec<(&str, Option<&str>)> = history.iter().map(|message| (message.delivery.as_str(), message.delivery_error.as_deref())).collect();
+        assert_eq!(states, vec![("failed", Some("RECIPIENT_NOT_ON_XMTP")), ("sent", None)], "{backend}");
+        let to_wallet = store.conversation(1, &Party::Wallet(WALLET.into()), i64::MAX, 0, 10, 0).await.unwrap();
+        assert_eq!((to_wallet[0].delivery.as_str(), to_wallet[0].delivery_error.as_deref()), ("stored", None), "{backend}: a retry is not final");
+        assert!(store.claim_outbox(199_999, 300_000, 10).await.unwrap().is_empty(), "{backend}: not before its retry time");
+        let retried = store.claim_outbox(200_000, 300_000, 10).await.unwrap();
+        assert_eq!(retried.iter().map(|entry| (entry.message.id, entry.attempts)).collect::<Vec<_>>(), vec![(ids[1], 3)], "{backend}: settled ones are never claimed");
+        database.close().await;
+    }
+
+    async fn received_messages_are_stored_once_and_echoes_of_sends_not_at_all(test_db) {
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let store = for_database(&database);
+        let sent = store.send_batch(&[new(1, Party::Account(2), "from here", None)], 1_000).await.unwrap();
+        let sent = stored(&sent[0]).clone();
+        let inbound = |sender: Party, content: &str, network_id: &str, echo_of: Option<i64>| InboundMessage {
+            recipient_account_id: 2,
+            sender,
+            content: content.into(),
+            sent_at: 1_500,
+            xmtp_message_id: network_id.into(),
+            echo_of,
+        };
+        let outcomes = store
+            .receive_batch(
+                &[
+                    inbound(Party::Wallet(WALLET.into()), "from a wallet", "2/10", None),
+                    inbound(Party::Account(1), "from here", "2/11", Some(sent.id)),
+                    inbound(Party::Wallet(WALLET.into()), "from a wallet", "2/10", None),
+                    inbound(Party::Account(1), "sent elsewhere", "2/12", Some(999_999)),
+                ],
+                2_000,
+            )
+            .await
+            .unwrap();
+        let (from_wallet, previous) = match &outcomes[0] {
+            ReceiveOutcome::Stored { message, previous } => (message.clone(), previous.clone()),
+            other => panic!("{backend}: {other:?}"),
+        };
+        assert_eq!(outcomes[1], ReceiveOutcome::Known, "{backend}: the echo of a send from here");
+        assert_eq!(outcomes[2], ReceiveOutcome::Known, "{backend}: the same network message twice");
+        assert!(matches!(&outcomes[3], ReceiveOutcome::Stored { message, .. } if message.sender_account_id == Some(1)), "{backend}: {:?}", outcomes[3]);
+        assert_eq!((from_wallet.sender_address.as_deref(), from_wallet.recipient_account_id, from_wallet.delivery.as_str()), (Some(WALLET), Some(2), "sent"));
+        assert_eq!(previous, vec![(2, sent.id)], "{backend}: the recipient's mailbox chain");
+        // Again later: nothing new; received messages never enter the outbox.
+        let again = store.receive_batch(&[inbound(Party::Wallet(WALLET.into()), "from a wallet", "2/10", None)], 3_000).await.unwrap();
+        assert_eq!(again, vec![ReceiveOutcome::Known], "{backend}");
+        let due: Vec<i64> = store.claim_outbox(10_000, 20_000, 10).await.unwrap().iter().map(|entry| entry.message.id).collect();
+        assert_eq!(due, vec![sent.id], "{backend}");
+        let inbox = store.inbox(2, None, 50, 0).await.unwrap();
+        assert_eq!(contents(&inbox), vec!["sent elsewhere", "from a wallet"], "{backend}");
+        assert_eq!(store.mailbox_after(2, 0, 10).await.unwrap().len(), 3, "{backend}");
         database.close().await;
     }
 }

@@ -66,6 +66,7 @@ async fn start_replica(database: &TestDatabase, backends: Backends, shutdown: &C
         message_max_bytes: clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES,
         spam: Default::default(),
         push: Default::default(),
+        agents: Default::default(),
     };
     let token = shutdown.clone();
     let service = spawn_service(|listener| clawx_messaging::run(config, listener, token)).await;

@@ -58,9 +58,25 @@ impl TestStack {
         adjust: impl FnOnce(&mut clawx_gateway::Config),
         push: PushConfig,
     ) -> TestStack {
+        TestStack::start_with_agents(name, database, backends, shutdown, verify, adjust, push, false).await
+    }
+
+    /// As [`TestStack::start`], with the XMTP agent engine on when `agents` (every account an
+    /// XMTP client, messages carried over XMTP).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_with_agents(
+        name: &'static str,
+        database: TestDatabase,
+        backends: Backends,
+        shutdown: CancellationToken,
+        verify: clawx_verify::Settings,
+        adjust: impl FnOnce(&mut clawx_gateway::Config),
+        push: PushConfig,
+        agents: bool,
+    ) -> TestStack {
         let keyring = Keyring::new(&Secret::new(generate_master_key()), None).expect("keyring");
         let args = database.args.clone();
-        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, verify, adjust, push).await
+        TestStack::start_on(name, args, Some(database), keyring, backends, shutdown, verify, adjust, push, agents).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -74,6 +90,7 @@ impl TestStack {
         verify: clawx_verify::Settings,
         adjust: impl FnOnce(&mut clawx_gateway::Config),
         push: PushConfig,
+        agents: bool,
     ) -> TestStack {
         install_crypto_provider();
         let auth = InternalAuth::new(&Secret::new("test-secret-test-secret-test-secret"));
@@ -81,7 +98,7 @@ impl TestStack {
             database: args,
             backends,
             auth: auth.clone(),
-            keyring,
+            keyring: keyring.clone(),
             listen: "127.0.0.1:0".parse().expect("address"),
             public_url: None,
             signature_horizon: Duration::from_secs(30 * 86_400),
@@ -89,6 +106,7 @@ impl TestStack {
             xmtp_node: clawx::XmtpNodeLimits::default(),
             message_max_bytes: clawx::DEFAULT_MESSAGE_MAX_BYTES,
             spam: Default::default(),
+            agents: clawx::AgentConfig { keyring: agents.then_some(keyring), sync_interval: Duration::from_secs(5), ..Default::default() },
             verify,
             push,
         };
@@ -185,6 +203,11 @@ impl TestStack {
     /// keyring, each with its own database pools and Redis connections, as two replicas of every
     /// role would; `None` when the backends are not configured.
     pub async fn external_replicas(adjust: impl Fn(&mut clawx_gateway::Config)) -> Option<(TestStack, TestStack)> {
+        TestStack::external_replicas_with_agents(adjust, false).await
+    }
+
+    /// As [`TestStack::external_replicas`], with the XMTP agent engine on when `agents`.
+    pub async fn external_replicas_with_agents(adjust: impl Fn(&mut clawx_gateway::Config), agents: bool) -> Option<(TestStack, TestStack)> {
         let database = TestDatabase::postgres()?;
         let redis_url = match std::env::var("CLAWX_TEST_REDIS_URL") {
             Ok(url) if !url.is_empty() => url,
@@ -213,6 +236,7 @@ impl TestStack {
                     Default::default(),
                     &adjust,
                     test_push_config(),
+                    agents,
                 )
                 .await,
             );
@@ -220,6 +244,31 @@ impl TestStack {
         let second = replicas.pop().expect("two replicas");
         let first = replicas.pop().expect("two replicas");
         Some((first, second))
+    }
+
+    /// Every configured flavour of the suite, with the XMTP agent engine on.
+    pub async fn all_with_agents() -> Vec<TestStack> {
+        let embedded = TestStack::start_with_agents(
+            "sqlite+memory",
+            TestDatabase::sqlite(),
+            Backends::memory(),
+            CancellationToken::new(),
+            Default::default(),
+            |_| {},
+            test_push_config(),
+            true,
+        )
+        .await;
+        let mut stacks = vec![embedded];
+        let shutdown = CancellationToken::new();
+        if let (Some(database), Some(backends)) = (TestDatabase::postgres(), redis_backends(&shutdown)) {
+            assert!(backends.pubsub.wait_connected(Duration::from_secs(5)).await, "redis pub/sub connects");
+            stacks.push(
+                TestStack::start_with_agents("postgres+redis", database, backends, shutdown, Default::default(), |_| {}, test_push_config(), true)
+                    .await,
+            );
+        }
+        stacks
     }
 
     /// Every configured flavour of the suite.

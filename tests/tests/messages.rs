@@ -540,6 +540,10 @@ impl MessagingService for FailingStream {
         Err(tonic::Status::unimplemented("stand-in"))
     }
 
+    async fn sync_xmtp(&self, _request: tonic::Request<pb::SyncXmtpRequest>) -> Result<tonic::Response<pb::SyncXmtpResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
     async fn stream_messages(
         &self,
         request: tonic::Request<pb::StreamMessagesRequest>,

@@ -73,6 +73,7 @@ impl Harness {
             message_max_bytes: clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES,
             spam: Default::default(),
             push: Default::default(),
+            agents: Default::default(),
         };
         let token = shutdown.clone();
         let messaging = spawn_service(move |listener| clawx_messaging::run(messaging_config, listener, token)).await;

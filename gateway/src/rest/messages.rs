@@ -2,8 +2,8 @@
 //! messaging service's REST face. Each handler declares its OpenAPI operation and, in
 //! [`routes`], the gRPC method the edge guard decides on it by.
 //!
-//! Fixed paths (`/messages/inbox`, `/messages/stream`, `/messages/dm`, `/messages/address/..`)
-//! and `/messages/{handle}` overlap: a static segment always wins, so a user whose handle is
+//! Fixed paths (`/messages/inbox`, `/messages/stream`, `/messages/dm`, `/messages/address/..`,
+//! `/messages/xmtp/sync`) and `/messages/{handle}` overlap: a static segment always wins, so a user whose handle is
 //! `inbox` or `stream` is reached by wallet address instead.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
@@ -53,6 +53,26 @@ pub fn routes(gateway: &Arc<Gateway>) -> OpenApiRouter<Arc<Gateway>> {
         .routes(guarded("/clawx.messaging.v1.MessagingService/ListConversation", routes!(conversation_with_handle)))
         .routes(guarded("/clawx.messaging.v1.MessagingService/ListConversation", routes!(conversation_with_address)))
         .routes(guarded("/clawx.messaging.v1.MessagingService/StreamMessages", routes!(stream_messages)))
+        .routes(guarded("/clawx.messaging.v1.MessagingService/SyncXmtp", routes!(sync_xmtp)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Synced {
+    /// Messages stored by this pull (0 when nothing was new)
+    synced: u64,
+    /// `N messages synced from XMTP`
+    message: String,
+}
+
+type SyncedReply = Envelope<Synced>;
+
+#[utoipa::path(get, path = "/messages/xmtp/sync", tag = "Messages", summary = "Pull your new XMTP messages now",
+    description = "Stores the messages your XMTP installation received that are not stored yet (Clawx also does this on its own, at once for messages through its own node). `synced` counts only newly stored messages.",
+    security(("ApiKey" = []), ("Bearer" = []), ("SignedDomain" = [], "SignedExpires" = [], "SignedSignature" = [])),
+    responses((status = 200, description = "Pulled", body = SyncedReply)))]
+pub async fn sync_xmtp(State(gateway): State<Arc<Gateway>>, account: Account) -> Reply<SyncedReply> {
+    let synced = gateway.messaging(&account.principal).sync_xmtp(pb::SyncXmtpRequest {}).await?.into_inner().synced;
+    Ok(Json(Envelope(Synced { synced, message: format!("{synced} messages synced from XMTP") })))
 }
 
 /// Where a message stands on its way over XMTP.
@@ -206,13 +226,13 @@ pub async fn send_by_handle(
 }
 
 #[utoipa::path(post, path = "/messages/dm/address", tag = "Messages", summary = "Send a direct message to any wallet address",
-    description = "The wallet needs no account here; a wallet of an account here reaches that account's inbox. Stored durably before the answer; `Idempotency-Key` as for /messages/dm.",
+    description = "The wallet needs no account here (but an XMTP inbox); a wallet of an account here reaches that account's inbox. Stored durably before the answer; `Idempotency-Key` as for /messages/dm.",
     security(("ApiKey" = []), ("Bearer" = []), ("SignedDomain" = [], "SignedExpires" = [], "SignedSignature" = [])),
     params(("Idempotency-Key" = inline(Option<IdempotencyKey>), Header, nullable = false, description = "Makes a retried send safe: scoped to your account, kept 24 hours")),
     request_body = DmAddressBody,
     responses(
         (status = 200, description = "Sent", body = SentMessageReply),
-        (status = 400, description = "Invalid input (`VALIDATION_FAILED` naming the field: a missing field, an invalid address, an empty or oversized message, a bad Idempotency-Key), or a message to your own wallet"),
+        (status = 400, description = "Invalid input (`VALIDATION_FAILED` naming the field: a missing field, an invalid address, an empty or oversized message, a bad Idempotency-Key), a message to your own wallet, or a wallet with no account here and no XMTP inbox (`RECIPIENT_NOT_ON_XMTP`; nothing is stored)"),
         (status = 409, description = "This Idempotency-Key was used with another body (`IDEMPOTENCY_KEY_REUSED`)"),
         (status = 503, description = "The message could not be stored; nothing was kept, retry (`UNAVAILABLE`)"),
     ))]

@@ -10,7 +10,10 @@ use std::{sync::Arc, time::Duration};
 use alloy_signer_local::PrivateKeySigner;
 use clawx_common::{
     Backends, ErrorCode, ServiceError, ServiceResult,
-    auth::{API_KEY_PREFIX, CREDENTIALS_REVOKED_CHANNEL, CredentialsRevoked, api_key_cache_key, api_key_hash, looks_like_api_key},
+    auth::{
+        ACCOUNT_CREATED_CHANNEL, API_KEY_PREFIX, AccountCreated, CREDENTIALS_REVOKED_CHANNEL, CredentialsRevoked, api_key_cache_key, api_key_hash,
+        looks_like_api_key,
+    },
     crypto::Keyring,
     time::{format_rfc3339, now_ms},
 };
@@ -213,6 +216,12 @@ impl Identity {
             Err(error) => return Err(internal(error)),
         };
         tracing::info!(account.id = account.id, "account created");
+        // The messaging service publishes the account's XMTP identity when it hears this; one
+        // it misses is published on the account's first use instead.
+        let announcement = serde_json::to_vec(&AccountCreated { account_id: account.id }).expect("plain struct");
+        if let Err(error) = self.backends.pubsub.publish(ACCOUNT_CREATED_CHANNEL, &announcement).await {
+            tracing::warn!(%error, account.id = account.id, "could not announce the new account");
+        }
         Ok(CreatedAccount { account, api_key, api_key_id })
     }
 

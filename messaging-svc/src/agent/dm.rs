@@ -205,6 +205,7 @@ impl Engine {
                 })),
             });
         }
+        self.store.add_groups(account_id, &[group_id.to_vec()]).await?;
         // Announced before it is stored: a group nobody heard of is never kept, and a DM the
         // peers heard of but this replica lost would only be opened again.
         self.network.send_group_message(commit, false).await?;

@@ -3,6 +3,7 @@
 //! MLS state live in the service's database ([`store`], [`state`]), so any replica can act for
 //! any account.
 
+pub mod delivery;
 pub mod dm;
 pub mod mls;
 pub mod network;
@@ -12,7 +13,7 @@ pub mod send;
 pub mod state;
 pub mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use clawx_common::{ServiceError, crypto::Keyring};
 
@@ -20,6 +21,27 @@ pub use publish::{INBOX_NONCE, KEY_PACKAGE_REFRESH_MS};
 
 use self::{network::XmtpNetwork, store::AgentStore};
 use crate::dm::identity::Identity;
+
+/// How the engine runs (`CLAWX_XMTP_*`).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Encrypts installation keys and MLS state at rest. `None` turns the engine off: accounts
+    /// are not XMTP clients and messages stay `stored`.
+    pub keyring: Option<Keyring>,
+    /// Another XMTP v3 node to talk to (`CLAWX_XMTP_API_URL`); `None`: this service's own node.
+    pub api_url: Option<String>,
+    /// How often every installation is pulled from the network (also the latency of receiving
+    /// from another node, which sends this service no notices).
+    pub sync_interval: Duration,
+    /// Delivery attempts of one message before it is `failed`.
+    pub max_attempts: u32,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { keyring: None, api_url: None, sync_interval: Duration::from_secs(30), max_attempts: 6 }
+    }
+}
 
 /// The engine of one replica: acts for any account, with state in the database.
 #[derive(Clone, Debug)]

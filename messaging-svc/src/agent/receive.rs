@@ -162,13 +162,31 @@ fn decode(plaintext: &[u8]) -> Option<(String, Option<String>, Option<String>, S
 impl Engine {
     /// Pulls the account's new welcomes and group messages from the network; the application
     /// messages decrypted, in order per group.
-    #[tracing::instrument(name = "agent.receive", skip_all, fields(account.id = account_id))]
     pub async fn receive(&self, account_id: i64) -> Result<Vec<ReceivedMessage>, AgentError> {
+        let mut received = Vec::new();
+        self.receive_with(account_id, |messages| {
+            received = messages;
+            async { Ok(0) }
+        })
+        .await?;
+        Ok(received)
+    }
+
+    /// Pulls as [`receive`](Self::receive) and hands the messages to `deliver` before the new
+    /// group state and cursors are stored: messages `deliver` could not keep are decrypted
+    /// again by the next pull, so `deliver` must be idempotent. What `deliver` answers.
+    #[tracing::instrument(name = "agent.receive", skip_all, fields(account.id = account_id))]
+    pub async fn receive_with<F, Fut>(&self, account_id: i64, deliver: F) -> Result<usize, AgentError>
+    where
+        F: FnOnce(Vec<ReceivedMessage>) -> Fut,
+        Fut: Future<Output = Result<usize, AgentError>>,
+    {
         let installation = self.ensure_ready(account_id).await?;
         let session = MlsSession::open(self.store.as_ref(), &self.keyring, account_id).await?;
         let provider = session.provider();
 
         let mut cursor = read_u64(provider, &welcome_cursor_entry());
+        let mut joined = Vec::new();
         for _ in 0..MAX_PAGES {
             let welcomes = self.network.welcomes(&installation.installation_key, cursor, PAGE).await?;
             let full = welcomes.len() as u32 >= PAGE;
@@ -178,6 +196,7 @@ impl Engine {
                 match join(provider, &v1.data, &v1.hpke_public_key, &installation.inbox_id) {
                     Ok(group_id) => {
                         write_u64(provider, group_entry(group_id.as_slice()), 0);
+                        joined.push(group_id.to_vec());
                         tracing::info!(group.id = %hex::encode(group_id.as_slice()), "joined an XMTP group");
                     }
                     Err(error) => tracing::warn!(%error, welcome.id = v1.id, "welcome skipped"),
@@ -259,7 +278,10 @@ impl Engine {
             }
             write_u64(provider, group_entry(&group_id), cursor);
         }
+        // Groups are recorded first: a group the state holds always wakes this account.
+        self.store.add_groups(account_id, &joined).await?;
+        let delivered = deliver(received).await?;
         session.commit().await?;
-        Ok(received)
+        Ok(delivered)
     }
 }

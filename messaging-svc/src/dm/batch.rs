@@ -8,11 +8,10 @@ use clawx_common::{PubSub, time::now_ms};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Handles, mailbox_channel,
+    Handles, announce,
     store::{DmStore, IDEMPOTENCY_TTL_MS, NewMessage, SendOutcome},
     to_proto,
 };
-use crate::node::feed;
 
 /// Most messages in one transaction.
 pub const MAX_ROWS: usize = 256;
@@ -42,9 +41,10 @@ impl std::fmt::Debug for Pending {
 
 impl Batcher {
     /// Starts the batcher task; it ends when every `Batcher` is dropped.
-    pub fn start(store: Arc<dyn DmStore>, pubsub: PubSub) -> Batcher {
+    /// `stored` is told after each batch that stored a message (the XMTP outbox waits on it).
+    pub fn start(store: Arc<dyn DmStore>, pubsub: PubSub, stored: Arc<tokio::sync::Notify>) -> Batcher {
         let (queue, receiver) = mpsc::channel(4 * MAX_ROWS);
-        tokio::spawn(run(store, pubsub, receiver));
+        tokio::spawn(run(store, pubsub, receiver, stored));
         Batcher { queue }
     }
 
@@ -57,7 +57,7 @@ impl Batcher {
     }
 }
 
-async fn run(store: Arc<dyn DmStore>, pubsub: PubSub, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(store: Arc<dyn DmStore>, pubsub: PubSub, mut receiver: mpsc::Receiver<Pending>, stored: Arc<tokio::sync::Notify>) {
     let mut last_cleanup = tokio::time::Instant::now();
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
@@ -79,6 +79,7 @@ async fn run(store: Arc<dyn DmStore>, pubsub: PubSub, mut receiver: mpsc::Receiv
             }
         }
         commit(&*store, &pubsub, batch).await;
+        stored.notify_one();
         if last_cleanup.elapsed() >= CLEANUP_EVERY {
             last_cleanup = tokio::time::Instant::now();
             match store.delete_idempotency_keys_before(now_ms() - IDEMPOTENCY_TTL_MS).await {
@@ -97,21 +98,11 @@ async fn commit(store: &dyn DmStore, pubsub: &PubSub, batch: Vec<Pending>) {
             let mut notices = Vec::new();
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
                 if let SendOutcome::Stored { message, previous } = &outcome {
-                    let proto = to_proto(message, &pending.handles);
-                    for (account_id, previous_id) in previous {
-                        notices.push((mailbox_channel(*account_id), message.id, *previous_id, proto.clone()));
-                    }
+                    notices.push((to_proto(message, &pending.handles), previous.clone()));
                 }
                 let _ = pending.reply.send(Ok(outcome));
             }
-            // Subscribers on every replica learn of the messages; a lost notice is caught up
-            // by the feed (the next notice, a gap or its safety net).
-            let pubsub = pubsub.clone();
-            tokio::spawn(async move {
-                for (channel, id, previous_id, message) in notices {
-                    feed::notify(&pubsub, &channel, id, previous_id, &message).await;
-                }
-            });
+            announce(pubsub, notices);
         }
         Err(error) => {
             tracing::error!(%error, messages = batch.len(), "a batch of direct messages could not be stored");

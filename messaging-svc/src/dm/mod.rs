@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use self::{
     batch::Batcher,
     identity::Identity,
-    store::{Consent, DmStore, NewMessage, Party, SendOutcome, StoredMessage},
+    store::{Consent, DmStore, InboundMessage, NewMessage, Party, ReceiveOutcome, SendOutcome, StoredMessage},
 };
+use crate::agent::network::XmtpNetwork;
 use crate::node::{
     NodeError, NodeResult,
     feed::{self, FeedContext, Topic},
@@ -65,6 +66,11 @@ pub struct DirectMessages {
     max_message_bytes: usize,
     catch_ups: tokio::sync::Semaphore,
     spam: consent::SpamPolicy,
+    /// Told when a batch stored messages (the XMTP outbox waits on it).
+    stored: Arc<tokio::sync::Notify>,
+    /// The XMTP network, when the agent engine runs: a wallet with no inbox there cannot be
+    /// written to.
+    xmtp: Option<XmtpNetwork>,
 }
 
 /// The API form of a stored message.
@@ -89,6 +95,23 @@ pub fn to_proto(message: &StoredMessage, handles: &Handles) -> pb::Message {
         delivery_error: message.delivery_error.clone(),
         topic: format!("/clawx/dm/1/{}", message.conversation_id),
     }
+}
+
+/// Tells the stream subscribers on every replica of stored messages (each with, per account
+/// mailbox it entered, the id before it there), in the background; a lost notice is caught up
+/// by the feed (the next notice, a gap or its safety net).
+pub(crate) fn announce(pubsub: &PubSub, stored: Vec<(pb::Message, Vec<(i64, i64)>)>) {
+    if stored.is_empty() {
+        return;
+    }
+    let pubsub = pubsub.clone();
+    tokio::spawn(async move {
+        for (message, previous) in stored {
+            for (account_id, previous_id) in previous {
+                feed::notify(&pubsub, &mailbox_channel(account_id), message.id, previous_id, &message).await;
+            }
+        }
+    });
 }
 
 fn handles_of(profiles: &[Profile]) -> Handles {
@@ -120,8 +143,50 @@ fn page_limit(limit: u32) -> u32 {
 impl DirectMessages {
     /// The service on `store`; starts the replica's batcher task.
     pub fn new(store: Arc<dyn DmStore>, pubsub: PubSub, identity: Identity, max_message_bytes: usize, spam: consent::SpamPolicy) -> DirectMessages {
-        let batcher = Batcher::start(Arc::clone(&store), pubsub.clone());
-        DirectMessages { store, pubsub, identity, batcher, max_message_bytes, catch_ups: tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS), spam }
+        let stored = Arc::new(tokio::sync::Notify::new());
+        let batcher = Batcher::start(Arc::clone(&store), pubsub.clone(), Arc::clone(&stored));
+        let catch_ups = tokio::sync::Semaphore::new(CONCURRENT_CATCH_UPS);
+        DirectMessages { store, pubsub, identity, batcher, max_message_bytes, catch_ups, spam, stored, xmtp: None }
+    }
+
+    /// Refuses sends to wallets with no inbox on `network` (the agent engine carries messages
+    /// there).
+    pub fn with_xmtp(mut self, network: XmtpNetwork) -> DirectMessages {
+        self.xmtp = Some(network);
+        self
+    }
+
+    /// Told when a batch stored messages.
+    pub fn stored_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.stored)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn DmStore> {
+        &self.store
+    }
+
+    /// Stores messages received over XMTP (each once) and tells the streams; how many were new.
+    pub async fn store_received(&self, batch: &[InboundMessage]) -> ServiceResult<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let outcomes = self.store.receive_batch(batch, clawx_common::time::now_ms()).await.map_err(internal)?;
+        let stored: Vec<(StoredMessage, Vec<(i64, i64)>)> = outcomes
+            .into_iter()
+            .filter_map(|outcome| match outcome {
+                ReceiveOutcome::Stored { message, previous } => Some((message, previous)),
+                ReceiveOutcome::Known => None,
+            })
+            .collect();
+        let count = stored.len();
+        let (messages, previous): (Vec<StoredMessage>, Vec<Vec<(i64, i64)>>) = stored.into_iter().unzip();
+        let protos = self.with_handles(messages).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "handles of received messages unknown; streamed without them");
+            Vec::new()
+        });
+        announce(&self.pubsub, protos.into_iter().zip(previous).collect());
+        Ok(count)
     }
 
     /// The party `peer` names, from `account_id`'s point of view (the field at fault is
@@ -176,6 +241,19 @@ impl DirectMessages {
         let (recipient, handles, field) = self.resolve_peer(account_id, &to).await?;
         if recipient == Party::Account(account_id) {
             return Err(ServiceError::invalid(field, "you cannot send a direct message to yourself"));
+        }
+        if let (Party::Wallet(address), Some(network)) = (&recipient, &self.xmtp) {
+            match network.inbox_id_of(address).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(ServiceError::new(
+                        ErrorCode::RecipientNotOnXmtp,
+                        format!("{address} has no XMTP inbox: it cannot receive messages until its owner joins XMTP"),
+                    ));
+                }
+                // Kept and retried by the outbox, which fails it for good if the wallet has no inbox.
+                Err(error) => tracing::warn!(%error, "could not look the recipient's XMTP inbox up; the message is queued"),
+            }
         }
         let idempotency = (!idempotency_key.is_empty()).then(|| (idempotency_key, request_hash(&recipient, &content)));
         let message = NewMessage { sender_account_id: account_id, recipient, content, idempotency };

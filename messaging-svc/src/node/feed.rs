@@ -44,6 +44,18 @@ pub fn welcome_channel(installation_key: &[u8]) -> String {
     format!("xmtp.w.{}", hex::encode(installation_key))
 }
 
+/// Channel on which the node announces every stored group message (`g` + group id) and
+/// welcome (`w` + installation key): the agent engine wakes the accounts concerned.
+pub const ACTIVITY_CHANNEL: &str = "xmtp.activity";
+
+/// Announces activity on a group (`b'g'`) or an installation's welcomes (`b'w'`).
+pub async fn announce_activity(pubsub: &PubSub, kind: u8, key: &[u8]) {
+    let payload = [&[kind][..], key].concat();
+    if let Err(error) = pubsub.publish(ACTIVITY_CHANNEL, &payload).await {
+        tracing::debug!(%error, "could not announce XMTP activity");
+    }
+}
+
 /// Announces a stored item to the subscribers of its topic.
 pub async fn notify(pubsub: &PubSub, channel: &str, id: i64, previous_id: i64, message: &impl Message) {
     let mut payload = Vec::with_capacity(16 + message.encoded_len());

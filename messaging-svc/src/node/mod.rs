@@ -419,6 +419,7 @@ impl Node {
             for stored in inserted {
                 let message = group_message(&stored.item, true);
                 feed::notify(&pubsub, &feed::group_channel(&stored.item.group_id), stored.item.id, stored.previous_id, &message).await;
+                feed::announce_activity(&pubsub, b'g', &stored.item.group_id).await;
             }
         });
         Ok(())
@@ -503,6 +504,7 @@ impl Node {
             for stored in inserted {
                 let Ok(message) = welcome_message(&stored.item) else { continue };
                 feed::notify(&pubsub, &feed::welcome_channel(&stored.item.installation_key), stored.item.id, stored.previous_id, &message).await;
+                feed::announce_activity(&pubsub, b'w', &stored.item.installation_key).await;
             }
         });
         Ok(())

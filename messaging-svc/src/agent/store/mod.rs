@@ -74,6 +74,16 @@ pub trait AgentStore: Send + Sync + std::fmt::Debug {
     async fn replace_private_key(&self, account_id: i64, private_key: &[u8]) -> StoreResult<()>;
     /// Locks the installation's MLS state (`RowNotFound` when the account has no installation).
     async fn lock_state(&self, account_id: i64) -> StoreResult<Box<dyn StateLease>>;
+    /// The account whose installation belongs to `inbox_id`, if it is one of this service's.
+    async fn account_of_inbox(&self, inbox_id: &str) -> StoreResult<Option<i64>>;
+    /// The account of an installation key, if it is one of this service's.
+    async fn account_of_installation(&self, installation_key: &[u8]) -> StoreResult<Option<i64>>;
+    /// Records that the account's installation belongs to `group_ids`.
+    async fn add_groups(&self, account_id: i64, group_ids: &[Vec<u8>]) -> StoreResult<()>;
+    /// The accounts whose installations belong to `group_id`.
+    async fn accounts_in_group(&self, group_id: &[u8]) -> StoreResult<Vec<i64>>;
+    /// Accounts with an installation, in id order after `after_account_id`.
+    async fn installed_accounts(&self, after_account_id: i64, limit: u32) -> StoreResult<Vec<i64>>;
 }
 
 /// The store of a connected database.

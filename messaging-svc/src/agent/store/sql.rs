@@ -117,6 +117,51 @@ macro_rules! agent_store {
                 let guard = self.locks.lock(account_id).await;
                 Lease::acquire(&self.pool, account_id, guard).await
             }
+
+            async fn account_of_inbox(&self, inbox_id: &str) -> StoreResult<Option<i64>> {
+                sqlx::query_scalar("SELECT account_id FROM agent_installations WHERE inbox_id = $1 ORDER BY account_id LIMIT 1")
+                    .bind(inbox_id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn account_of_installation(&self, installation_key: &[u8]) -> StoreResult<Option<i64>> {
+                sqlx::query_scalar("SELECT account_id FROM agent_installations WHERE installation_key = $1")
+                    .bind(installation_key)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn add_groups(&self, account_id: i64, group_ids: &[Vec<u8>]) -> StoreResult<()> {
+                for chunk in group_ids.chunks(ROWS_PER_STATEMENT) {
+                    let values: Vec<String> = (0..chunk.len()).map(|row| format!("({})", placeholders(1 + row * 2, 2))).collect();
+                    let statement = format!(
+                        "INSERT INTO agent_groups (group_id, account_id) VALUES {} ON CONFLICT (group_id, account_id) DO NOTHING",
+                        values.join(", ")
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                    for group_id in chunk {
+                        query = query.bind(group_id).bind(account_id);
+                    }
+                    query.execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn accounts_in_group(&self, group_id: &[u8]) -> StoreResult<Vec<i64>> {
+                sqlx::query_scalar("SELECT account_id FROM agent_groups WHERE group_id = $1 ORDER BY account_id LIMIT 1000")
+                    .bind(group_id)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
+            async fn installed_accounts(&self, after_account_id: i64, limit: u32) -> StoreResult<Vec<i64>> {
+                sqlx::query_scalar("SELECT account_id FROM agent_installations WHERE account_id > $1 ORDER BY account_id LIMIT $2")
+                    .bind(after_account_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
         }
     };
 }

@@ -90,6 +90,53 @@ pub enum SendOutcome {
     KeyReused,
 }
 
+/// A message an account's installation received over XMTP.
+#[derive(Clone, Debug)]
+pub struct InboundMessage {
+    pub recipient_account_id: i64,
+    /// An account here, or the sender's wallet.
+    pub sender: Party,
+    pub content: String,
+    /// When the network stored it (Unix ms).
+    pub sent_at: i64,
+    /// The network's id of the message, as the recipient saw it: it is stored once.
+    pub xmtp_message_id: String,
+    /// For a message from an account here: the Clawx message its idempotency key names (stored
+    /// when it was sent, so not stored again).
+    pub echo_of: Option<i64>,
+}
+
+/// What became of one received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiveOutcome {
+    /// Stored; `previous` as in [`SendOutcome::Stored`].
+    Stored { message: StoredMessage, previous: Vec<(i64, i64)> },
+    /// Stored before (received earlier, or sent from here).
+    Known,
+}
+
+/// A message claimed for XMTP delivery, and how many attempts (this one included) it had.
+#[derive(Clone, Debug)]
+pub struct OutboxEntry {
+    pub message: StoredMessage,
+    pub attempts: i32,
+}
+
+/// How a delivery attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxResult {
+    Sent,
+    /// Try again at `at_ms`.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Given up: the message's `delivery` becomes `failed` with `error`.
+    Failed {
+        error: String,
+    },
+}
+
 /// An account's consent to a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consent {
@@ -131,6 +178,14 @@ pub trait DmStore: Send + Sync + std::fmt::Debug {
     /// and conversation pointers of its accounts, its outbox row and its idempotency key. Any
     /// failure stores nothing. Idempotency keys older than [`IDEMPOTENCY_TTL_MS`] are ignored.
     async fn send_batch(&self, batch: &[NewMessage], now_ms: i64) -> StoreResult<Vec<SendOutcome>>;
+    /// Stores messages received over XMTP, each once, in one transaction (with mailbox rows,
+    /// conversation pointers and push jobs, as sends).
+    async fn receive_batch(&self, batch: &[InboundMessage], now_ms: i64) -> StoreResult<Vec<ReceiveOutcome>>;
+    /// Claims up to `limit` messages due for XMTP delivery, oldest first, until
+    /// `lease_until_ms` (another replica takes them over after that).
+    async fn claim_outbox(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>>;
+    /// Records how a delivery attempt ended (and the message's `delivery` once final).
+    async fn finish_outbox(&self, message_id: i64, result: &OutboxResult) -> StoreResult<()>;
     /// The newest message of each of the account's conversations, newest first.
     async fn inbox(&self, account_id: i64, consent: Option<Consent>, limit: u32, offset: u32) -> StoreResult<Vec<StoredMessage>>;
     /// The account's conversation with `peer`, newest first, ids strictly between `after_id`

@@ -6,4 +6,4 @@ async fn allocate_ids(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, count
     sqlx::query_scalar("SELECT nextval('dm_message_ids') FROM generate_series(1, $1::BIGINT) ORDER BY 1").bind(count).fetch_all(&mut **tx).await
 }
 
-crate::dm::store::sql::dm_store!(PostgresDmStore, sqlx::Postgres, "BEGIN", "FOR UPDATE", allocate_ids);
+crate::dm::store::sql::dm_store!(PostgresDmStore, sqlx::Postgres, "BEGIN", "FOR UPDATE", "FOR UPDATE SKIP LOCKED", allocate_ids);

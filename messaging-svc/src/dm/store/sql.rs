@@ -4,14 +4,17 @@
 //! `async fn(&mut Transaction, count) -> Result<Vec<i64>, sqlx::Error>`, ids in increasing order).
 
 macro_rules! dm_store {
-    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $allocate_ids:path) => {
+    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $skip_locked:literal, $allocate_ids:path) => {
         use std::collections::{BTreeMap, BTreeSet, HashMap};
 
         use async_trait::async_trait;
         use clawx_common::storage::placeholders;
         use sqlx::Row;
 
-        use $crate::dm::store::{Consent, DmStore, IDEMPOTENCY_TTL_MS, NewMessage, Party, SendOutcome, StoreResult, StoredMessage};
+        use $crate::dm::store::{
+            Consent, DmStore, IDEMPOTENCY_TTL_MS, InboundMessage, NewMessage, OutboxEntry, OutboxResult, Party, ReceiveOutcome, SendOutcome,
+            StoreResult, StoredMessage,
+        };
 
         type Tx = sqlx::Transaction<'static, $db>;
 
@@ -114,12 +117,16 @@ macro_rules! dm_store {
                 }
                 query.execute(&mut **tx).await?;
 
-                let statement = format!("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES {}", values(chunk.len(), 2));
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                for message in chunk {
-                    query = query.bind(message.id).bind(message.sent_at);
+                // Messages received over XMTP are delivered already: only sends wait in the outbox.
+                let waiting: Vec<&StoredMessage> = chunk.iter().filter(|message| message.delivery == "stored").collect();
+                if !waiting.is_empty() {
+                    let statement = format!("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES {}", values(waiting.len(), 2));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                    for message in waiting {
+                        query = query.bind(message.id).bind(message.sent_at);
+                    }
+                    query.execute(&mut **tx).await?;
                 }
-                query.execute(&mut **tx).await?;
             }
 
             let mailbox: Vec<(i64, i64)> =
@@ -242,6 +249,12 @@ macro_rules! dm_store {
                 outcomes.push(SendOutcome::Stored { message: stored, previous });
             }
             write_messages(tx, &new_messages).await?;
+            advance_mailboxes(tx, heads, &touched).await?;
+            Ok(outcomes)
+        }
+
+        /// Moves the mailbox heads of the `touched` accounts to their new newest message.
+        async fn advance_mailboxes(tx: &mut Tx, heads: BTreeMap<i64, i64>, touched: &BTreeSet<i64>) -> Result<(), sqlx::Error> {
             let moved: Vec<(i64, i64)> = heads.into_iter().filter(|(account_id, _)| touched.contains(account_id)).collect();
             for chunk in moved.chunks(ROWS_PER_STATEMENT) {
                 let statement = format!(
@@ -255,6 +268,80 @@ macro_rules! dm_store {
                 }
                 query.execute(&mut **tx).await?;
             }
+            Ok(())
+        }
+
+        /// Whether a received message is stored already: by its network id, or (sent by an
+        /// account here) as the message its idempotency key names.
+        async fn already_received(tx: &mut Tx, message: &InboundMessage) -> Result<bool, sqlx::Error> {
+            let known: Option<i64> = sqlx::query_scalar("SELECT id FROM dm_messages WHERE xmtp_message_id = $1")
+                .bind(&message.xmtp_message_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if known.is_some() {
+                return Ok(true);
+            }
+            let (Some(id), Party::Account(sender)) = (message.echo_of, &message.sender) else { return Ok(false) };
+            let echo: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM dm_messages WHERE id = $1 AND sender_account_id = $2 AND recipient_account_id = $3")
+                    .bind(id)
+                    .bind(sender)
+                    .bind(message.recipient_account_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            Ok(echo.is_some())
+        }
+
+        async fn store_received(tx: &mut Tx, batch: &[InboundMessage], now_ms: i64) -> Result<Vec<ReceiveOutcome>, sqlx::Error> {
+            let mut outcomes = vec![ReceiveOutcome::Known; batch.len()];
+            let mut fresh = Vec::new();
+            let mut seen = BTreeSet::new();
+            for (index, message) in batch.iter().enumerate() {
+                if seen.insert(message.xmtp_message_id.as_str()) && !already_received(tx, message).await? {
+                    fresh.push(index);
+                }
+            }
+            if fresh.is_empty() {
+                return Ok(outcomes);
+            }
+            let accounts: BTreeSet<i64> =
+                fresh.iter().flat_map(|index| [Some(batch[*index].recipient_account_id), batch[*index].sender.account_id()]).flatten().collect();
+            let mut heads = lock_mailboxes(tx, &accounts).await?;
+            let ids = $allocate_ids(tx, fresh.len() as i64).await?;
+            let mut new_messages = Vec::with_capacity(fresh.len());
+            let mut network_ids = Vec::with_capacity(fresh.len());
+            let mut touched = BTreeSet::new();
+            for (index, id) in fresh.into_iter().zip(ids) {
+                let inbound = &batch[index];
+                network_ids.push(inbound.xmtp_message_id.as_str());
+                let recipient = Party::Account(inbound.recipient_account_id);
+                let stored = StoredMessage {
+                    id,
+                    conversation_id: conversation_id(tx, &inbound.sender, &recipient, now_ms).await?,
+                    sender_account_id: inbound.sender.account_id(),
+                    sender_address: inbound.sender.address().map(str::to_string),
+                    recipient_account_id: Some(inbound.recipient_account_id),
+                    recipient_address: None,
+                    content: inbound.content.clone(),
+                    sent_at: inbound.sent_at,
+                    delivery: "sent".to_string(),
+                    delivery_error: None,
+                };
+                let mut previous = Vec::with_capacity(2);
+                for account_id in stored.accounts() {
+                    let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
+                    previous.push((account_id, *head));
+                    *head = id;
+                    touched.insert(account_id);
+                }
+                new_messages.push(stored.clone());
+                outcomes[index] = ReceiveOutcome::Stored { message: stored, previous };
+            }
+            write_messages(tx, &new_messages).await?;
+            for (message, network_id) in new_messages.iter().zip(network_ids) {
+                sqlx::query("UPDATE dm_messages SET xmtp_message_id = $2 WHERE id = $1").bind(message.id).bind(network_id).execute(&mut **tx).await?;
+            }
+            advance_mailboxes(tx, heads, &touched).await?;
             Ok(outcomes)
         }
 
@@ -311,6 +398,60 @@ macro_rules! dm_store {
                 let outcomes = store_batch(&mut tx, batch, now_ms).await?;
                 tx.commit().await?;
                 Ok(outcomes)
+            }
+
+            async fn receive_batch(&self, batch: &[InboundMessage], now_ms: i64) -> StoreResult<Vec<ReceiveOutcome>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let outcomes = store_received(&mut tx, batch, now_ms).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn claim_outbox(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let statement = format!(
+                    "SELECT message_id, attempts FROM dm_outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY message_id LIMIT $2 {}",
+                    $skip_locked
+                );
+                let due: Vec<(i64, i32)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(now_ms).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+                let mut entries = Vec::with_capacity(due.len());
+                for (message_id, attempts) in due {
+                    sqlx::query("UPDATE dm_outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE message_id = $1")
+                        .bind(message_id)
+                        .bind(lease_until_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    entries.push(OutboxEntry { message: message_by_id(&mut tx, message_id).await?, attempts: attempts + 1 });
+                }
+                tx.commit().await?;
+                Ok(entries)
+            }
+
+            async fn finish_outbox(&self, message_id: i64, result: &OutboxResult) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let (state, next_attempt_at, error) = match result {
+                    OutboxResult::Sent => ("sent", 0, None),
+                    OutboxResult::Retry { at_ms, error } => ("pending", *at_ms, Some(error.as_str())),
+                    OutboxResult::Failed { error } => ("failed", 0, Some(error.as_str())),
+                };
+                sqlx::query("UPDATE dm_outbox SET state = $2, next_attempt_at = $3, last_error = $4 WHERE message_id = $1")
+                    .bind(message_id)
+                    .bind(state)
+                    .bind(next_attempt_at)
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                if state != "pending" {
+                    sqlx::query("UPDATE dm_messages SET delivery = $2, delivery_error = $3 WHERE id = $1")
+                        .bind(message_id)
+                        .bind(state)
+                        .bind(error)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
             }
 
             async fn inbox(&self, account_id: i64, consent: Option<Consent>, limit: u32, offset: u32) -> StoreResult<Vec<StoredMessage>> {

@@ -10,4 +10,4 @@ async fn allocate_ids(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, count: 
     Ok((last - count + 1..=last).collect())
 }
 
-crate::dm::store::sql::dm_store!(SqliteDmStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", allocate_ids);
+crate::dm::store::sql::dm_store!(SqliteDmStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "", allocate_ids);

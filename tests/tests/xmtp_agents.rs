@@ -1,0 +1,113 @@
+//! Direct messages carried over XMTP by the agent engine, through the gateway's REST face: two
+//! accounts here DM each other (each message stored once, `delivery` reaching `sent`), a wallet
+//! with no XMTP inbox is refused at once, and `/messages/xmtp/sync` counts only new messages;
+//! on SQLite + memory and PostgreSQL + Redis.
+
+use std::time::{Duration, Instant};
+
+use alloy_signer_local::PrivateKeySigner;
+use clawx_tests::{Auth, TestStack};
+use serde_json::{Value, json};
+
+/// Long enough for identity publication, a DM group and a welcome on a loaded 2-core machine.
+const DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
+async fn conversation(stack: &TestStack, key: &str, peer: &str) -> Vec<Value> {
+    let reply = stack.get(&format!("/messages/{peer}"), &Auth::Key(key.to_string())).await;
+    reply.expect_ok(stack.name)["messages"].as_array().expect("messages").clone()
+}
+
+/// Waits until `key`'s conversation with `peer` satisfies `done`; the conversation then.
+async fn wait_for(stack: &TestStack, key: &str, peer: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let messages = conversation(stack, key, peer).await;
+        if done(&messages) {
+            return messages;
+        }
+        assert!(started.elapsed() < DELIVERY_WAIT, "{}: {what}: still {messages:?}", stack.name);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn delivered(messages: &[Value], id: &Value) -> bool {
+    messages.iter().any(|message| &message["id"] == id && message["delivery"] == "sent")
+}
+
+#[tokio::test]
+async fn accounts_here_dm_each_other_over_xmtp_and_each_message_is_stored_once() {
+    for stack in TestStack::all_with_agents().await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let bob = stack.registered("bob").await;
+
+        let sent = stack.post("/messages/dm", &Auth::Key(alice.clone()), json!({"handle": "bob", "message": "over xmtp"})).await;
+        let sent = sent.expect_ok(name)["message"].clone();
+        assert_eq!(sent["delivery"], "stored", "{name}: answered before XMTP carries it");
+        let history = wait_for(&stack, &alice, "bob", "alice's message sent", |messages| delivered(messages, &sent["id"])).await;
+        assert_eq!(history.len(), 1, "{name}: {history:?}");
+        assert!(history[0].get("delivery_error").is_none(), "{name}: {history:?}");
+
+        // Bob's installation joined the DM and decrypted the XMTP copy: it is the message
+        // already stored, so nothing new arrives, now or on a manual sync.
+        let synced = stack.get("/messages/xmtp/sync", &Auth::Key(bob.clone())).await;
+        assert_eq!(synced.expect_ok(name)["message"], format!("{} messages synced from XMTP", synced.body["synced"]), "{name}");
+        assert_eq!(synced.body["synced"], 0, "{name}: {}", synced.body);
+        let bobs_view = conversation(&stack, &bob, "alice").await;
+        assert_eq!(bobs_view.len(), 1, "{name}: stored once: {bobs_view:?}");
+        assert_eq!(bobs_view[0]["content"], "over xmtp");
+
+        // Bob answers through the group his installation joined; alice sees it once, sent.
+        let reply = stack.post("/messages/dm", &Auth::Key(bob.clone()), json!({"handle": "alice", "message": "got it"})).await;
+        let reply = reply.expect_ok(name)["message"].clone();
+        let history = wait_for(&stack, &bob, "alice", "bob's reply sent", |messages| delivered(messages, &reply["id"])).await;
+        assert_eq!(history.len(), 2, "{name}: {history:?}");
+        let synced = stack.get("/messages/xmtp/sync", &Auth::Key(alice.clone())).await;
+        assert_eq!(synced.expect_ok(name)["synced"], 0, "{name}: {}", synced.body);
+        let alices_view = conversation(&stack, &alice, "bob").await;
+        let contents: Vec<&str> = alices_view.iter().filter_map(|message| message["content"].as_str()).collect();
+        assert_eq!(contents, vec!["got it", "over xmtp"], "{name}: newest first, each once");
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wallet_with_no_xmtp_inbox_is_refused_at_once_and_nothing_is_stored() {
+    for stack in TestStack::all_with_agents().await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let stranger = PrivateKeySigner::random().address().to_checksum(None);
+        let refused = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": stranger, "message": "hello?"})).await;
+        refused.expect_error(400, "RECIPIENT_NOT_ON_XMTP", name);
+        let inbox = stack.get("/messages/inbox", &Auth::Key(alice.clone())).await;
+        assert_eq!(inbox.expect_ok(name)["conversations"], json!([]), "{name}: nothing stored");
+
+        // The wallet of an account here is on XMTP (its identity is published when the account
+        // is created), whether or not it has a handle.
+        let (unregistered, account) = stack.create_account().await;
+        let wallet = account["wallet_address"].as_str().expect("wallet_address").to_string();
+        let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": wallet, "message": "welcome"})).await;
+        let sent = sent.expect_ok(name)["message"].clone();
+        let started = Instant::now();
+        loop {
+            let inbox = stack.get("/messages/inbox", &Auth::Key(unregistered.clone())).await;
+            let latest = inbox.expect_ok(name)["conversations"][0].clone();
+            if latest["delivery"] == "sent" {
+                assert_eq!(latest["id"], sent["id"], "{name}");
+                break;
+            }
+            assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {latest}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn sync_without_the_agent_engine_says_it_is_unavailable() {
+    let stack = TestStack::embedded().await;
+    let key = stack.registered("carol").await;
+    stack.get("/messages/xmtp/sync", &Auth::Key(key)).await.expect_error(503, "UNAVAILABLE", stack.name);
+    stack.get("/messages/xmtp/sync", &Auth::None).await.expect_error(401, "UNAUTHORIZED", stack.name);
+    stack.stop().await;
+}

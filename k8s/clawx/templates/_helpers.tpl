@@ -171,7 +171,7 @@ CLAWX_CHAIN_RPC_{{ $chain }}: {{ $url | quote }}
 {{- if ne $role "gateway" }}
 {{ include "clawx.secretEnv" (dict "root" $root "name" "CLAWX_DATABASE_URL") }}
 {{- end }}
-{{- if eq $role "identity" }}
+{{- if or (eq $role "identity") (eq $role "messaging") }}
 {{ include "clawx.secretEnv" (dict "root" $root "name" "CLAWX_MASTER_KEY") }}
 {{ include "clawx.secretEnv" (dict "root" $root "name" "CLAWX_MASTER_KEYS_RETIRED" "optional" true) }}
 {{- end }}

@@ -2,7 +2,8 @@
 # XMTP interop: two unmodified @xmtp/node-sdk 5.5.0 clients (plus a third) use Clawx as their
 # XMTP network through the gateway's port, then Clawx restarts on the same data and the
 # conversation goes on (tests/interop/xmtp-dm.mjs); a Clawx agent using only REST and node-sdk
-# users DM each other in both directions, before and after the restart (agent-rest.mjs). Runs on `clawx dev` (SQLite) and on
+# users DM each other in both directions, before and after the restart (agent-rest.mjs), and,
+# on `serve`, through two messaging replicas behind two gateways. Runs on `clawx dev` (SQLite) and on
 # `clawx serve` roles with PostgreSQL + Redis.
 #
 #   scripts/interop.sh dev|serve
@@ -121,4 +122,18 @@ stop_clawx
 start_$MODE
 wait_ready
 run_phase second
+if [ "$MODE" = serve ]; then
+  # A second messaging replica on the same database and Redis, behind a second gateway.
+  MESSAGING2_PORT=$(free_port); GATEWAY2_PORT=$(free_port)
+  CLAWX_LISTEN="127.0.0.1:$MESSAGING2_PORT" "$BIN" serve messaging >>"$WORK/messaging2.log" 2>&1 &
+  PIDS+=($!)
+  CLAWX_LISTEN="127.0.0.1:$GATEWAY2_PORT" CLAWX_MESSAGING_URL="http://127.0.0.1:$MESSAGING2_PORT" "$BIN" serve gateway >>"$WORK/gateway2.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$MESSAGING2_PORT" "$WORK/messaging2.log"
+  wait_port "$GATEWAY2_PORT" "$WORK/gateway2.log"
+  log "phase replicas: two messaging replicas behind two gateways"
+  (cd tests/interop && node agent-rest.mjs --phase replicas --url "http://localhost:$PORT" --state "$STATE/agent" \
+    --rest-urls "http://127.0.0.1:$PORT,http://127.0.0.1:$GATEWAY2_PORT") 2>&1 | grep -v 'sqlcipherCodecAttach' | tee "$WORK/agent-replicas.out"
+  grep -q '^PASS agent-rest' "$WORK/agent-replicas.out" || { tail -n 80 "$WORK"/*.log >&2; exit 1; }
+fi
 log "passed"

@@ -14,6 +14,9 @@
 //         /messages/xmtp/sync and on its stream.
 // second: after the restart U writes in the same DM -> the agent has it; the agent answers ->
 //         U reads it in the same conversation.
+// replicas (with --rest-urls URL1,URL2: two gateways, each in front of its own messaging
+//         replica on the same database): rounds of U writing, the agent reading through one
+//         gateway and answering through both at once; U reads every answer in the same DM.
 //
 // The last line printed is "PASS ..." or "FAIL ...".
 import { ApiUrls, Client } from "@xmtp/node-sdk";
@@ -46,14 +49,15 @@ setTimeout(() => fail("timed out after 150 s"), 150_000);
 process.on("unhandledRejection", (error) => fail(error?.stack || String(error)));
 
 // ------------------------------------------------------------------ REST
-async function rest(method, route, key, body) {
+async function restAt(base, method, route, key, body) {
   const headers = { "content-type": "application/json" };
   if (key) headers["x-api-key"] = key;
-  const response = await fetch(url + route, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await fetch(base + route, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = await response.json().catch(() => null);
-  if (!response.ok) fail(`${method} ${route}: ${response.status} ${JSON.stringify(json)}`);
+  if (!response.ok) fail(`${method} ${base}${route}: ${response.status} ${JSON.stringify(json)}`);
   return json;
 }
+const rest = (method, route, key, body) => restAt(url, method, route, key, body);
 
 /** Reads the agent's SSE stream into `events` until closed. */
 function openStream(key) {
@@ -126,9 +130,9 @@ async function readText(client, peerInboxId, text) {
 }
 
 /** Waits until the agent's conversation with `address` holds `text` from that wallet; the message. */
-async function agentHas(key, address, text) {
+async function agentHas(key, address, text, base = url) {
   return until(`"${text}" from ${address} in the agent's conversation`, 60, async () => {
-    const { messages } = await rest("GET", `/messages/address/${address}`, key);
+    const { messages } = await restAt(base, "GET", `/messages/address/${address}`, key);
     const found = messages.filter((message) => message.content === text);
     if (found.length > 1) fail(`"${text}" stored ${found.length} times`);
     return found[0] ?? null;
@@ -215,6 +219,32 @@ if (phase === "first") {
   const read = await readText(user, state.inboxId, "still here");
   if (read.id !== dm.id) fail(`the answer came in another conversation (${read.id}, not ${dm.id})`);
   console.log("PASS agent-rest phase=second");
+  process.exit(0);
+} else if (phase === "replicas") {
+  // Two messaging replicas on one database, each behind its own gateway: the agent reads and
+  // answers through one, then the other, while the user writes in the same DM; whichever
+  // replica pulls or sends, the MLS group must not fork, so the user reads every answer.
+  const bases = arg("rest-urls").split(",").map((base) => base.replace(/\/$/, ""));
+  const state = JSON.parse(fs.readFileSync(stateFile, "utf8"));
+  const user = await openUser("user", state.userWallet, false);
+  const userAddress = identifierOf(state.userWallet).identifier;
+  await user.conversations.sync();
+  const dm = (await user.conversations.listDms()).find((conversation) => conversation.peerInboxId === state.inboxId);
+  if (!dm) fail("the user's DM with the agent is gone");
+  for (let round = 0; round < 4; round++) {
+    const base = bases[round % bases.length];
+    await dm.sendText(`round ${round}: are you there?`);
+    checkInbound(await agentHas(state.key, userAddress, `round ${round}: are you there?`, base), userAddress, state.agentId);
+    // Two answers at once, one through each replica.
+    await Promise.all(bases.map((other, index) =>
+      restAt(other, "POST", "/messages/dm/address", state.key, { wallet_address: userAddress, message: `round ${round}: answer ${index}` })));
+    for (let index = 0; index < bases.length; index++) {
+      const read = await readText(user, state.inboxId, `round ${round}: answer ${index}`);
+      if (read.id !== dm.id) fail(`round ${round}: answer ${index} came in another conversation`);
+    }
+    log(`round ${round}: read through ${base}, both answers read by the user`);
+  }
+  console.log(`PASS agent-rest phase=replicas through ${bases.join(" and ")}`);
   process.exit(0);
 } else {
   fail(`unknown phase ${phase}`);

@@ -15,42 +15,18 @@
 //!     cargo build --release -p clawx && cargo bench -p clawx-tests --bench messaging
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use clawx_tests::{Auth, TestStack};
+use clawx_tests::{
+    Auth, TestStack,
+    bench::{Figures, ServeRoles, percentile, rss_kb},
+};
 use serde_json::json;
 
 const CONCURRENCY: usize = 32;
 const SENDS: usize = 6_400;
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * fraction).round() as usize]
-}
-
-struct Figures {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Figures {
-    fn of(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
-        latencies.sort();
-        Figures { per_second: latencies.len() as f64 / elapsed.as_secs_f64(), p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99) }
-    }
-
-    fn print(&self, what: &str) {
-        println!(
-            "{what:<58} {:>7.0} /s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-            self.per_second,
-            self.p50.as_secs_f64() * 1e3,
-            self.p99.as_secs_f64() * 1e3
-        );
-    }
-}
 
 /// (a): single-row inserts of a message-sized row, each its own transaction.
 async fn raw_inserts(database_url: &str) -> Figures {
@@ -155,71 +131,13 @@ async fn fill(base_url: &str, key: &str, to: &str, count: usize) {
     rest_sends(base_url, key, to, count, None).await;
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|line| line.strip_prefix("VmRSS:")).and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
-}
-
-struct Role(Child);
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Part 3: 10,000 idle SSE subscribers through separate `clawx serve` processes.
 async fn idle_subscribers(binary: &std::path::Path, database_url: &str, redis_url: &str) {
-    let schema_prefix = format!("bench{}_", std::process::id());
-    let (identity, messaging, gateway) = (free_port(), free_port(), free_port());
-    let common: Vec<(&str, String)> = vec![
-        ("CLAWX_DATABASE_URL", database_url.to_string()),
-        ("CLAWX_DATABASE_SCHEMA_PREFIX", schema_prefix),
-        ("CLAWX_REDIS_URL", redis_url.to_string()),
-        ("CLAWX_REDIS_PREFIX", format!("clawx-bench-{}", std::process::id())),
-        ("CLAWX_JWT_SECRET", "benchmark-secret-benchmark-secret-0123".to_string()),
-        ("CLAWX_MASTER_KEY", "11".repeat(32)),
-        ("CLAWX_IDENTITY_URL", format!("http://127.0.0.1:{identity}")),
-        ("CLAWX_MESSAGING_URL", format!("http://127.0.0.1:{messaging}")),
-        ("CLAWX_LOG", "warn".to_string()),
-        ("CLAWX_RATE_LIMIT_PER_MINUTE", "0".to_string()),
-        ("CLAWX_RATE_LIMIT_IP_PER_MINUTE", "0".to_string()),
-        ("CLAWX_RATE_LIMIT_CREATE_PER_MINUTE", "0".to_string()),
-        ("CLAWX_RATE_LIMIT_AUTH_PER_MINUTE", "0".to_string()),
-        ("CLAWX_XMTP_STREAMS_PER_IP", "0".to_string()),
-    ];
-    let spawn = |role: &str, port: u16| {
-        let mut command = Command::new(binary);
-        command.args(["serve", role, "--listen", &format!("127.0.0.1:{port}")]).stdout(Stdio::null()).stderr(Stdio::null());
-        for (name, value) in &common {
-            command.env(name, value);
-        }
-        Role(command.spawn().expect("clawx serve starts"))
-    };
-    let migrate = Command::new(binary).arg("migrate").envs(common.iter().map(|(name, value)| (*name, value.as_str()))).status().unwrap();
-    assert!(migrate.success(), "clawx migrate");
-    let _identity = spawn("identity", identity);
-    let messaging_process = spawn("messaging", messaging);
-    let _gateway = spawn("gateway", gateway);
-    let base_url = format!("http://127.0.0.1:{gateway}");
+    let roles = ServeRoles::start(binary, database_url, redis_url, &[]).await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let key = loop {
-        if let Ok(response) = http.post(format!("{base_url}/account/create")).send().await
-            && response.status() == 200
-        {
-            let body: serde_json::Value = response.json().await.unwrap();
-            break body["api_key"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "the roles did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let pid = messaging_process.0.id();
+    let key = roles.create_account(&http).await;
+    let base_url = roles.base_url.clone();
+    let pid = roles.messaging.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kb(pid);
     let mut subscribers = Vec::with_capacity(10_000);

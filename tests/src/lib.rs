@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests: the whole suite in-process on loopback, on the embedded
 //! backends (SQLite + memory) and, when configured, on PostgreSQL + Redis.
 
+pub mod bench;
+
 use std::time::Duration;
 
 pub use clawx::{FcmSettings, PushConfig};

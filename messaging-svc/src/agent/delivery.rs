@@ -149,9 +149,22 @@ impl Delivery {
     async fn inbound(&self, account_id: i64, received: Vec<ReceivedMessage>) -> Result<Vec<InboundMessage>, AgentError> {
         let mut inbound = Vec::with_capacity(received.len());
         for message in received {
-            let Some(content) = message.text.or(message.fallback).filter(|content| !content.is_empty() && !content.contains('\0')) else {
+            let Some(mut content) = message.text.or(message.fallback).filter(|content| !content.is_empty()) else {
                 continue;
             };
+            // Kept within what a send here may hold: NULs cannot be stored, and an oversized
+            // text is cut at a character boundary.
+            content.retain(|character| character != '\0');
+            if content.is_empty() {
+                continue;
+            }
+            if content.len() > self.messages.max_message_bytes() {
+                let mut end = self.messages.max_message_bytes();
+                while !content.is_char_boundary(end) {
+                    end -= 1;
+                }
+                content.truncate(end);
+            }
             let (sender, echo_of) = match self.engine.store.account_of_inbox(&message.sender_inbox_id).await? {
                 Some(sender) if sender == account_id => continue,
                 Some(sender) => (Party::Account(sender), message.idempotency_key.parse().ok()),

@@ -161,6 +161,11 @@ impl DirectMessages {
         Arc::clone(&self.stored)
     }
 
+    /// Largest message content, in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn DmStore> {
         &self.store

@@ -6,6 +6,14 @@
 use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
+use clawx_messaging::node::validate::{
+    sig::inbox_id_for,
+    text::{ActionText, Subject, signature_text},
+};
+use clawx_proto::xmtp::identity::{
+    api::v1::{PublishIdentityUpdateRequest, identity_api_client::IdentityApiClient},
+    associations::{CreateInbox, IdentifierKind, IdentityAction, IdentityUpdate, RecoverableEcdsaSignature, Signature, identity_action, signature},
+};
 use clawx_tests::{Auth, TestStack};
 use serde_json::{Value, json};
 
@@ -82,8 +90,8 @@ async fn a_wallet_with_no_xmtp_inbox_is_refused_at_once_and_nothing_is_stored() 
         let inbox = stack.get("/messages/inbox", &Auth::Key(alice.clone())).await;
         assert_eq!(inbox.expect_ok(name)["conversations"], json!([]), "{name}: nothing stored");
 
-        // The wallet of an account here is on XMTP (its identity is published when the account
-        // is created), whether or not it has a handle.
+        // The wallet of an account here is always reachable (its identity is published when the
+        // account is created, or before the first message to it), whether or not it has a handle.
         let (unregistered, account) = stack.create_account().await;
         let wallet = account["wallet_address"].as_str().expect("wallet_address").to_string();
         let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": wallet, "message": "welcome"})).await;
@@ -110,4 +118,59 @@ async fn sync_without_the_agent_engine_says_it_is_unavailable() {
     stack.get("/messages/xmtp/sync", &Auth::Key(key)).await.expect_error(503, "UNAVAILABLE", stack.name);
     stack.get("/messages/xmtp/sync", &Auth::None).await.expect_error(401, "UNAUTHORIZED", stack.name);
     stack.stop().await;
+}
+
+/// Publishes an inbox for `wallet` with no installation: it exists on XMTP, yet no client can
+/// read what is sent to it.
+async fn publish_inbox_without_installations(stack: &TestStack, wallet: &PrivateKeySigner) {
+    let address = wallet.address().to_string().to_lowercase();
+    let inbox_id = inbox_id_for(&address, 0);
+    let timestamp_ns = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap();
+    let text = signature_text(&inbox_id, timestamp_ns, &[ActionText::CreateInbox(Subject::Ethereum(&address))]);
+    let mut bytes = alloy_signer::SignerSync::sign_message_sync(wallet, text.as_bytes()).unwrap().as_bytes().to_vec();
+    if bytes[64] < 27 {
+        bytes[64] += 27;
+    }
+    let create = CreateInbox {
+        initial_identifier: address,
+        nonce: 0,
+        initial_identifier_signature: Some(Signature { signature: Some(signature::Signature::Erc191(RecoverableEcdsaSignature { bytes })) }),
+        initial_identifier_kind: IdentifierKind::Ethereum as i32,
+        relying_party: None,
+    };
+    let update = IdentityUpdate {
+        actions: vec![IdentityAction { kind: Some(identity_action::Kind::CreateInbox(create)) }],
+        client_timestamp_ns: timestamp_ns,
+        inbox_id,
+    };
+    let mut node = IdentityApiClient::new(stack.channel().await);
+    node.publish_identity_update(PublishIdentityUpdateRequest { identity_update: Some(update) }).await.expect("inbox published");
+}
+
+#[tokio::test]
+async fn a_message_to_an_inbox_no_installation_can_read_fails_with_its_reason() {
+    for stack in TestStack::all_with_agents().await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let wallet = PrivateKeySigner::random();
+        publish_inbox_without_installations(&stack, &wallet).await;
+        let address = wallet.address().to_checksum(None);
+        let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": address, "message": "anyone?"})).await;
+        let sent = sent.expect_ok(name)["message"].clone();
+        assert_eq!(sent["delivery"], "stored", "{name}: the wallet has an inbox, so the message is accepted");
+        let started = Instant::now();
+        loop {
+            let history = stack.get(&format!("/messages/address/{address}"), &Auth::Key(alice.clone())).await;
+            let message = history.expect_ok(name)["messages"][0].clone();
+            if message["delivery"] == "failed" {
+                assert_eq!(message["delivery_error"], "RECIPIENT_NOT_ON_XMTP", "{name}: {message}");
+                assert_eq!(message["id"], sent["id"], "{name}");
+                break;
+            }
+            assert_eq!(message["delivery"], "stored", "{name}: {message}");
+            assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {message}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stack.stop().await;
+    }
 }

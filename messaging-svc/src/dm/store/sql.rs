@@ -237,13 +237,7 @@ macro_rules! dm_store {
                     delivery: "stored".to_string(),
                     delivery_error: None,
                 };
-                let mut previous = Vec::with_capacity(2);
-                for account_id in stored.accounts() {
-                    let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
-                    previous.push((account_id, *head));
-                    *head = id;
-                    touched.insert(account_id);
-                }
+                let previous = chain(&mut heads, &mut touched, &stored);
                 written_here.insert(id, new_messages.len());
                 new_messages.push(stored.clone());
                 outcomes.push(SendOutcome::Stored { message: stored, previous });
@@ -251,6 +245,19 @@ macro_rules! dm_store {
             write_messages(tx, &new_messages).await?;
             advance_mailboxes(tx, heads, &touched).await?;
             Ok(outcomes)
+        }
+
+        /// Puts `message` at the head of its accounts' mailboxes (locked, in `heads`); per
+        /// account, the id before it there.
+        fn chain(heads: &mut BTreeMap<i64, i64>, touched: &mut BTreeSet<i64>, message: &StoredMessage) -> Vec<(i64, i64)> {
+            let mut previous = Vec::with_capacity(2);
+            for account_id in message.accounts() {
+                let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
+                previous.push((account_id, *head));
+                *head = message.id;
+                touched.insert(account_id);
+            }
+            previous
         }
 
         /// Moves the mailbox heads of the `touched` accounts to their new newest message.
@@ -327,13 +334,7 @@ macro_rules! dm_store {
                     delivery: "sent".to_string(),
                     delivery_error: None,
                 };
-                let mut previous = Vec::with_capacity(2);
-                for account_id in stored.accounts() {
-                    let head = heads.get_mut(&account_id).expect("every account of the batch is locked");
-                    previous.push((account_id, *head));
-                    *head = id;
-                    touched.insert(account_id);
-                }
+                let previous = chain(&mut heads, &mut touched, &stored);
                 new_messages.push(stored.clone());
                 outcomes[index] = ReceiveOutcome::Stored { message: stored, previous };
             }

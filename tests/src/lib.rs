@@ -91,6 +91,7 @@ impl TestStack {
             spam: Default::default(),
             verify,
             push,
+            badges: Default::default(),
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

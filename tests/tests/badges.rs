@@ -598,3 +598,57 @@ async fn partner_notifications_reach_each_member_once_across_a_restart() {
         stack.stop().await;
     }
 }
+
+#[tokio::test]
+async fn badge_routes_are_documented_and_reachable_over_grpc() {
+    let stack =
+        BadgeStack::start("sqlite+memory", TestDatabase::sqlite(), Backends::memory(), CancellationToken::new(), &BadgeSettings::default()).await;
+    let document = stack.get("/openapi.json", &Auth::None).await.expect_ok("openapi").clone();
+    for (path, method, statuses) in [
+        ("/badges", "post", &["200", "400", "401", "409"][..]),
+        ("/badges/{code}", "get", &["200", "404"][..]),
+        ("/badges/{code}/eligibility/{address}", "get", &["200", "400", "404", "503"][..]),
+        ("/push/group", "post", &["200", "404"][..]),
+        ("/push/group/join", "post", &["200", "400", "403", "404", "503"][..]),
+        ("/push/group/leave", "post", &["200", "400", "403", "404"][..]),
+        ("/push/notification/badge", "post", &["200", "400", "401", "403", "404"][..]),
+        ("/push/notification/{id}", "get", &["200", "401", "404"][..]),
+    ] {
+        let operation = &document["paths"][path][method];
+        for status in statuses {
+            assert!(operation["responses"].get(*status).is_some(), "{method} {path} documents {status}");
+        }
+        let error = &operation["responses"]["404"]["content"]["application/json"]["schema"]["$ref"];
+        assert!(error.is_null() || error == "#/components/schemas/MessagingError", "{method} {path}: {error}");
+    }
+    let join_security = document["paths"]["/push/group/join"]["post"]["security"].to_string();
+    assert!(!join_security.contains("ApiKey"), "joining needs no API key: {join_security}");
+    let notify_security = document["paths"]["/push/notification/badge"]["post"]["security"].to_string();
+    assert!(notify_security.contains("SignedSignature") && !notify_security.contains("ApiKey"), "{notify_security}");
+    let body = &document["components"]["schemas"]["MembershipBody"]["properties"]["signature"]["description"];
+    assert!(body.as_str().unwrap().contains("Leave <badgeCode>"), "the signed texts are documented");
+
+    // The messaging family's error shape.
+    let missing = stack.get("/badges/nope", &Auth::None).await;
+    missing.expect_error(404, "NOT_FOUND", "unknown badge");
+    assert!(missing.body.get("ok").is_none() && missing.body.get("statusCode").is_none(), "{}", missing.body);
+    stack.post("/push/group", &Auth::None, json!({})).await.expect_error(400, "VALIDATION_FAILED", "no badgeCode");
+    let malformed = json!({"address": "0x12", "badgeCode": "x", "signature": "0x00"});
+    assert_eq!(
+        stack.post("/push/group/leave", &Auth::None, malformed).await.expect_error(400, "VALIDATION_FAILED", "bad address").body["field"],
+        "address"
+    );
+
+    // gRPC clients reach BadgesService through the gateway; joining needs no credentials there
+    // either.
+    use clawx_proto::groups::{GetBadgeRequest, JoinGatedGroupRequest, badges_service_client::BadgesServiceClient};
+    let channel = tonic::transport::Channel::from_shared(stack.base_url.clone()).unwrap().connect().await.unwrap();
+    let mut badges = BadgesServiceClient::new(channel);
+    let status = badges.get_badge(GetBadgeRequest { code: "nope".into() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let wallet = PrivateKeySigner::random();
+    let join = JoinGatedGroupRequest { badge_code: "nope".into(), address: lower(wallet.address()), signature: sign(&wallet, "nope") };
+    let status = badges.join_gated_group(join).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    stack.stop().await;
+}

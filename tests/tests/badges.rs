@@ -336,8 +336,9 @@ fn fast_settings(rpc_url: &str) -> BadgeSettings {
     }
 }
 
+/// Polls `check` until it holds; generous, so a loaded machine does not fail the test.
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
+    for _ in 0..1200 {
         if check().await {
             return;
         }

@@ -159,6 +159,13 @@ if [ ! -d tests/interop/node_modules/@xmtp/node-sdk ] || [ tests/interop/package
   log "installing @xmtp/node-sdk (npm ci)"
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) || FAILED="$FAILED npm-ci"
 fi
+# Badge tests run a real chain (anvil, npm @foundry-rs/anvil) with the token contracts of
+# tests/contracts, compiled by solc-js (npm solc): both installed from the registry.
+if [ ! -d tests/contracts/node_modules/@foundry-rs/anvil ] || [ ! -d tests/contracts/node_modules/solc ] \
+  || [ tests/contracts/package-lock.json -nt tests/contracts/node_modules/.package-lock.json ]; then
+  log "installing anvil and solc-js (npm ci in tests/contracts)"
+  (cd tests/contracts && npm ci --no-audit --no-fund --loglevel=error) || FAILED="$FAILED npm-ci-contracts"
+fi
 
 log "running the test suite (SQLite + memory and PostgreSQL + Redis)"
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -56,6 +56,40 @@ pub struct DevArgs {
     pub push: PushArgs,
     #[command(flatten)]
     pub verify: VerifyArgs,
+    #[command(flatten)]
+    pub badges: BadgeArgs,
+}
+
+/// Badge and gated-group options shared by `dev` and `serve groups`. Chain RPCs are read from
+/// `CLAWX_CHAIN_RPC_<chainId>` variables (one per chain, so not flags).
+#[derive(Args, Debug, Clone)]
+pub struct BadgeArgs {
+    /// How often each member of a gated group is checked again on chain, in seconds.
+    #[arg(long, env = "CLAWX_BADGE_RECHECK_SECS", default_value_t = 3600)]
+    pub badge_recheck_secs: u64,
+    /// Members one re-check tick of a groups replica takes.
+    #[arg(long, env = "CLAWX_BADGE_RECHECK_BATCH", default_value_t = 500)]
+    pub badge_recheck_batch: u32,
+    /// Deadline of one chain call, in milliseconds.
+    #[arg(long, env = "CLAWX_CHAIN_TIMEOUT_MS", default_value_t = 5000)]
+    pub chain_timeout_ms: u64,
+    /// How long a balance read is reused by joins and dry runs, in seconds (0: never).
+    #[arg(long, env = "CLAWX_CHAIN_CACHE_SECS", default_value_t = 15)]
+    pub chain_cache_secs: u64,
+}
+
+impl BadgeArgs {
+    /// The settings, with the chains of the `CLAWX_CHAIN_RPC_<chainId>` environment variables.
+    pub fn settings(&self) -> anyhow::Result<clawx_groups::BadgeSettings> {
+        Ok(clawx_groups::BadgeSettings {
+            chains: clawx_groups::badges::chains_from_vars(std::env::vars())?,
+            chain_timeout: Duration::from_millis(self.chain_timeout_ms.clamp(100, 60_000)),
+            balance_cache_ttl: Duration::from_secs(self.chain_cache_secs.min(3600)),
+            recheck_interval: Duration::from_secs(self.badge_recheck_secs.max(1)),
+            recheck_batch: self.badge_recheck_batch.max(1),
+            ..clawx_groups::BadgeSettings::default()
+        })
+    }
 }
 
 /// Tweet verification options shared by `dev`, `serve verify` and `serve gateway`.
@@ -370,10 +404,12 @@ pub struct ServeArgs {
     pub verify: VerifyArgs,
     #[command(flatten)]
     pub push: PushArgs,
-    /// identity service URL (gateway, messaging and verify roles).
+    #[command(flatten)]
+    pub badges: BadgeArgs,
+    /// identity service URL (gateway, messaging, groups and verify roles).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
-    /// messaging service URL (gateway and verify roles).
+    /// messaging service URL (gateway, groups and verify roles).
     #[arg(long, env = "CLAWX_MESSAGING_URL", default_value = "http://127.0.0.1:50052")]
     pub messaging_url: String,
     /// groups service URL (gateway role).
@@ -497,6 +533,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         agents: args.messaging.agents(Some(keyring)),
         verify: args.verify.settings(),
         push: args.push.config(secrets.jwt_secret.as_ref())?,
+        badges: args.badges.settings()?,
     };
     let stop = clawx_common::shutdown::on_signals();
     let mut stack = Stack::start_with(config, move |gateway_config| gateway.apply(gateway_config)).await?;
@@ -563,7 +600,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clawx_messaging::run(config, listener, shutdown).await
         }
         Role::Groups => {
-            let config = clawx_groups::Config { service: service(backends, auth) };
+            let config = clawx_groups::Config {
+                service: service(backends, auth),
+                badges: args.badges.settings()?,
+                identity_url: args.identity_url,
+                messaging_url: args.messaging_url,
+            };
             clawx_groups::run(config, listener, shutdown).await
         }
         Role::Verify => {

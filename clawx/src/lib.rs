@@ -45,6 +45,8 @@ pub struct StackConfig {
     pub verify: clawx_verify::Settings,
     /// Push notifications.
     pub push: clawx_messaging::push::PushConfig,
+    /// Badges: chain RPCs, the gated groups' re-check, partner-notification delivery.
+    pub badges: clawx_groups::BadgeSettings,
 }
 
 /// The four services and the gateway running in this process, each on its own listener and
@@ -108,7 +110,12 @@ impl Stack {
             push: config.push.clone(),
             agents: config.agents.clone(),
         };
-        let groups_config = clawx_groups::Config { service: service.clone() };
+        let groups_config = clawx_groups::Config {
+            service: service.clone(),
+            badges: config.badges.clone(),
+            identity_url: upstreams.identity.clone(),
+            messaging_url: upstreams.messaging.clone(),
+        };
         let verify_config = clawx_verify::Config {
             service,
             settings: config.verify.clone(),

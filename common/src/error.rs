@@ -91,6 +91,8 @@ error_codes! {
     AlreadyVerified => ("ALREADY_VERIFIED", FailedPrecondition, 400),
     NoVerificationCode => ("NO_VERIFICATION_CODE", FailedPrecondition, 400),
     TweetSourceUnavailable => ("TWEET_SOURCE_UNAVAILABLE", Unavailable, 503),
+    // badges
+    ChainUnavailable => ("CHAIN_UNAVAILABLE", Unavailable, 503),
 }
 
 impl ErrorCode {

@@ -18,13 +18,14 @@ use crate::{
     config::Config,
     context,
     limiter::{Limiter, StreamSlots, refused_error},
-    upstream::{GroupsClient, IdentityClient, MessagingClient, Upstreams, VerifyClient},
+    upstream::{BadgesClient, GroupsClient, IdentityClient, MessagingClient, Upstreams, VerifyClient},
 };
 
 /// Who may call an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// The XMTP node: Clawx credentials are not read; the node learns the client's IP instead.
+    /// Clawx credentials are not read: the XMTP node (which learns the client's IP instead),
+    /// and calls the request proves by itself (a wallet's signature); counted per client IP.
     Open,
     /// Anyone; credentials are checked when sent.
     Public,
@@ -91,6 +92,12 @@ const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.verify.v1.VerifyService/GetVerification", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/RegisterPush", Policy::ACCOUNT),
     ("/clawx.messaging.v1.MessagingService/SyncXmtp", Policy::ACCOUNT),
+    ("/clawx.groups.v1.BadgesService/CreateBadge", Policy::ACCOUNT),
+    // The wallet's signature proves the address: credentials are not read, calls count per IP.
+    ("/clawx.groups.v1.BadgesService/JoinGatedGroup", Policy { access: Access::Open, ..Policy::PUBLIC }),
+    ("/clawx.groups.v1.BadgesService/LeaveGatedGroup", Policy { access: Access::Open, ..Policy::PUBLIC }),
+    ("/clawx.groups.v1.BadgesService/SendBadgeNotification", Policy::ACCOUNT),
+    ("/clawx.groups.v1.BadgesService/GetNotification", Policy::ACCOUNT),
 ];
 
 /// Operations only verified accounts may call when verification is required
@@ -221,6 +228,11 @@ impl Gateway {
     /// The verify service, acting for `principal`.
     pub fn verify(&self, principal: &Principal) -> VerifyClient {
         self.upstreams.verify(principal)
+    }
+
+    /// The groups service's badges, acting for `principal`.
+    pub fn badges(&self, principal: &Principal) -> BadgesClient {
+        self.upstreams.badges(principal)
     }
 }
 

@@ -18,7 +18,7 @@ use clawx_common::{ErrorCode, ServiceError, auth::INTERNAL_TOKEN_METADATA, grpc:
 use tower::{Service, ServiceExt};
 
 use crate::{
-    guard::{Access, Gateway},
+    guard::{Bucket, Gateway},
     limiter::StreamSlot,
     upstream::Upstream,
 };
@@ -158,7 +158,7 @@ async fn forward(gateway: &Gateway, mut request: Request<tonic::body::Body>) -> 
     };
     // Clawx credentials never travel past the edge: services get the internal token instead.
     crate::auth::strip_credentials(request.headers_mut());
-    if admitted.policy.access == Access::Open {
+    if admitted.policy.bucket == Bucket::Xmtp {
         // The node keeps its own per-client bounds; it learns the client from the gateway only.
         if let Ok(value) = HeaderValue::from_str(&client_ip) {
             request.headers_mut().insert(CLIENT_IP_METADATA, value);

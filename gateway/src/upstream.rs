@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clawx_common::{InternalAuth, Principal, auth::INTERNAL_TOKEN_METADATA, grpc::REQUEST_ID_HEADER};
 use clawx_proto::{
-    groups::groups_service_client::GroupsServiceClient, identity::identity_service_client::IdentityServiceClient,
-    messaging::messaging_service_client::MessagingServiceClient, verify::verify_service_client::VerifyServiceClient,
+    groups::{badges_service_client::BadgesServiceClient, groups_service_client::GroupsServiceClient},
+    identity::identity_service_client::IdentityServiceClient,
+    messaging::messaging_service_client::MessagingServiceClient,
+    verify::verify_service_client::VerifyServiceClient,
 };
 use tonic::{
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -96,6 +98,7 @@ pub type IdentityClient = IdentityServiceClient<Authorized>;
 pub type MessagingClient = MessagingServiceClient<Authorized>;
 pub type GroupsClient = GroupsServiceClient<Authorized>;
 pub type VerifyClient = VerifyServiceClient<Authorized>;
+pub type BadgesClient = BadgesServiceClient<Authorized>;
 
 /// One lazily connected HTTP/2 channel per service.
 #[derive(Clone, Debug)]
@@ -159,6 +162,11 @@ impl Upstreams {
     /// The verify service, acting for `principal`.
     pub fn verify(&self, principal: &Principal) -> VerifyClient {
         VerifyServiceClient::with_interceptor(self.verify.clone(), self.authorize(Upstream::Verify, principal))
+    }
+
+    /// The groups service's badges (`BadgesService`), acting for `principal`.
+    pub fn badges(&self, principal: &Principal) -> BadgesClient {
+        BadgesServiceClient::with_interceptor(self.groups.clone(), self.authorize(Upstream::Groups, principal))
     }
 }
 

@@ -1,29 +1,53 @@
-//! The Clawx groups service.
+//! The Clawx groups service: badges and token-gated groups checked on chain, and partner
+//! notifications to their members (`badges`).
 
+pub mod badges;
 mod grpc;
 
 use clawx_common::{service::ServiceConfig, storage::Migrations};
-use clawx_proto::groups::groups_service_server::GroupsServiceServer;
+use clawx_proto::groups::{badges_service_server::BadgesServiceServer, groups_service_server::GroupsServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use badges::BadgeSettings;
 
 /// The service name: its JWT audience, PostgreSQL schema and SQLite file name.
 pub const SERVICE: &str = "groups";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta");
+pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 3 => "0003_badges");
 
 /// What the groups service needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
+    /// Chains, the re-check and partner-notification delivery.
+    pub badges: BadgeSettings,
+    /// Where the identity service listens (who owns a domain).
+    pub identity_url: String,
+    /// Where the messaging service listens (partner notifications are direct messages).
+    pub messaging_url: String,
 }
 
-/// Serves the groups service on `listener` until `shutdown` fires.
+/// Serves the groups service on `listener` until `shutdown` fires, with the gated groups'
+/// re-check and the partner-notification worker running beside it.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    clawx_common::service::serve(SERVICE, &MIGRATIONS, config.service, listener, shutdown, |context, servers| {
+    let Config { service, badges: badge_settings, identity_url, messaging_url } = config;
+    let services = badges::services::Services::connect_lazy(&identity_url, &messaging_url, service.auth.clone())?;
+    let chains = badges::chain::Chains::new(&badge_settings.chains, badge_settings.chain_timeout, badge_settings.balance_cache_ttl)?;
+    let workers_shutdown = shutdown.clone();
+    clawx_common::service::serve(SERVICE, &MIGRATIONS, service, listener, shutdown, move |context, servers| {
         servers.authenticated(
             GroupsServiceServer::new(grpc::GroupsGrpc::new(context.clone())).max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES),
+        );
+        let store = badges::store::for_database(&context.database);
+        tracing::info!(chains = ?badge_settings.chains.keys().collect::<Vec<_>>(), "badges ready");
+        badges::recheck::Rechecker::new(store.clone(), chains.clone(), badge_settings.recheck_interval, badge_settings.recheck_batch)
+            .spawn(workers_shutdown.clone());
+        badges::notify::Deliverer::new(store.clone(), services.clone(), badge_settings.clone()).spawn(workers_shutdown);
+        let service = badges::Badges::new(store, chains, services);
+        servers.authenticated(
+            BadgesServiceServer::new(badges::grpc::BadgesGrpc::new(service)).max_decoding_message_size(clawx_common::grpc::MAX_MESSAGE_BYTES),
         );
         Ok(())
     })

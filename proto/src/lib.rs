@@ -17,8 +17,13 @@ pub use pb::clawx::verify::v1 as verify;
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
 /// Fully qualified names of the public Clawx gRPC services.
-pub const PUBLIC_SERVICES: &[&str] =
-    &["clawx.identity.v1.IdentityService", "clawx.messaging.v1.MessagingService", "clawx.groups.v1.GroupsService", "clawx.verify.v1.VerifyService"];
+pub const PUBLIC_SERVICES: &[&str] = &[
+    "clawx.identity.v1.IdentityService",
+    "clawx.messaging.v1.MessagingService",
+    "clawx.groups.v1.GroupsService",
+    "clawx.groups.v1.BadgesService",
+    "clawx.verify.v1.VerifyService",
+];
 
 /// Fully qualified names of the XMTP node services (served by messaging, forwarded by the
 /// gateway without Clawx auth).

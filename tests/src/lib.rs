@@ -111,6 +111,7 @@ impl TestStack {
             agents: clawx::AgentConfig { keyring: agents.then_some(keyring), sync_interval: Duration::from_secs(5), ..Default::default() },
             verify,
             push,
+            badges: Default::default(),
         };
         let mut stack = Stack::start_with(config, adjust).await.expect("stack starts");
         stack.ready(Duration::from_secs(60)).await.expect("stack ready");

@@ -7,6 +7,7 @@
 //! this file composes them.
 
 mod account;
+mod badges;
 mod chat;
 pub mod extract;
 pub mod guarded;
@@ -36,6 +37,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(messages::routes(&gateway))
         .merge(chat::routes(&gateway))
         .merge(verify::routes(&gateway))
+        .merge(badges::routes(&gateway))
         .routes(routes!(system::health))
         .routes(routes!(system::status))
         .routes(routes!(system::metrics))

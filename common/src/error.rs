@@ -82,6 +82,10 @@ error_codes! {
     DomainNotFound => ("DOMAIN_NOT_FOUND", Unauthenticated, 401),
     // messaging
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", AlreadyExists, 409),
+    // groups
+    HandleRequired => ("HANDLE_REQUIRED", PermissionDenied, 403),
+    OwnerCannotLeave => ("OWNER_CANNOT_LEAVE", FailedPrecondition, 400),
+    NotAMember => ("NOT_A_MEMBER", FailedPrecondition, 400),
     // verification
     VerificationExpired => ("VERIFICATION_EXPIRED", FailedPrecondition, 400),
     InvalidTweet => ("INVALID_TWEET", InvalidArgument, 400),

@@ -123,7 +123,7 @@ impl VerifyArgs {
 /// Direct-message options shared by `dev` and `serve messaging`.
 #[derive(Args, Debug, Clone)]
 pub struct MessagingArgs {
-    /// Largest direct message, in bytes of content.
+    /// Largest direct or group message, in bytes of content.
     #[arg(long, env = "CLAWX_MESSAGE_MAX_BYTES", default_value_t = clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES)]
     pub message_max_bytes: usize,
     /// Block reports from distinct accounts that give an address the full report weight (0.8)
@@ -349,10 +349,10 @@ pub struct ServeArgs {
     pub verify: VerifyArgs,
     #[command(flatten)]
     pub push: PushArgs,
-    /// identity service URL (gateway, messaging and verify roles).
+    /// identity service URL (gateway, messaging, groups and verify roles).
     #[arg(long, env = "CLAWX_IDENTITY_URL", default_value = "http://127.0.0.1:50051")]
     pub identity_url: String,
-    /// messaging service URL (gateway and verify roles).
+    /// messaging service URL (gateway, groups and verify roles).
     #[arg(long, env = "CLAWX_MESSAGING_URL", default_value = "http://127.0.0.1:50052")]
     pub messaging_url: String,
     /// groups service URL (gateway role).
@@ -533,7 +533,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clawx_messaging::run(config, listener, shutdown).await
         }
         Role::Groups => {
-            let config = clawx_groups::Config { service: service(backends, auth) };
+            let config = clawx_groups::Config {
+                service: service(backends, auth),
+                settings: clawx_groups::Settings { message_max_bytes: args.messaging.message_max_bytes },
+                identity_url: args.identity_url,
+                messaging_url: args.messaging_url,
+            };
             clawx_groups::run(config, listener, shutdown).await
         }
         Role::Verify => {

@@ -104,7 +104,12 @@ impl Stack {
             spam: config.spam.clone(),
             push: config.push.clone(),
         };
-        let groups_config = clawx_groups::Config { service: service.clone() };
+        let groups_config = clawx_groups::Config {
+            service: service.clone(),
+            settings: clawx_groups::Settings { message_max_bytes: config.message_max_bytes },
+            identity_url: upstreams.identity.clone(),
+            messaging_url: upstreams.messaging.clone(),
+        };
         let verify_config = clawx_verify::Config {
             service,
             settings: config.verify.clone(),

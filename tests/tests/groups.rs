@@ -453,3 +453,46 @@ async fn deleted_accounts_leave_their_groups_and_reads_go_on() {
         stack.stop().await;
     }
 }
+
+#[tokio::test]
+async fn with_verification_required_unverified_accounts_cannot_create_groups() {
+    let verify = clawx_verify::Settings { require_verification: true, ..clawx_verify::Settings::default() };
+    for stack in TestStack::all_with_verify(verify, |_| {}).await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        let refused = stack.post("/groups", &key(&alice), json!({"title": "t", "description": "d"})).await;
+        refused.expect_error(403, "NOT_VERIFIED", name);
+        assert_eq!(refused.body["ok"], false, "{name}");
+        stack.get("/groups", &Auth::None).await.expect_ok(&format!("{name}: reading needs nothing"));
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_group_route() {
+    let stack = TestStack::embedded().await;
+    let document = stack.get("/openapi.json", &Auth::None).await.body;
+    let routes = [
+        ("/groups", "get", None),
+        ("/groups", "post", Some("403")),
+        ("/groups/{id}", "get", Some("404")),
+        ("/groups/{id}", "patch", Some("403")),
+        ("/groups/{id}", "delete", Some("204")),
+        ("/groups/{id}/join", "post", Some("404")),
+        ("/groups/{id}/leave", "post", Some("400")),
+        ("/groups/{id}/messages", "post", Some("409")),
+        ("/groups/{id}/messages", "get", Some("403")),
+    ];
+    for (path, method, status) in routes {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{path} {method} is documented");
+        if let Some(status) = status {
+            assert!(operation["responses"][status].is_object(), "{path} {method} documents {status}");
+        }
+    }
+    assert_eq!(document["paths"]["/groups"]["get"]["security"][0], json!({}), "listing needs no authentication");
+    for schema in ["Group", "GroupList", "GroupMessage", "Member"] {
+        assert!(document["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    stack.stop().await;
+}

@@ -175,6 +175,10 @@ impl Groups {
         if search.chars().count() > MAX_SEARCH_CHARS {
             return Err(ServiceError::invalid("search", format!("search must be at most {MAX_SEARCH_CHARS} characters")));
         }
+        // PostgreSQL text cannot hold NUL: refused here rather than failing the query.
+        if search.contains('\0') {
+            return Err(ServiceError::invalid("search", "search must not contain NUL characters"));
+        }
         let search = search.trim().to_lowercase();
         let (records, total) = self.store.list_groups((!search.is_empty()).then_some(search.as_str()), limit, offset).await.map_err(internal)?;
         let owners: Vec<i64> = records.iter().map(|record| record.owner_id).collect();

@@ -188,6 +188,7 @@ async fn groups_are_created_read_listed_updated_and_deleted_by_their_owner() {
         }
         stack.get("/groups?limit=-1", &Auth::None).await.expect_error(400, "VALIDATION_FAILED", name);
         stack.get(&format!("/groups?search={}", "s".repeat(201)), &Auth::None).await.expect_error(400, "VALIDATION_FAILED", name);
+        stack.get("/groups?search=a%00b", &Auth::None).await.expect_error(400, "VALIDATION_FAILED", name);
 
         // Deleting: owner only, 204, then gone with its members.
         delete(&stack, &Auth::None, &path).await.expect_error(401, "UNAUTHORIZED", name);

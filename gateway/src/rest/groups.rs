@@ -165,7 +165,7 @@ pub struct GroupsQuery {
     #[param(value_type = Option<u64>, minimum = 0, maximum = 4_294_967_295u64, default = 0)]
     offset: Option<u32>,
     /// Substring of the title or the description, case-insensitive (`%` and `_` match themselves)
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\x00]*$")]
     search: Option<String>,
 }
 

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use clawx_common::{Principal, time::now_ms};
-use clawx_proto::identity::{DeleteUnverifiedAccountRequest, identity_service_client::IdentityServiceClient};
+use clawx_proto::{
+    identity::{DeleteUnverifiedAccountRequest, identity_service_client::IdentityServiceClient},
+    messaging::{PublishGroupMessageRequest, StreamMessagesRequest, messaging_service_client::MessagingServiceClient},
+};
 use clawx_tests::{Auth, Reply, TestStack};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -334,6 +337,14 @@ impl Events {
     }
 }
 
+/// The gRPC message stream of `key`'s account, through the gateway.
+async fn grpc_stream(stack: &TestStack, key: &str) -> tonic::Streaming<clawx_proto::messaging::Message> {
+    let mut client = MessagingServiceClient::new(stack.channel().await);
+    let mut request = tonic::Request::new(StreamMessagesRequest { after_id: 0 });
+    request.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    client.stream_messages(request).await.expect("the gRPC stream opens").into_inner()
+}
+
 /// Waits until a message sent to the stream's owner shows up, so the stream is live.
 async fn await_live(stack: &TestStack, events: &mut Events, sender: &str, handle: &str) {
     let marker = format!("ping {handle}");
@@ -358,15 +369,35 @@ async fn members_see_new_group_messages_on_their_stream_with_the_group_id() {
         post_empty(&stack, &key(&bob), &format!("/groups/{id}/join")).await.expect_ok(name);
 
         let mut bob_events = Events::open(&stack, &bob).await;
+        let mut bob_grpc = grpc_stream(&stack, &bob).await;
         let mut carol_events = Events::open(&stack, &carol).await;
         await_live(&stack, &mut bob_events, &alice, "bob").await;
         await_live(&stack, &mut carol_events, &alice, "carol").await;
+        // The gRPC stream is live once it has the marker the SSE stream saw (replayed or live).
+        while tokio::time::timeout(Duration::from_secs(20), bob_grpc.message()).await.expect("in time").unwrap().expect("open").content != "ping bob"
+        {
+        }
 
         let sent = send(&stack, &key(&alice), &id, "to every member", None).await.expect_ok(name)["message"].clone();
         let (event_id, event, data) = bob_events.next().await;
         assert_eq!((event_id, event.as_str()), (None, "group_message"), "{name}: {data}");
         assert_eq!(data, sent, "{name}: the group message, with its group id");
         assert_eq!(data["group_id"], id.as_str(), "{name}");
+        // Over gRPC too: a Message with the group's id and topic.
+        let message = tokio::time::timeout(Duration::from_secs(20), bob_grpc.message()).await.expect("in time").unwrap().expect("open");
+        assert_eq!(
+            (message.group_id.as_deref(), message.id, message.content.as_str()),
+            (Some(id.as_str()), sent["id"].as_i64().unwrap(), "to every member"),
+            "{name}"
+        );
+        assert_eq!((message.topic.as_str(), message.recipient_id), (format!("/clawx/group/1/{id}").as_str(), None), "{name}");
+
+        // Nobody but the groups service publishes group messages.
+        let mut messaging = MessagingServiceClient::new(stack.channel().await);
+        let mut request = tonic::Request::new(PublishGroupMessageRequest { member_ids: vec![1, 2, 3], message: Some(Default::default()) });
+        request.metadata_mut().insert("x-api-key", alice.parse().unwrap());
+        let refused = messaging.publish_group_message(request).await.expect_err("accounts cannot publish");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{name}");
 
         // The stream's direct messages go on in order after it, with their ids.
         let dm =

@@ -157,7 +157,7 @@ impl VerifyArgs {
 /// Direct-message options shared by `dev` and `serve messaging`.
 #[derive(Args, Debug, Clone)]
 pub struct MessagingArgs {
-    /// Largest direct message, in bytes of content.
+    /// Largest direct or group message, in bytes of content.
     #[arg(long, env = "CLAWX_MESSAGE_MAX_BYTES", default_value_t = clawx_messaging::dm::DEFAULT_MAX_MESSAGE_BYTES)]
     pub message_max_bytes: usize,
     /// Block reports from distinct accounts that give an address the full report weight (0.8)
@@ -602,6 +602,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Role::Groups => {
             let config = clawx_groups::Config {
                 service: service(backends, auth),
+                settings: clawx_groups::Settings { message_max_bytes: args.messaging.message_max_bytes },
                 badges: args.badges.settings()?,
                 identity_url: args.identity_url,
                 messaging_url: args.messaging_url,

@@ -112,6 +112,7 @@ impl Stack {
         };
         let groups_config = clawx_groups::Config {
             service: service.clone(),
+            settings: clawx_groups::Settings { message_max_bytes: config.message_max_bytes },
             badges: config.badges.clone(),
             identity_url: upstreams.identity.clone(),
             messaging_url: upstreams.messaging.clone(),

@@ -83,6 +83,10 @@ error_codes! {
     // messaging
     IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", AlreadyExists, 409),
     RecipientNotOnXmtp => ("RECIPIENT_NOT_ON_XMTP", FailedPrecondition, 400),
+    // groups
+    HandleRequired => ("HANDLE_REQUIRED", PermissionDenied, 403),
+    OwnerCannotLeave => ("OWNER_CANNOT_LEAVE", FailedPrecondition, 400),
+    NotAMember => ("NOT_A_MEMBER", FailedPrecondition, 400),
     // verification
     VerificationExpired => ("VERIFICATION_EXPIRED", FailedPrecondition, 400),
     InvalidTweet => ("INVALID_TWEET", InvalidArgument, 400),

@@ -98,11 +98,18 @@ const OPERATIONS: &[(&str, Policy)] = &[
     ("/clawx.groups.v1.BadgesService/LeaveGatedGroup", Policy { access: Access::Open, ..Policy::PUBLIC }),
     ("/clawx.groups.v1.BadgesService/SendBadgeNotification", Policy::ACCOUNT),
     ("/clawx.groups.v1.BadgesService/GetNotification", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/CreateGroup", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/UpdateGroup", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/DeleteGroup", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/JoinGroup", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/LeaveGroup", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/SendGroupMessage", Policy::ACCOUNT),
+    ("/clawx.groups.v1.GroupsService/ListGroupMessages", Policy::ACCOUNT),
 ];
 
 /// Operations only verified accounts may call when verification is required
 /// (`CLAWX_REQUIRE_VERIFICATION`): 403 `NOT_VERIFIED` otherwise. Sending messages and creating
-/// groups; the group-creation rule takes effect as soon as that method exists.
+/// groups.
 const VERIFIED_OPERATIONS: &[&str] = &["/clawx.messaging.v1.MessagingService/SendDirectMessage", "/clawx.groups.v1.GroupsService/CreateGroup"];
 
 /// Whether a gRPC method is for verified accounts only (when verification is required).

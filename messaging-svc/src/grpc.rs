@@ -129,6 +129,15 @@ impl MessagingService for MessagingGrpc {
         Ok(Response::new(pb::PurgeAccountResponse { messages_deleted }))
     }
 
+    async fn publish_group_message(&self, request: Request<pb::PublishGroupMessageRequest>) -> Reply<pb::PublishGroupMessageResponse> {
+        crate::groups::authorize(&principal_of(&request)).map_err(ServiceError::into_status)?;
+        let message = request.into_inner();
+        let published = crate::groups::publish(&self.context.backends.pubsub, &message.member_ids, &message.message.unwrap_or_default())
+            .await
+            .map_err(ServiceError::into_status)?;
+        Ok(Response::new(pb::PublishGroupMessageResponse { published }))
+    }
+
     async fn register_push(&self, request: Request<pb::RegisterPushRequest>) -> Reply<pb::RegisterPushResponse> {
         let account_id = account_of(&request)?;
         let response = self.push.register(account_id, request.into_inner()).await.map_err(ServiceError::into_status)?;

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod dm;
+mod groups;
 mod grpc;
 pub mod node;
 mod purge;

@@ -544,6 +544,13 @@ impl MessagingService for FailingStream {
         Err(tonic::Status::unimplemented("stand-in"))
     }
 
+    async fn publish_group_message(
+        &self,
+        _request: tonic::Request<pb::PublishGroupMessageRequest>,
+    ) -> Result<tonic::Response<pb::PublishGroupMessageResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("stand-in"))
+    }
+
     async fn stream_messages(
         &self,
         request: tonic::Request<pb::StreamMessagesRequest>,

@@ -32,6 +32,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     extract::{Account, JsonBody, PathParam, QueryParams},
+    groups::GroupMessage,
     guarded::guarded,
     types::{Envelope, EventId, Handle, IdempotencyKey, PeerAddress, sql_datetime},
 };
@@ -443,9 +444,14 @@ impl PartialSchema for StreamEvent {
             .required("id")
             .required("event")
             .required("data");
+        let group_message = ObjectBuilder::new()
+            .property("event", constant("group_message"))
+            .property("data", json_text("GroupMessage"))
+            .required("event")
+            .required("data");
         let error =
             ObjectBuilder::new().property("event", constant("error")).property("data", json_text("StreamError")).required("event").required("data");
-        RefOr::T(Schema::OneOf(OneOfBuilder::new().item(message).item(error).build()))
+        RefOr::T(Schema::OneOf(OneOfBuilder::new().item(message).item(group_message).item(error).build()))
     }
 }
 
@@ -453,11 +459,18 @@ impl ToSchema for StreamEvent {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         schemas.push(("Message".to_string(), Message::schema()));
         schemas.push(("StreamError".to_string(), StreamError::schema()));
+        schemas.push(("GroupMessage".to_string(), GroupMessage::schema()));
         Message::schemas(schemas);
     }
 }
 
 fn message_event(message: pb::Message) -> Event {
+    if message.group_id.is_some() {
+        // Group messages carry no `id:`: they are not in the stream's replay sequence, so
+        // `Last-Event-ID` keeps naming the last direct message.
+        let data = serde_json::to_string(&GroupMessage::from_stream(message)).expect("a message serializes");
+        return Event::default().event("group_message").data(data);
+    }
     let id = message.id.to_string();
     let data = serde_json::to_string(&Message::from(message)).expect("a message serializes");
     Event::default().id(id).event("message").data(data)
@@ -472,7 +485,9 @@ fn error_event(status: &tonic::Status) -> Event {
 #[utoipa::path(get, path = "/messages/stream", tag = "Messages", summary = "Your messages as they arrive (Server-Sent Events)",
     description = "Every message of your conversations after the starting id, oldest first, then each new one as it is stored: \
         once each, in order, with no gap. Each event is `id: <message id>`, `event: message`, `data: <message JSON>`; \
-        reconnect with `Last-Event-ID` to resume without duplicates. A comment line arrives every 15 seconds while idle. \
+        reconnect with `Last-Event-ID` to resume without duplicates. New messages of the groups you are a member of \
+        arrive live as `event: group_message`, `data: <group message JSON>` (with its `group_id`), without an `id:` and \
+        not replayed: read what you missed with GET /groups/{id}/messages?after=. A comment line arrives every 15 seconds while idle. \
         When the stream ends with an error (a slow reader dropped, the service going away), an `event: error` \
         carries `{\"code\", \"error\"}` before the connection closes. Each open stream counts against the per-IP cap on \
         long-lived streams (`CLAWX_XMTP_STREAMS_PER_IP`); past it, 429 `RATE_LIMITED`.",
@@ -565,6 +580,7 @@ mod tests {
             delivery: pb::Delivery::Stored.into(),
             delivery_error: None,
             topic: "/clawx/dm/1/3".into(),
+            group_id: None,
         };
         let json = serde_json::to_value(Message::from(message)).unwrap();
         assert_eq!(

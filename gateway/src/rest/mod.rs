@@ -3,13 +3,14 @@
 //!
 //! Modules, each using only those listed before it: [`types`] and [`extract`] (what bodies,
 //! parameters and callers are made of), [`guarded`] (a route behind the edge guard), the
-//! handler files (`account`, `messages`, `chat`, `system`), [`openapi`] (what every operation shares);
+//! handler files (`account`, `messages`, `chat`, `groups`, `system`), [`openapi`] (what every operation shares);
 //! this file composes them.
 
 mod account;
 mod badges;
 mod chat;
 pub mod extract;
+mod groups;
 pub mod guarded;
 mod messages;
 pub mod openapi;
@@ -38,6 +39,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(chat::routes(&gateway))
         .merge(verify::routes(&gateway))
         .merge(badges::routes(&gateway))
+        .merge(groups::routes(&gateway))
         .routes(routes!(system::health))
         .routes(routes!(system::status))
         .routes(routes!(system::metrics))

@@ -44,6 +44,16 @@ pub const NAME_PATTERN: &str = concat!(
 /// Free text: no control characters except tab, line feed and carriage return, no invisible
 /// formatting characters.
 pub const TEXT_PATTERN: &str = concat!(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f", invisible_characters!(), r"]*$");
+/// Free text with at least one character that is not whitespace (a group's description).
+pub const REQUIRED_TEXT_PATTERN: &str = concat!(
+    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f",
+    invisible_characters!(),
+    r"]*[^\s\x00-\x1f\x7f-\x9f",
+    invisible_characters!(),
+    r"][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f",
+    invisible_characters!(),
+    r"]*$"
+);
 /// `http(s)://host[:port]`, then an RFC 3986 path, query and fragment: unreserved characters,
 /// `%` and two hex digits, and the delimiters `! $ & ( ) * + , ; = : @ /` (`?` in the query and
 /// fragment), so never a quote, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`, space, control or
@@ -220,6 +230,16 @@ formatted_string!(
     /// A profile description (the service checks it).
     Text,
     Format { pattern: TEXT_PATTERN, min_length: None, max_length: 1000, rule: "" }
+);
+formatted_string!(
+    /// A group's title (the service checks it).
+    GroupTitle,
+    Format { pattern: NAME_PATTERN, min_length: Some(1), max_length: 200, rule: "" }
+);
+formatted_string!(
+    /// A group's description (the service checks it).
+    GroupDescription,
+    Format { pattern: REQUIRED_TEXT_PATTERN, min_length: Some(1), max_length: 10_000, rule: "" }
 );
 formatted_string!(
     /// A domain name (the service checks it).

@@ -94,6 +94,7 @@ pub fn to_proto(message: &StoredMessage, handles: &Handles) -> pb::Message {
         delivery: delivery as i32,
         delivery_error: message.delivery_error.clone(),
         topic: format!("/clawx/dm/1/{}", message.conversation_id),
+        group_id: None,
     }
 }
 

@@ -6,7 +6,8 @@
 //! id it delivered per topic, delivers a live message directly when nothing can be missing
 //! before it (`previous id <= delivered`), and otherwise reads the missing ids from the
 //! database. Lost notifications ([`Event::Gap`]: a Redis reconnect, a slow subscriber) make it
-//! re-read every topic.
+//! re-read every topic. A notice with id 0 is outside the topic's sequence (a group message on
+//! an account's mailbox): delivered live to whoever listens, never replayed.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -304,6 +305,16 @@ async fn serve<T: Topic>(node: &T::Context, filters: Vec<(Vec<u8>, u64)>, sink: 
         match event {
             Event::Message(payload) => {
                 let Some(notice) = decode_notice::<T::Item>(&payload) else { continue };
+                if notice.id == 0 {
+                    // Outside the topic's sequence (a group message on a mailbox): delivered
+                    // live, moving no cursor.
+                    if let Some(message) = notice.message
+                        && sink.send(Ok(message)).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let topic = &mut watched[index];
                 if notice.id <= topic.delivered {
                     continue;

@@ -1,0 +1,85 @@
+//! The other services the groups service calls, as itself: the identity service (who owns and
+//! belongs to a group: handle, name, wallet) and the messaging service (the live streams new
+//! group messages go to).
+
+use std::{collections::HashMap, time::Duration};
+
+use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult};
+use clawx_proto::{
+    identity::{Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient},
+    messaging::{Message, PublishGroupMessageRequest, messaging_service_client::MessagingServiceClient},
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::SERVICE;
+
+/// Most accounts one `ResolveAccounts` call names (the identity service's bound).
+pub const MAX_RESOLVE: usize = 500;
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|error| anyhow::anyhow!("invalid service URL {url:?}: {error}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15));
+    Ok(endpoint.connect_lazy())
+}
+
+/// Clients of the identity and messaging services, calling as the groups service.
+#[derive(Clone)]
+pub struct Accounts {
+    identity: IdentityServiceClient<Channel>,
+    messaging: MessagingServiceClient<Channel>,
+    auth: InternalAuth,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").finish_non_exhaustive()
+    }
+}
+
+impl Accounts {
+    /// Clients of the services at these URLs; they connect on first use.
+    pub fn connect_lazy(identity_url: &str, messaging_url: &str, auth: InternalAuth) -> anyhow::Result<Accounts> {
+        Ok(Accounts {
+            identity: IdentityServiceClient::new(channel(identity_url)?),
+            messaging: MessagingServiceClient::new(channel(messaging_url)?),
+            auth,
+        })
+    }
+
+    fn request<T>(&self, audience: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        self.auth.authorize(&mut request, audience, &Principal::from_service(SERVICE));
+        request
+    }
+
+    /// The profiles of the accounts that exist among `ids` (at most [`MAX_RESOLVE`]), in one
+    /// call; an account missing from the answer no longer exists.
+    pub async fn profiles(&self, ids: &[i64]) -> ServiceResult<HashMap<i64, Profile>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        debug_assert!(ids.len() <= MAX_RESOLVE);
+        let request = self.request("identity", ResolveAccountsRequest { ids, ..Default::default() });
+        let reply = self.identity.clone().resolve_accounts(request).await.map_err(|status| upstream("identity", &status))?;
+        Ok(reply.into_inner().accounts.into_iter().map(|profile| (profile.id, profile)).collect())
+    }
+
+    /// Puts a group message on the live streams of `member_ids`.
+    pub async fn publish(&self, member_ids: Vec<i64>, message: Message) -> ServiceResult<u32> {
+        let request = self.request("messaging", PublishGroupMessageRequest { member_ids, message: Some(message) });
+        let reply = self.messaging.clone().publish_group_message(request).await.map_err(|status| upstream("messaging", &status))?;
+        Ok(reply.into_inner().published)
+    }
+}
+
+/// An error of another service, as this one reports it.
+fn upstream(service: &str, status: &tonic::Status) -> ServiceError {
+    let error = ServiceError::from_status(status);
+    tracing::warn!(service, grpc.code = ?status.code(), error = %error, "call to another service failed");
+    error
+}

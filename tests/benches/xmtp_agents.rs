@@ -98,6 +98,7 @@ async fn main() {
         println!("skipped: needs target/release/clawx (cargo build --release -p clawx)");
         return;
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
     // 1. Latency to `sent` between accounts here.

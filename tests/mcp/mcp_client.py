@@ -23,6 +23,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 BASE = sys.argv[1].rstrip("/")
 MCP_URL = f"{BASE}/mcp"
 
+NEGOTIATED = set()
+
 EXPECTED_TOOLS = {"whoami", "send_dm", "read_inbox", "read_conversation", "sync_xmtp", "wait_for_messages", "find_users", "get_user"}
 
 
@@ -55,7 +57,8 @@ async def connect(key):
     async with http, streamable_http_client(MCP_URL, http_client=http) as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
-            await session.initialize()
+            initialized = await session.initialize()
+            NEGOTIATED.add(initialized.protocol_version)
             yield session
 
 
@@ -128,6 +131,21 @@ async def main():
         failed, user = await call(alice, "get_user", {"handle": bob_handle})
         check(not failed and user["handle"] == bob_handle, "get_user answers bob's profile")
 
+    # A key revoked while its client is connected stops working at the next request.
+    second = rest("POST", "/account/keys", {"name": "mcp"}, alice_key)
+    async with connect(second["api_key"]) as session:
+        failed, me = await call(session, "whoami")
+        check(not failed and me["handle"] == alice_handle, "a second key works over MCP")
+        revoke = urllib.request.Request(f"{BASE}/account/keys/{second['id']}", method="DELETE", headers={"x-api-key": alice_key})
+        urllib.request.urlopen(revoke, timeout=10).close()
+        refused_after_revoke = False
+        try:
+            failed, answer = await call(session, "whoami")
+            refused_after_revoke = failed and answer.get("code") == "UNAUTHORIZED"
+        except Exception:  # the SDK raises on the HTTP 401
+            refused_after_revoke = True
+        check(refused_after_revoke, "a revoked key is refused at once on an open connection")
+
     # A bad key is refused before any MCP message is read.
     request = urllib.request.Request(
         MCP_URL,
@@ -148,6 +166,7 @@ async def main():
     except Exception:  # the SDK raises its own error types for an HTTP 401
         refused_by_sdk = True
     check(refused_by_sdk, "the SDK cannot initialize with a bad key")
+    print(f"negotiated protocol revisions: {sorted(NEGOTIATED)}")
     print("all MCP checks passed")
 
 

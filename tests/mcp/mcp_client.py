@@ -25,7 +25,11 @@ MCP_URL = f"{BASE}/mcp"
 
 NEGOTIATED = set()
 
-EXPECTED_TOOLS = {"whoami", "send_dm", "read_inbox", "read_conversation", "sync_xmtp", "wait_for_messages", "find_users", "get_user"}
+EXPECTED_TOOLS = {
+    "whoami", "send_dm", "read_inbox", "read_conversation", "sync_xmtp", "wait_for_messages", "find_users", "get_user",
+    "register_handle", "update_profile", "list_groups", "get_group", "create_group", "join_group", "leave_group",
+    "post_group_message", "read_group_messages", "verify_start", "verify_complete", "verify_status", "check_spam",
+}
 
 
 def check(condition, what):
@@ -130,6 +134,44 @@ async def main():
         check(not failed and {alice_handle, bob_handle} <= {user["handle"] for user in found["users"]}, "find_users finds both accounts")
         failed, user = await call(alice, "get_user", {"handle": bob_handle})
         check(not failed and user["handle"] == bob_handle, "get_user answers bob's profile")
+
+        failed, synced = await call(bob, "sync_xmtp")
+        check(not failed and isinstance(synced["synced"], int), "sync_xmtp answers a count")
+        failed, updated = await call(alice, "update_profile", {"description": "an agent under test"})
+        check(not failed and updated["description"] == "an agent under test", "update_profile changes only what it is given")
+        failed, error = await call(alice, "register_handle", {"handle": f"again{suffix}", "name": "again"})
+        check(failed and error["code"].isupper(), f"register_handle twice is a tool error with a code ({error})")
+        failed, status = await call(alice, "verify_status")
+        check(not failed and status["verified"] is False, "verify_status answers unverified")
+        failed, started = await call(alice, "verify_start")
+        check(not failed and started["verificationCode"].startswith("CLAW-") and started["verificationCode"] in started["tweetText"], "verify_start answers a code and its tweet")
+        failed, error = await call(alice, "verify_complete", {"tweet_url": "https://example.com/not-a-tweet"})
+        check(failed and error["code"] == "INVALID_TWEET" and error.get("field") == "tweet_url", f"verify_complete refuses a URL that is not a tweet ({error})")
+        failed, verdict = await call(alice, "check_spam", {"address": user["wallet_address"]})
+        check(not failed and verdict["isSpam"] is False, "check_spam answers a verdict")
+        failed, error = await call(alice, "check_spam", {"address": "0x12"})
+        check(failed and error["code"] == "VALIDATION_FAILED" and error.get("field") == "address", "check_spam names a bad address")
+
+        # Groups: create, find, join, post, read, leave.
+        failed, group = await call(alice, "create_group", {"title": f"MCP group {suffix}", "description": "tools for agents"})
+        check(not failed and group["member_count"] == 1, "create_group makes alice its only member")
+        group_id = group["id"]
+        failed, listed = await call(bob, "list_groups", {"search": f"group {suffix}"})
+        check(not failed and [g["id"] for g in listed["groups"]] == [group_id], "list_groups finds it")
+        failed, error = await call(bob, "post_group_message", {"group_id": group_id, "message": "hi all"})
+        check(failed and error["code"] == "FORBIDDEN", f"a non-member cannot post ({error})")
+        failed, joined = await call(bob, "join_group", {"group_id": group_id})
+        check(not failed and joined["joined"] and joined["member_count"] == 2, "join_group adds bob")
+        failed, posted = await call(bob, "post_group_message", {"group_id": group_id, "message": "hi all"})
+        check(not failed and posted["message"]["content"] == "hi all", "post_group_message posts")
+        failed, chat = await call(alice, "read_group_messages", {"group_id": group_id})
+        check(not failed and [m["content"] for m in chat["messages"]] == ["hi all"], "read_group_messages reads it")
+        failed, detail = await call(alice, "get_group", {"group_id": group_id})
+        check(not failed and len(detail["members"]) == 2, "get_group lists both members")
+        failed, left = await call(bob, "leave_group", {"group_id": group_id})
+        check(not failed and left["member_count"] == 1, "leave_group removes bob")
+        failed, error = await call(alice, "get_group", {"group_id": "0" * 24})
+        check(failed and error["code"] == "NOT_FOUND", "get_group of no group is NOT_FOUND")
 
     # A key revoked while its client is connected stops working at the next request.
     second = rest("POST", "/account/keys", {"name": "mcp"}, alice_key)

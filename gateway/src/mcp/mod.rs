@@ -32,6 +32,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod account;
+mod groups;
+
 use crate::{
     error::{ApiError, Family, error_body},
     guard::{Gateway, Refusal},
@@ -139,7 +142,7 @@ fn tool_output<T: Serialize>(value: &T) -> CallToolResult {
 }
 
 /// A page size: the default when absent or 0, at most [`MAX_PAGE`].
-fn page(limit: Option<u32>) -> u32 {
+pub(crate) fn page(limit: Option<u32>) -> u32 {
     match limit {
         None | Some(0) => DEFAULT_PAGE,
         Some(limit) => limit.min(MAX_PAGE),
@@ -274,12 +277,12 @@ impl std::fmt::Debug for ClawxTools {
 
 impl ClawxTools {
     fn new(gateway: Arc<Gateway>) -> ClawxTools {
-        ClawxTools { gateway, tool_router: ClawxTools::tool_router() }
+        ClawxTools { gateway, tool_router: ClawxTools::tool_router() + ClawxTools::group_tools() + ClawxTools::account_tools() }
     }
 
     /// Runs `call` as the REST route calling the gRPC method `rpc` runs: admitted by the edge
     /// guard for the request's credentials, settled before the answer leaves.
-    async fn guarded<T, F, Fut>(&self, parts: &http::request::Parts, rpc: &'static str, call: F) -> Result<CallToolResult, ErrorData>
+    pub(crate) async fn guarded<T, F, Fut>(&self, parts: &http::request::Parts, rpc: &'static str, call: F) -> Result<CallToolResult, ErrorData>
     where
         T: Serialize,
         F: FnOnce(Principal) -> Fut,

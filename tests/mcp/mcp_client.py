@@ -201,6 +201,18 @@ async def main():
     except urllib.error.HTTPError as refused:
         body = json.loads(refused.read())
         check(refused.code == 401 and body["code"] == "UNAUTHORIZED", f"a bad key is refused with 401 UNAUTHORIZED ({body})")
+    # DNS-rebinding protection: a Host that is not allowed (loopback by default) is refused.
+    rebound = urllib.request.Request(
+        MCP_URL,
+        data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode(),
+        method="POST",
+        headers={"content-type": "application/json", "accept": "application/json, text/event-stream", "authorization": f"Bearer {alice_key}", "host": "rebound.example"},
+    )
+    try:
+        urllib.request.urlopen(rebound, timeout=10)
+        check(False, "a foreign Host is refused")
+    except urllib.error.HTTPError as refused:
+        check(refused.code == 403, "a foreign Host is refused with 403 (DNS-rebinding protection)")
     refused_by_sdk = False
     try:
         async with connect("clawx_not_a_key"):

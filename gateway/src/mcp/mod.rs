@@ -511,3 +511,36 @@ impl ServerHandler for ClawxTools {
             .with_instructions(INSTRUCTIONS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_tool_results_with_the_clawx_code() {
+        let refused = ApiError { retry_after: Some(3), ..ApiError::new(ErrorCode::RateLimited, "slow down") };
+        let result = tool_error(&refused);
+        assert_eq!(result.is_error, Some(true));
+        assert_eq!(result.structured_content, Some(json!({"code": "RATE_LIMITED", "error": "slow down", "retry_after_seconds": 3})));
+        let invalid = tool_error(&ApiError::invalid("to", "to must be a handle"));
+        assert_eq!(invalid.structured_content, Some(json!({"code": "VALIDATION_FAILED", "error": "to must be a handle", "field": "to"})));
+    }
+
+    #[test]
+    fn answers_are_bounded() {
+        let small = tool_output(&json!({"messages": ["hi"]}));
+        assert_eq!(small.is_error, Some(false));
+        let big = tool_output(&json!({"messages": ["x".repeat(MAX_OUTPUT_BYTES)]}));
+        assert_eq!(big.is_error, Some(true));
+        let body = big.structured_content.expect("an error body");
+        assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some("VALIDATION_FAILED"), Some("limit")));
+    }
+
+    #[test]
+    fn peers_are_addresses_or_handles_and_pages_are_capped() {
+        assert!(matches!(Peer::parse("to", "0x00000000000000000000000000000000000000ab".into()), Ok(Peer::Address(_))));
+        assert!(matches!(Peer::parse("to", "@Alice".into()), Ok(Peer::Handle(handle)) if handle.0 == "Alice"));
+        assert_eq!(Peer::parse("to", "a b".into()).err().and_then(|error| error.field), Some("to".to_string()));
+        assert_eq!((page(None), page(Some(0)), page(Some(7)), page(Some(10_000))), (DEFAULT_PAGE, DEFAULT_PAGE, 7, MAX_PAGE));
+    }
+}

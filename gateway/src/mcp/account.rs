@@ -30,26 +30,44 @@ pub struct RegisterHandleInput {
     /// Your display name, at most 100 characters
     pub name: String,
     /// Optional: who you are and what you do, at most 1000 characters
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub description: Option<String>,
     /// Optional http(s) URL of your X account
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub x_url: Option<String>,
     /// Optional http(s) URL of your GitHub
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub github_url: Option<String>,
     /// Optional http(s) URL of your website
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub website_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct UpdateProfileInput {
     /// A new display name (cannot be emptied)
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub name: Option<String>,
     /// A new description; an empty string clears it
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub description: Option<String>,
     /// A new X URL; an empty string clears it
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub x_url: Option<String>,
     /// A new GitHub URL; an empty string clears it
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub github_url: Option<String>,
     /// A new website URL; an empty string clears it
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub website_url: Option<String>,
 }
 
@@ -64,6 +82,8 @@ pub struct CheckSpamInput {
     /// The wallet address to check (`0x` and 40 hex digits)
     pub address: String,
     /// Also answer the score (0 to 1) and the reasons
+    #[serde(default)]
+    #[schemars(with = "bool")]
     pub explain: Option<bool>,
 }
 

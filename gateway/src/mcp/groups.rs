@@ -26,10 +26,16 @@ use crate::{
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListGroupsInput {
     /// Part of a group's title or description, any case (all groups when absent)
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub search: Option<String>,
     /// Groups to return (default 20, at most 100)
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
     /// Groups to skip, for the next page
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub offset: Option<u32>,
 }
 
@@ -46,10 +52,16 @@ pub struct CreateGroupInput {
     /// What the group is for: at most 10,000 characters, line breaks allowed
     pub description: String,
     /// Optional http(s) URL of the group's X account
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub x_url: Option<String>,
     /// Optional http(s) URL of the group's GitHub
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub github_url: Option<String>,
     /// Optional http(s) URL of the group's website
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub website_url: Option<String>,
 }
 
@@ -61,6 +73,8 @@ pub struct PostGroupMessageInput {
     pub message: String,
     /// Optional: pass the same key when retrying a post whose answer you did not get (at most
     /// 128 letters, digits, `-`, `_`, `.` or `:`); the first message is answered, no duplicate stored
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 
@@ -69,10 +83,16 @@ pub struct ReadGroupMessagesInput {
     /// The group's id: 24 hex digits
     pub group_id: String,
     /// Messages to return (default 20, at most 100)
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
     /// Only messages older than this message id (to page back)
+    #[serde(default)]
+    #[schemars(with = "i64")]
     pub before: Option<i64>,
     /// Only messages newer than this message id (to catch up)
+    #[serde(default)]
+    #[schemars(with = "i64")]
     pub after: Option<i64>,
 }
 

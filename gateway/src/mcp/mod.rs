@@ -165,6 +165,11 @@ impl Peer {
     }
 }
 
+// Tool inputs. An optional field is declared `#[serde(default)]` with the schema of its inner
+// type: the schema says "absent or a string", not `["string", "null"]`, which some model
+// providers' function-calling dialects reject (the Inspector's `--strict` check flags it); an
+// explicit `null` is still accepted.
+
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SendDmInput {
     /// The recipient: a Clawx handle (e.g. `alice`) or any wallet address (`0x` and 40 hex digits)
@@ -174,6 +179,8 @@ pub struct SendDmInput {
     /// Optional: any string of at most 128 letters, digits, `-`, `_`, `.` or `:`. Pass the same key
     /// when retrying a send whose answer you did not get: the first message is answered and no
     /// duplicate is stored (kept 24 hours)
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 
@@ -191,10 +198,16 @@ pub enum Consent {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ReadInboxInput {
     /// Only conversations in this consent state (all when absent)
+    #[serde(default)]
+    #[schemars(with = "Consent")]
     pub consent: Option<Consent>,
     /// Conversations to return (default 20, at most 100)
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
     /// Conversations to skip, for the next page
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub offset: Option<u32>,
 }
 
@@ -203,10 +216,16 @@ pub struct ReadConversationInput {
     /// The other side: a handle or a wallet address
     pub with: String,
     /// Messages to return (default 20, at most 100)
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
     /// Only messages older than this message id (to page back: pass the oldest id you have)
+    #[serde(default)]
+    #[schemars(with = "i64")]
     pub before: Option<i64>,
     /// Only messages newer than this message id (to catch up: pass the newest id you have)
+    #[serde(default)]
+    #[schemars(with = "i64")]
     pub after: Option<i64>,
 }
 
@@ -214,20 +233,32 @@ pub struct ReadConversationInput {
 pub struct WaitInput {
     /// Return messages after this message id: pass `next_after` from the previous call or the
     /// newest id you have read. Absent or 0: only messages that arrive from now on
+    #[serde(default)]
+    #[schemars(with = "i64")]
     pub after: Option<i64>,
     /// How long to wait for a message, in seconds (default 25, at most 60)
+    #[serde(default)]
+    #[schemars(with = "u64")]
     pub timeout_seconds: Option<u64>,
     /// Most messages to return (default 20, at most 100)
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct FindUsersInput {
     /// Part of a handle or display name, any case (all users when absent)
+    #[serde(default)]
+    #[schemars(with = "String")]
     pub search: Option<String>,
     /// Users to return (default 20, at most 100)
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
     /// Users to skip, for the next page
+    #[serde(default)]
+    #[schemars(with = "u32")]
     pub offset: Option<u32>,
 }
 

@@ -5,8 +5,12 @@
 #
 #   scripts/mcp.sh [dev|serve]
 #
-# Needs python3 with venv; installs the SDK into target/test-tools/mcp-venv (its own venv, so its
-# HTTP stack cannot clash with the other Python test tools). For `serve`, CLAWX_TEST_DATABASE_URL
+# Then the official MCP Inspector's CLI mode (npm `@modelcontextprotocol/inspector`, pinned in
+# tests/mcp/package.json) lists the tools with its --strict schema checks.
+#
+# Needs python3 with venv, node and npm; installs the SDK into target/test-tools/mcp-venv (its own
+# venv, so its HTTP stack cannot clash with the other Python test tools) and the Inspector into
+# tests/mcp/node_modules. For `serve`, CLAWX_TEST_DATABASE_URL
 # and CLAWX_TEST_REDIS_URL (scripts/test.sh sets them). Builds nothing: run
 # `cargo build -p clawx` first.
 set -euo pipefail
@@ -38,6 +42,12 @@ fi
 if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp") == sys.argv[1] else 1)' "${MCP_SDK#mcp==}" 2>/dev/null; then
   log "installing $MCP_SDK"
   "$VENV/bin/pip" install -q "$MCP_SDK"
+fi
+
+command -v node >/dev/null 2>&1 || { echo "node is required for the MCP Inspector check" >&2; exit 1; }
+if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/inspector ] || [ tests/mcp/package-lock.json -nt tests/mcp/node_modules/.package-lock.json ]; then
+  log "installing @modelcontextprotocol/inspector (npm ci)"
+  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -81,3 +91,21 @@ if ! timeout 300 "$VENV/bin/python" "$ROOT/tests/mcp/mcp_client.py" "http://127.
   tail -n 80 "$WORK"/*.log >&2
   exit 1
 fi
+
+log "MCP Inspector CLI: tools/list --strict"
+KEY=$(python3 -c "import json,sys,urllib.request; r=urllib.request.Request(sys.argv[1]+'/account/create', data=b'{}', method='POST', headers={'content-type': 'application/json'}); print(json.load(urllib.request.urlopen(r))['api_key'])" "http://127.0.0.1:$PORT")
+# HOME is the scratch directory: the Inspector keeps a catalog and auth state under ~/.mcp-inspector.
+if ! HOME="$WORK" timeout 120 "$ROOT/tests/mcp/node_modules/.bin/mcp-inspector" --cli "http://127.0.0.1:$PORT/mcp" \
+  --method tools/list --header "Authorization: Bearer $KEY" --strict >"$WORK/tools.json" 2>"$WORK/inspector.err"; then
+  cat "$WORK/inspector.err" >&2
+  exit 1
+fi
+python3 - "$WORK/tools.json" "$WORK/inspector.err" <<'PY'
+import json, sys
+tools = json.load(open(sys.argv[1]))["tools"]
+warnings = [line for line in open(sys.argv[2]) if line.startswith(("Warning", "Error"))]
+assert len(tools) == 21 and all(tool["inputSchema"]["type"] == "object" for tool in tools), tools
+assert not warnings, "".join(warnings)
+print(f"ok - the Inspector lists {len(tools)} tools with no schema warnings")
+PY
+log "passed"

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 BASE = sys.argv[1].rstrip("/")
@@ -134,6 +135,19 @@ async def main():
         check(not failed and {alice_handle, bob_handle} <= {user["handle"] for user in found["users"]}, "find_users finds both accounts")
         failed, user = await call(alice, "get_user", {"handle": bob_handle})
         check(not failed and user["handle"] == bob_handle, "get_user answers bob's profile")
+
+        # Resources: the caller's profile and inbox.
+        uris = {str(resource.uri) for resource in (await bob.list_resources()).resources}
+        check({"clawx://me", "clawx://inbox"} <= uris, f"resources/list names clawx://me and clawx://inbox ({sorted(uris)})")
+        me_resource = json.loads((await bob.read_resource("clawx://me")).contents[0].text)
+        check(me_resource["handle"] == bob_handle, "resources/read clawx://me answers the caller's profile")
+        inbox_resource = json.loads((await bob.read_resource("clawx://inbox")).contents[0].text)
+        check(any(m["content"] == "are you there?" for m in inbox_resource["conversations"]), "resources/read clawx://inbox answers the caller's inbox")
+        try:
+            await bob.read_resource("clawx://nothing")
+            check(False, "an unknown resource is an error")
+        except MCPError as error:
+            check(error.data and error.data.get("code") == "NOT_FOUND", f"an unknown resource is an error carrying NOT_FOUND ({error.data})")
 
         failed, synced = await call(bob, "sync_xmtp")
         check(not failed and isinstance(synced["synced"], int), "sync_xmtp answers a count")

@@ -7,7 +7,8 @@
 //! gRPC method its REST route calls ([`Gateway::admit`] / [`Gateway::settle`]: the same
 //! authentication, rate limits and verification rule) and answers the same JSON objects as that
 //! route. Clawx errors are tool results with `isError: true` and `{"code", "error"}`, never
-//! protocol errors, so the model reads them.
+//! protocol errors, so the model reads them. The caller's profile and inbox are also resources
+//! (`resources.rs`).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -22,9 +23,13 @@ use clawx_common::{ErrorCode, Principal};
 use clawx_proto::{identity as identity_pb, messaging as messaging_pb};
 use futures::StreamExt;
 use rmcp::{
-    ErrorData, ServerHandler,
+    ErrorData, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::Extension, wrapper::Parameters},
-    model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig},
+    model::{
+        CallToolResult, Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig,
+    },
+    service::RequestContext,
     tool, tool_handler, tool_router,
     transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager},
 };
@@ -34,6 +39,7 @@ use serde_json::json;
 
 mod account;
 mod groups;
+mod resources;
 
 use crate::{
     error::{ApiError, Family, error_body},
@@ -313,21 +319,27 @@ impl ClawxTools {
 
     /// Runs `call` as the REST route calling the gRPC method `rpc` runs: admitted by the edge
     /// guard for the request's credentials, settled before the answer leaves.
+    pub(crate) async fn admitted<T, F, Fut>(&self, parts: &http::request::Parts, rpc: &'static str, call: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(Principal) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let request = http::Request::from_parts(parts.clone(), ());
+        let client_ip = self.gateway.client_ip(&request);
+        let admitted = self.gateway.admit(rpc, request.headers(), &client_ip).await.map_err(|Refusal { error, .. }| ApiError::from(error))?;
+        let answer = call(admitted.principal.clone()).await;
+        self.gateway.settle(&admitted);
+        answer
+    }
+
+    /// A tool call through [`ClawxTools::admitted`]: its answer, or its error as a tool error.
     pub(crate) async fn guarded<T, F, Fut>(&self, parts: &http::request::Parts, rpc: &'static str, call: F) -> Result<CallToolResult, ErrorData>
     where
         T: Serialize,
         F: FnOnce(Principal) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let request = http::Request::from_parts(parts.clone(), ());
-        let client_ip = self.gateway.client_ip(&request);
-        let admitted = match self.gateway.admit(rpc, request.headers(), &client_ip).await {
-            Ok(admitted) => admitted,
-            Err(Refusal { error, .. }) => return Ok(tool_error(&ApiError::from(error))),
-        };
-        let answer = call(admitted.principal.clone()).await;
-        self.gateway.settle(&admitted);
-        Ok(match answer {
+        Ok(match self.admitted(parts, rpc, call).await {
             Ok(value) => tool_output(&value),
             Err(error) => tool_error(&error),
         })
@@ -537,9 +549,28 @@ impl ClawxTools {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ClawxTools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
             .with_server_info(Implementation::new("clawx", env!("CARGO_PKG_VERSION")).with_title("Clawx"))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::list()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let Some(parts) = context.extensions.get::<http::request::Parts>() else {
+            return Err(ErrorData::internal_error("the request's HTTP parts are missing", None));
+        };
+        resources::read(self, parts, &request.uri).await.map(ReadResourceResponse::from)
     }
 }
 

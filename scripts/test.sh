@@ -190,6 +190,11 @@ cargo build -q -p clawx
 log "XMTP interop with real @xmtp/node-sdk clients: clawx serve roles (PostgreSQL + Redis)"
 "$ROOT/scripts/interop.sh" serve || FAILED="$FAILED interop-serve"
 
+log "the MCP endpoint with the official MCP Python SDK: clawx dev (SQLite)"
+"$ROOT/scripts/mcp.sh" dev || FAILED="$FAILED mcp-dev"
+log "the MCP endpoint with the official MCP Python SDK: clawx serve roles (PostgreSQL + Redis)"
+"$ROOT/scripts/mcp.sh" serve || FAILED="$FAILED mcp-serve"
+
 "$ROOT/scripts/helm-check.sh" || FAILED="$FAILED helm-check"   # Dockerfile and Helm chart (offline after the first run)
 
 log "replaying abusive XMTP requests against clawx dev (memory must stay bounded)"

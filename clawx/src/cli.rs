@@ -454,6 +454,10 @@ pub struct GatewayArgs {
     /// Comma-separated origins allowed by CORS (browsers, grpc-web); empty allows any.
     #[arg(long, env = "CLAWX_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Comma-separated hosts (`name` or `name:port`) the MCP endpoint `/mcp` answers, checked
+    /// against the Host header against DNS rebinding; empty allows loopback only.
+    #[arg(long, env = "CLAWX_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl GatewayArgs {
@@ -470,6 +474,7 @@ impl GatewayArgs {
         config.upstream_timeout = Duration::from_secs(self.upstream_timeout_secs.max(1));
         config.trust_forwarded_for = self.trust_forwarded_for;
         config.cors_origins = self.cors_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect();
+        config.mcp_allowed_hosts = self.mcp_allowed_hosts.iter().filter(|host| !host.is_empty()).cloned().collect();
     }
 }
 

@@ -65,6 +65,9 @@ pub struct Config {
     /// How often an idle Server-Sent Events stream gets a heartbeat comment (15 s; shorter in
     /// tests).
     pub sse_heartbeat: Duration,
+    /// Hosts `/mcp` answers (`Host` header, DNS-rebinding protection); empty means loopback only
+    /// (`CLAWX_MCP_ALLOWED_HOSTS`).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             cors_origins: Vec::new(),
             require_verification: false,
             sse_heartbeat: Duration::from_secs(15),
+            mcp_allowed_hosts: Vec::new(),
         }
     }
 }

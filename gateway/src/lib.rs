@@ -14,6 +14,7 @@ pub mod context;
 pub mod error;
 pub mod guard;
 pub mod limiter;
+pub mod mcp;
 pub mod observe;
 pub mod proxy;
 pub mod rest;
@@ -134,6 +135,7 @@ pub async fn app(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let edge = Edge { rest: BoxCloneSyncService::new(rest), grpc: BoxCloneSyncService::new(grpc) };
     Ok(Router::new()
+        .merge(mcp::router(&gateway))
         .fallback_service(edge)
         .layer(tower::ServiceBuilder::new().layer(axum::middleware::from_fn(observe::observe)).layer(cors(&config))))
 }

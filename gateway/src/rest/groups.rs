@@ -115,7 +115,7 @@ pub struct Group {
 }
 
 impl Group {
-    fn from_proto(group: pb::Group, with_members: bool) -> Group {
+    pub(crate) fn from_proto(group: pb::Group, with_members: bool) -> Group {
         Group {
             id: group.id,
             title: group.title,

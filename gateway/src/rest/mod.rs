@@ -6,13 +6,13 @@
 //! handler files (`account`, `messages`, `chat`, `groups`, `system`), [`openapi`] (what every operation shares);
 //! this file composes them.
 
-mod account;
+pub(crate) mod account;
 mod badges;
 mod chat;
 pub mod extract;
-mod groups;
+pub(crate) mod groups;
 pub mod guarded;
-mod messages;
+pub(crate) mod messages;
 pub mod openapi;
 mod system;
 pub mod types;

@@ -47,7 +47,9 @@ fi
 command -v node >/dev/null 2>&1 || { echo "node is required for the MCP Inspector check" >&2; exit 1; }
 if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/inspector ] || [ tests/mcp/package-lock.json -nt tests/mcp/node_modules/.package-lock.json ]; then
   log "installing @modelcontextprotocol/inspector (npm ci)"
-  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error)
+  # npm 11 refuses `npm ci` for this lock file (an optional, Windows-only dependency of vite has
+  # no entry of its own); then install from the same lock file without rewriting it.
+  (cd tests/mcp && { npm ci --no-audit --no-fund --loglevel=silent || npm install --no-save --no-audit --no-fund --loglevel=error; })
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

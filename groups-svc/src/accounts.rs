@@ -1,6 +1,7 @@
-//! The other services the groups service calls, as itself: the identity service (who owns and
-//! belongs to a group: handle, name, wallet) and the messaging service (the live streams new
-//! group messages go to).
+//! The other services the groups service calls: the identity service (who owns and belongs to
+//! a group: handle, name, wallet; who owns a domain) and the messaging service (the live
+//! streams new group messages go to; partner notifications). Calls are made as the groups
+//! service; the badges part adds its own calls (`badges::services`).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -27,8 +28,8 @@ fn channel(url: &str) -> anyhow::Result<Channel> {
 /// Clients of the identity and messaging services, calling as the groups service.
 #[derive(Clone)]
 pub struct Accounts {
-    identity: IdentityServiceClient<Channel>,
-    messaging: MessagingServiceClient<Channel>,
+    pub(crate) identity: IdentityServiceClient<Channel>,
+    pub(crate) messaging: MessagingServiceClient<Channel>,
     auth: InternalAuth,
 }
 
@@ -49,8 +50,13 @@ impl Accounts {
     }
 
     fn request<T>(&self, audience: &str, message: T) -> tonic::Request<T> {
+        self.request_as(audience, &Principal::from_service(SERVICE), message)
+    }
+
+    /// A request to `audience` carrying `principal`.
+    pub(crate) fn request_as<T>(&self, audience: &str, principal: &Principal, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        self.auth.authorize(&mut request, audience, &Principal::from_service(SERVICE));
+        self.auth.authorize(&mut request, audience, principal);
         request
     }
 
@@ -78,7 +84,7 @@ impl Accounts {
 }
 
 /// An error of another service, as this one reports it.
-fn upstream(service: &str, status: &tonic::Status) -> ServiceError {
+pub(crate) fn upstream(service: &str, status: &tonic::Status) -> ServiceError {
     let error = ServiceError::from_status(status);
     tracing::warn!(service, grpc.code = ?status.code(), error = %error, "call to another service failed");
     error

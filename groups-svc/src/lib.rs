@@ -47,7 +47,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let Config { service, settings, badges: badge_settings, identity_url, messaging_url } = config;
     let accounts = accounts::Accounts::connect_lazy(&identity_url, &messaging_url, service.auth.clone())?;
     let settings = Settings { message_max_bytes: settings.message_max_bytes.max(1) };
-    let services = badges::services::Services::connect_lazy(&identity_url, &messaging_url, service.auth.clone())?;
+    let services = accounts.clone();
     let chains = badges::chain::Chains::new(&badge_settings.chains, badge_settings.chain_timeout, badge_settings.balance_cache_ttl)?;
     let workers_shutdown = shutdown.clone();
     clawx_common::service::serve(SERVICE, &MIGRATIONS, service, listener, shutdown, move |context, servers| {

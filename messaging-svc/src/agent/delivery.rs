@@ -148,6 +148,8 @@ impl Delivery {
     /// text of other content types (content with neither, such as read receipts, is not kept).
     async fn inbound(&self, account_id: i64, received: Vec<ReceivedMessage>) -> Result<Vec<InboundMessage>, AgentError> {
         let mut inbound = Vec::with_capacity(received.len());
+        // A pull usually holds many messages of few senders: each sender is looked up once.
+        let mut senders: HashMap<String, Option<i64>> = HashMap::new();
         for message in received {
             let Some(mut content) = message.text.or(message.fallback).filter(|content| !content.is_empty()) else {
                 continue;
@@ -165,7 +167,15 @@ impl Delivery {
                 }
                 content.truncate(end);
             }
-            let (sender, echo_of) = match self.engine.store.account_of_inbox(&message.sender_inbox_id).await? {
+            let sender_account = match senders.get(&message.sender_inbox_id) {
+                Some(account) => *account,
+                None => {
+                    let account = self.engine.store.account_of_inbox(&message.sender_inbox_id).await?;
+                    senders.insert(message.sender_inbox_id.clone(), account);
+                    account
+                }
+            };
+            let (sender, echo_of) = match sender_account {
                 Some(sender) if sender == account_id => continue,
                 Some(sender) => (Party::Account(sender), message.idempotency_key.parse().ok()),
                 None => match self.address_of(&message.sender_inbox_id).await? {

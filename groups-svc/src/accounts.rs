@@ -3,27 +3,19 @@
 //! streams new group messages go to; partner notifications). Calls are made as the groups
 //! service; the badges part adds its own calls (`badges::services`).
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult};
+use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult, grpc::service_channel};
 use clawx_proto::{
     identity::{Profile, ResolveAccountsRequest, identity_service_client::IdentityServiceClient},
     messaging::{Message, PublishGroupMessageRequest, messaging_service_client::MessagingServiceClient},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::SERVICE;
 
 /// Most accounts one `ResolveAccounts` call names (the identity service's bound).
 pub const MAX_RESOLVE: usize = 500;
-
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|error| anyhow::anyhow!("invalid service URL {url:?}: {error}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15));
-    Ok(endpoint.connect_lazy())
-}
 
 /// Clients of the identity and messaging services, calling as the groups service.
 #[derive(Clone)]
@@ -43,8 +35,8 @@ impl Accounts {
     /// Clients of the services at these URLs; they connect on first use.
     pub fn connect_lazy(identity_url: &str, messaging_url: &str, auth: InternalAuth) -> anyhow::Result<Accounts> {
         Ok(Accounts {
-            identity: IdentityServiceClient::new(channel(identity_url)?),
-            messaging: MessagingServiceClient::new(channel(messaging_url)?),
+            identity: IdentityServiceClient::new(service_channel(identity_url)?),
+            messaging: MessagingServiceClient::new(service_channel(messaging_url)?),
             auth,
         })
     }

@@ -1,9 +1,7 @@
 //! The other services the verify service calls, as itself: the identity service (accounts,
 //! the verified flag, deleting expired accounts) and the messaging service (their messages).
 
-use std::time::Duration;
-
-use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult};
+use clawx_common::{InternalAuth, Principal, ServiceError, ServiceResult, grpc::service_channel};
 use clawx_proto::{
     identity::{
         DeleteUnverifiedAccountRequest, ListUnverifiedAccountsRequest, Profile, ResolveAccountsRequest, SetVerificationRequest,
@@ -11,17 +9,9 @@ use clawx_proto::{
     },
     messaging::{PurgeAccountRequest, messaging_service_client::MessagingServiceClient},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::SERVICE;
-
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|error| anyhow::anyhow!("invalid service URL {url:?}: {error}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15));
-    Ok(endpoint.connect_lazy())
-}
 
 /// Clients of the identity and messaging services, calling as the verify service.
 #[derive(Clone)]
@@ -41,8 +31,8 @@ impl Accounts {
     /// Clients of the services at these URLs; they connect on first use.
     pub fn connect_lazy(identity_url: &str, messaging_url: &str, auth: InternalAuth) -> anyhow::Result<Accounts> {
         Ok(Accounts {
-            identity: IdentityServiceClient::new(channel(identity_url)?),
-            messaging: MessagingServiceClient::new(channel(messaging_url)?),
+            identity: IdentityServiceClient::new(service_channel(identity_url)?),
+            messaging: MessagingServiceClient::new(service_channel(messaging_url)?),
             auth,
         })
     }

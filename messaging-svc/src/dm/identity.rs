@@ -9,7 +9,7 @@ use clawx_proto::identity::{
     ListWalletsRequest, Profile, ResolveAccountsRequest, SignXmtpIdentityUpdateRequest, identity_service_client::IdentityServiceClient,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Most accounts asked for in one `ResolveAccounts` call.
 const MAX_LOOKUP: usize = 100;
@@ -73,14 +73,16 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// A client of the identity service at `url`; it connects on first use.
     pub fn connect_lazy(url: &str, auth: InternalAuth) -> anyhow::Result<Identity> {
-        let endpoint =
-            Endpoint::from_shared(url.to_string())?.connect_timeout(std::time::Duration::from_secs(5)).timeout(std::time::Duration::from_secs(15));
         let known = Known {
             by_id: hashlink::LruCache::new(KNOWN_ACCOUNTS),
             by_handle: hashlink::LruCache::new(KNOWN_ACCOUNTS),
             by_address: hashlink::LruCache::new(KNOWN_ACCOUNTS),
         };
-        Ok(Identity { client: IdentityServiceClient::new(endpoint.connect_lazy()), auth, known: std::sync::Arc::new(std::sync::Mutex::new(known)) })
+        Ok(Identity {
+            client: IdentityServiceClient::new(clawx_common::grpc::service_channel(url)?),
+            auth,
+            known: std::sync::Arc::new(std::sync::Mutex::new(known)),
+        })
     }
 
     /// Forgets remembered accounts the identity service announces on its revocation channel (an

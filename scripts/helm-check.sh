@@ -340,6 +340,12 @@ must_fail "no JWT secret" "secrets.jwtSecret is required" --set secrets.database
 must_fail "a grace period shorter than the drain" "must exceed preStopSleepSeconds" -f "$DEFAULTS" --set terminationGracePeriodSeconds=12
 "$HELM" template clawx "$CHART" --set secrets.existingSecret=clawx-secrets >/dev/null || fail "existingSecret without secret values must render"
 echo "renders as expected: existingSecret without any secret value"
+# Without config.mcpAllowedHosts, /mcp answers the Ingress hosts.
+"$HELM" template clawx "$CHART" -f "$DEFAULTS" --set ingress.enabled=true --set 'ingress.hosts[0].host=clawx.example.com' \
+  --set 'ingress.hosts[1].host=agents.example.com' >"$WORK/ingress-hosts.yaml" || fail "an Ingress with hosts must render"
+grep -q 'CLAWX_MCP_ALLOWED_HOSTS: "clawx.example.com,agents.example.com"' "$WORK/ingress-hosts.yaml" \
+  || fail "CLAWX_MCP_ALLOWED_HOSTS is not derived from the Ingress hosts"
+echo "renders as expected: /mcp answers the Ingress hosts when mcpAllowedHosts is left out"
 
 # --- 5. the binary as the image runs it -------------------------------------------------------------
 BIN=${CLAWX_BIN:-}

@@ -29,6 +29,7 @@ use clawx_common::{
 use clawx_proto::identity::{AuthenticateRequest, AuthenticateSignatureRequest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -45,6 +46,8 @@ const LOCAL_TTL: Duration = Duration::from_secs(30);
 const SHARED_TTL: Duration = Duration::from_secs(60);
 /// Upper bound on cached credentials per replica.
 const LOCAL_CAPACITY: usize = 100_000;
+/// Revocations kept for a slow listener before it lags (and then checks its credentials anyway).
+const REVOCATION_BACKLOG: usize = 256;
 
 /// Removes every client credential from headers about to be forwarded.
 pub fn strip_credentials(headers: &mut HeaderMap) {
@@ -101,14 +104,28 @@ struct LocalEntry {
 }
 
 /// Credentials this replica has already authenticated.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, LocalEntry>>,
     /// Bumped by every revocation, so a lookup that raced with one is not cached.
     generation: AtomicU64,
+    /// Every revocation, for long-lived calls (MCP waits and subscriptions) to check their
+    /// credentials again: `Some(account)` for one account, `None` for all.
+    revocations: broadcast::Sender<Option<i64>>,
+}
+
+impl Default for AuthCache {
+    fn default() -> AuthCache {
+        AuthCache { entries: Mutex::default(), generation: AtomicU64::new(0), revocations: broadcast::channel(REVOCATION_BACKLOG).0 }
+    }
 }
 
 impl AuthCache {
+    /// Revocations from now on (a lagging receiver must treat the gap as "every account").
+    pub fn revocations(&self) -> broadcast::Receiver<Option<i64>> {
+        self.revocations.subscribe()
+    }
+
     fn get(&self, key: &str) -> Option<LocalEntry> {
         let mut entries = self.entries.lock().expect("auth cache lock");
         match entries.get(key) {
@@ -147,6 +164,7 @@ impl AuthCache {
         let mut entries = self.entries.lock().expect("auth cache lock");
         self.generation.fetch_add(1, Ordering::SeqCst);
         entries.retain(|_, entry| entry.account_id != account_id);
+        let _no_listener = self.revocations.send(Some(account_id));
     }
 
     /// Drops everything (announcements may have been missed).
@@ -154,6 +172,7 @@ impl AuthCache {
         let mut entries = self.entries.lock().expect("auth cache lock");
         self.generation.fetch_add(1, Ordering::SeqCst);
         entries.clear();
+        let _no_listener = self.revocations.send(None);
     }
 
     /// Listens for revocations until `shutdown` or until the cache is dropped.

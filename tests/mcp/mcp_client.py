@@ -2,10 +2,13 @@
 
 Usage: mcp_client.py <base URL of a running clawx gateway, e.g. http://127.0.0.1:8080>
 
-Creates two accounts over REST, then, as MCP clients of each: initialize, list the tools (each
-with an input schema), DM each other with send_dm and read it with read_inbox, wait_for_messages
-returning a message sent during the wait and nothing on timeout, a tool error carrying the Clawx
-code, and a bad key refused before any MCP message is read. Exits non-zero on the first failure.
+Creates two accounts over REST, then, as MCP clients of each (alice through the 2025-11-25
+`initialize` handshake, bob through the 2026-07-28 `server/discover`): list the tools (each with
+an input schema, REST bodies' tools with the REST body's schema), DM each other with send_dm and
+read it with read_inbox, wait_for_messages returning a message sent during the wait and nothing on
+timeout, a `subscriptions/listen` on clawx://inbox notified of a new message, a tool error carrying
+the Clawx code, a revoked key ending a subscription and a wait at once and refused at the next
+request, and a bad key refused before any MCP message is read. Exits non-zero on the first failure.
 """
 
 import asyncio
@@ -18,6 +21,7 @@ from contextlib import asynccontextmanager
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -57,14 +61,28 @@ def new_account(handle):
 
 
 @asynccontextmanager
-async def connect(key):
+async def connect(key, modern=False):
+    """A client session: the 2025-11-25 `initialize` handshake, or (modern) the 2026-07-28
+    `server/discover`, which `subscriptions/listen` needs."""
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     async with http, streamable_http_client(MCP_URL, http_client=http) as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
-            initialized = await session.initialize()
-            NEGOTIATED.add(initialized.protocol_version)
+            if modern:
+                await session.discover()
+            else:
+                await session.initialize()
+            NEGOTIATED.add(session.protocol_version)
             yield session
+
+
+async def next_inbox_update(subscription, seconds):
+    """The URI of the next resource update on `subscription`, or None after `seconds`."""
+    try:
+        event = await asyncio.wait_for(subscription.__anext__(), seconds)
+    except asyncio.TimeoutError:
+        return None
+    return str(event.uri)
 
 
 def payload(result):
@@ -84,7 +102,7 @@ async def main():
     alice_handle, bob_handle = f"mcpa{suffix}", f"mcpb{suffix}"
     alice_key, bob_key = new_account(alice_handle), new_account(bob_handle)
 
-    async with connect(alice_key) as alice, connect(bob_key) as bob:
+    async with connect(alice_key) as alice, connect(bob_key, modern=True) as bob:
         tools = (await alice.list_tools()).tools
         names = {tool.name for tool in tools}
         check(EXPECTED_TOOLS <= names, f"tools/list names the tools ({sorted(names)})")
@@ -92,6 +110,14 @@ async def main():
         check(all(tool.description for tool in tools), "every tool has a description")
         send_schema = next(tool for tool in tools if tool.name == "send_dm").input_schema
         check({"to", "message"} <= set(send_schema.get("required", [])), "send_dm requires to and message")
+        # Tools that take a REST body have that body's schema: its fields, formats and limits.
+        register_schema = next(tool for tool in tools if tool.name == "register_handle").input_schema
+        handle_schema = register_schema["properties"]["handle"]
+        check(set(register_schema.get("required", [])) == {"handle", "name"}, "register_handle requires handle and name, as POST /account/register does")
+        check(handle_schema.get("pattern") and handle_schema.get("maxLength") == 32, f"register_handle's handle has the REST format ({handle_schema})")
+        check(register_schema.get("additionalProperties") is False, "register_handle refuses unknown fields, as the REST body does")
+        complete_schema = next(tool for tool in tools if tool.name == "verify_complete").input_schema
+        check(set(complete_schema["properties"]) == {"tweetUrl"}, "verify_complete takes the REST body's tweetUrl")
 
         failed, me = await call(alice, "whoami")
         check(not failed and me["handle"] == alice_handle, "whoami answers the key's account")
@@ -126,6 +152,17 @@ async def main():
         failed, empty = await call(bob, "wait_for_messages", {"after": waited["next_after"], "timeout_seconds": 1})
         check(not failed and empty["messages"] == [] and empty["next_after"] == waited["next_after"], "wait_for_messages answers [] on timeout")
 
+        # A subscription to the inbox is told of a new message.
+        async with listen(bob, resource_subscriptions=["clawx://inbox", "clawx://nothing"]) as subscription:
+            honored = list(subscription.honored.resource_subscriptions or [])
+            check(honored == ["clawx://inbox"], f"subscriptions/listen accepts clawx://inbox and nothing unknown ({honored})")
+            check(await next_inbox_update(subscription, 1) is None, "no update before a message arrives")
+            failed, _ = await call(alice, "send_dm", {"to": bob_handle, "message": "ping for the subscription"})
+            check(not failed, "alice sends while bob listens")
+            check(await next_inbox_update(subscription, 15) == "clawx://inbox", "the subscription gets notifications/resources/updated for clawx://inbox")
+        inbox_after = json.loads((await bob.read_resource("clawx://inbox")).contents[0].text)
+        check(any(m["content"] == "ping for the subscription" for m in inbox_after["conversations"]), "reading clawx://inbox after the update shows the message")
+
         failed, error = await call(alice, "send_dm", {"to": f"nobody{suffix}", "message": "hello?"})
         check(failed and error["code"] == "NOT_FOUND", f"a tool error carries the Clawx code ({error})")
         failed, error = await call(alice, "send_dm", {"to": "x", "message": "hello?"})
@@ -142,7 +179,7 @@ async def main():
         me_resource = json.loads((await bob.read_resource("clawx://me")).contents[0].text)
         check(me_resource["handle"] == bob_handle, "resources/read clawx://me answers the caller's profile")
         inbox_resource = json.loads((await bob.read_resource("clawx://inbox")).contents[0].text)
-        check(any(m["content"] == "are you there?" for m in inbox_resource["conversations"]), "resources/read clawx://inbox answers the caller's inbox")
+        check(any(m["content"] == "ping for the subscription" for m in inbox_resource["conversations"]), "resources/read clawx://inbox answers the caller's inbox")
         try:
             await bob.read_resource("clawx://nothing")
             check(False, "an unknown resource is an error")
@@ -159,8 +196,12 @@ async def main():
         check(not failed and status["verified"] is False, "verify_status answers unverified")
         failed, started = await call(alice, "verify_start")
         check(not failed and started["verificationCode"].startswith("CLAW-") and started["verificationCode"] in started["tweetText"], "verify_start answers a code and its tweet")
-        failed, error = await call(alice, "verify_complete", {"tweet_url": "https://example.com/not-a-tweet"})
-        check(failed and error["code"] == "INVALID_TWEET" and error.get("field") == "tweet_url", f"verify_complete refuses a URL that is not a tweet ({error})")
+        failed, error = await call(alice, "verify_complete", {"tweetUrl": "https://example.com/not-a-tweet"})
+        check(failed and error["code"] == "INVALID_TWEET" and error.get("field") == "tweetUrl", f"verify_complete refuses a URL that is not a tweet ({error})")
+        failed, error = await call(alice, "register_handle", {"handle": "a b", "name": "x"})
+        check(failed and error["code"] == "VALIDATION_FAILED" and error.get("field") == "handle", f"a REST body's format check is a tool error naming the field ({error})")
+        failed, error = await call(alice, "update_profile", {"nickname": "x"})
+        check(failed and error["code"] == "VALIDATION_FAILED" and error.get("field") == "nickname", f"an unknown field is a tool error naming it ({error})")
         failed, verdict = await call(alice, "check_spam", {"address": user["wallet_address"]})
         check(not failed and verdict["isSpam"] is False, "check_spam answers a verdict")
         failed, error = await call(alice, "check_spam", {"address": "0x12"})
@@ -187,13 +228,38 @@ async def main():
         failed, error = await call(alice, "get_group", {"group_id": "0" * 24})
         check(failed and error["code"] == "NOT_FOUND", "get_group of no group is NOT_FOUND")
 
-    # A key revoked while its client is connected stops working at the next request.
+    # A key revoked while its client is connected ends its subscription and its wait at once, and
+    # is refused at the next request.
     second = rest("POST", "/account/keys", {"name": "mcp"}, alice_key)
-    async with connect(second["api_key"]) as session:
+    async with connect(second["api_key"], modern=True) as session:
         failed, me = await call(session, "whoami")
         check(not failed and me["handle"] == alice_handle, "a second key works over MCP")
+        ended = {}
+
+        async def follow():
+            try:
+                async with listen(session, resource_subscriptions=["clawx://inbox"]) as subscription:
+                    ended["listening"] = True
+                    async for _ in subscription:
+                        pass
+                ended["how"] = "closed"
+            except Exception as error:  # the SDK reports the server's error or a lost stream
+                ended["how"] = f"error: {error}"
+
+        following = asyncio.create_task(follow())
+        waiting = asyncio.create_task(call(session, "wait_for_messages", {"timeout_seconds": 50}))
+        for _ in range(50):
+            if ended.get("listening"):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)
+        started = time.monotonic()
         revoke = urllib.request.Request(f"{BASE}/account/keys/{second['id']}", method="DELETE", headers={"x-api-key": alice_key})
         urllib.request.urlopen(revoke, timeout=10).close()
+        await asyncio.wait_for(following, 10)
+        check(time.monotonic() - started < 10 and "how" in ended, f"revoking the key ends its subscription at once ({ended.get('how')})")
+        failed, answer = await asyncio.wait_for(waiting, 10)
+        check(failed and answer.get("code") == "UNAUTHORIZED", f"revoking the key ends its wait at once with UNAUTHORIZED ({answer})")
         refused_after_revoke = False
         try:
             failed, answer = await call(session, "whoami")

@@ -14,68 +14,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ClawxTools;
-use crate::{
-    error::ApiError,
-    rest::{
-        account::Profile,
-        types::{Handle, PeerAddress, ProfileUrl},
-    },
+use super::{Body, ClawxTools};
+use crate::rest::{
+    account::{Profile, RegisterBody, Registered, UpdateBody},
+    types::PeerAddress,
+    verify::CompleteBody,
 };
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct RegisterHandleInput {
-    /// The handle to claim: 2 to 32 letters, digits, `-` or `_`; others reach you by it
-    pub handle: String,
-    /// Your display name, at most 100 characters
-    pub name: String,
-    /// Optional: who you are and what you do, at most 1000 characters
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub description: Option<String>,
-    /// Optional http(s) URL of your X account
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub x_url: Option<String>,
-    /// Optional http(s) URL of your GitHub
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub github_url: Option<String>,
-    /// Optional http(s) URL of your website
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub website_url: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct UpdateProfileInput {
-    /// A new display name (cannot be emptied)
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub name: Option<String>,
-    /// A new description; an empty string clears it
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub description: Option<String>,
-    /// A new X URL; an empty string clears it
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub x_url: Option<String>,
-    /// A new GitHub URL; an empty string clears it
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub github_url: Option<String>,
-    /// A new website URL; an empty string clears it
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub website_url: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct VerifyCompleteInput {
-    /// The URL of the public tweet carrying your code, e.g. https://x.com/<user>/status/<id>
-    pub tweet_url: String,
-}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CheckSpamInput {
@@ -87,19 +31,6 @@ pub struct CheckSpamInput {
     pub explain: Option<bool>,
 }
 
-/// An optional checked URL, for registration.
-fn url(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
-    value.map(|value| ProfileUrl::parse(field, value).map(String::from)).transpose()
-}
-
-/// An optional URL for an update: empty clears it, anything else is checked.
-fn clearable_url(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(value) if value.is_empty() => Ok(Some(String::new())),
-        other => url(field, other),
-    }
-}
-
 #[tool_router(router = account_tools, vis = "pub(super)")]
 impl ClawxTools {
     #[tool(description = "Claim your handle and set your profile (once per account; a new account \
@@ -108,45 +39,28 @@ impl ClawxTools {
     async fn register_handle(
         &self,
         Extension(parts): Extension<http::request::Parts>,
-        Parameters(input): Parameters<RegisterHandleInput>,
+        Parameters(input): Parameters<Body<RegisterBody>>,
     ) -> Result<CallToolResult, ErrorData> {
         let gateway = Arc::clone(&self.gateway);
         self.guarded(&parts, "/clawx.identity.v1.IdentityService/RegisterHandle", |principal| async move {
-            let request = identity_pb::RegisterHandleRequest {
-                handle: Handle::parse("handle", input.handle)?.into(),
-                name: input.name,
-                description: input.description,
-                x_url: url("x_url", input.x_url)?,
-                github_url: url("github_url", input.github_url)?,
-                website_url: url("website_url", input.website_url)?,
-            };
+            let request = identity_pb::RegisterHandleRequest::from(input.read()?);
             let registered = gateway.identity(&principal).register_handle(request).await?.into_inner();
-            let profile_url = format!("/users/{}", registered.handle);
-            Ok(json!({ "handle": registered.handle, "wallet_address": registered.wallet_address, "profile_url": profile_url }))
+            Ok(Registered::from(registered))
         })
         .await
     }
 
-    #[tool(description = "Change your profile: only the fields you pass change; an empty string \
-        clears a description or URL. Answers the updated profile. Errors: NOT_REGISTERED (claim a \
+    #[tool(description = "Change your profile: only the fields you pass change; null or an empty \
+        string clears a description or URL. Answers the updated profile. Errors: NOT_REGISTERED (claim a \
         handle first with register_handle), VALIDATION_FAILED naming the field.")]
     async fn update_profile(
         &self,
         Extension(parts): Extension<http::request::Parts>,
-        Parameters(input): Parameters<UpdateProfileInput>,
+        Parameters(input): Parameters<Body<UpdateBody>>,
     ) -> Result<CallToolResult, ErrorData> {
         let gateway = Arc::clone(&self.gateway);
         self.guarded(&parts, "/clawx.identity.v1.IdentityService/UpdateMe", |principal| async move {
-            if input.name.as_deref() == Some("") {
-                return Err(ApiError::invalid("name", "name cannot be cleared"));
-            }
-            let request = identity_pb::UpdateMeRequest {
-                name: input.name,
-                description: input.description,
-                x_url: clearable_url("x_url", input.x_url)?,
-                github_url: clearable_url("github_url", input.github_url)?,
-                website_url: clearable_url("website_url", input.website_url)?,
-            };
+            let request = identity_pb::UpdateMeRequest::try_from(input.read()?)?;
             let profile = gateway.identity(&principal).update_me(request).await?.into_inner();
             Ok(Profile::from(profile))
         })
@@ -177,20 +91,12 @@ impl ClawxTools {
     async fn verify_complete(
         &self,
         Extension(parts): Extension<http::request::Parts>,
-        Parameters(input): Parameters<VerifyCompleteInput>,
+        Parameters(input): Parameters<Body<CompleteBody>>,
     ) -> Result<CallToolResult, ErrorData> {
         let gateway = Arc::clone(&self.gateway);
         self.guarded(&parts, "/clawx.verify.v1.VerifyService/CompleteVerification", |principal| async move {
-            let request = verify_pb::CompleteVerificationRequest { tweet_url: input.tweet_url };
-            // The service names the field as the REST body does (`tweetUrl`); here it is `tweet_url`.
-            let completed = gateway.verify(&principal).complete_verification(request).await.map_err(|status| {
-                let error = ApiError::from(status);
-                match error.field.as_deref() {
-                    Some("tweetUrl") => ApiError { field: Some("tweet_url".to_string()), ..error },
-                    _ => error,
-                }
-            })?;
-            let completed = completed.into_inner();
+            let request = verify_pb::CompleteVerificationRequest::from(input.read()?);
+            let completed = gateway.verify(&principal).complete_verification(request).await?.into_inner();
             Ok(json!({ "success": true, "verifiedAt": completed.verified_at_ms, "twitterUsername": completed.twitter_username }))
         })
         .await

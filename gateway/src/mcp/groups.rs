@@ -14,12 +14,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ClawxTools, page};
+use super::{Body, ClawxTools, page};
 use crate::{
     error::ApiError,
     rest::{
-        groups::{Group, GroupMessage},
-        types::{IdempotencyKey, ProfileUrl},
+        groups::{CreateGroupBody, Group, GroupMessage},
+        types::IdempotencyKey,
     },
 };
 
@@ -43,26 +43,6 @@ pub struct ListGroupsInput {
 pub struct GroupIdInput {
     /// The group's id: 24 hex digits, as list_groups answers it
     pub group_id: String,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct CreateGroupInput {
-    /// One line, at most 200 characters
-    pub title: String,
-    /// What the group is for: at most 10,000 characters, line breaks allowed
-    pub description: String,
-    /// Optional http(s) URL of the group's X account
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub x_url: Option<String>,
-    /// Optional http(s) URL of the group's GitHub
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub github_url: Option<String>,
-    /// Optional http(s) URL of the group's website
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub website_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -94,11 +74,6 @@ pub struct ReadGroupMessagesInput {
     #[serde(default)]
     #[schemars(with = "i64")]
     pub after: Option<i64>,
-}
-
-/// An optional checked URL.
-fn url(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
-    value.map(|value| ProfileUrl::parse(field, value).map(String::from)).transpose()
 }
 
 #[tool_router(router = group_tools, vis = "pub(super)")]
@@ -141,17 +116,11 @@ impl ClawxTools {
     async fn create_group(
         &self,
         Extension(parts): Extension<http::request::Parts>,
-        Parameters(input): Parameters<CreateGroupInput>,
+        Parameters(input): Parameters<Body<CreateGroupBody>>,
     ) -> Result<CallToolResult, ErrorData> {
         let gateway = Arc::clone(&self.gateway);
         self.guarded(&parts, "/clawx.groups.v1.GroupsService/CreateGroup", |principal| async move {
-            let request = pb::CreateGroupRequest {
-                title: input.title,
-                description: input.description,
-                x_url: url("x_url", input.x_url)?,
-                github_url: url("github_url", input.github_url)?,
-                website_url: url("website_url", input.website_url)?,
-            };
+            let request = pb::CreateGroupRequest::from(input.read()?);
             let group = gateway.groups(&principal).create_group(request).await?.into_inner();
             Ok(Group::from_proto(group, true))
         })

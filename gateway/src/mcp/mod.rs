@@ -1,16 +1,20 @@
 //! `/mcp`: Clawx as tools for LLM agents, over the Model Context Protocol's Streamable HTTP
 //! transport (the official Rust SDK, `rmcp`).
 //!
-//! The endpoint is stateless: every HTTP request carries the account's API key
+//! The endpoint is stateless, as the protocol's 2026-07-28 revision is (older revisions are
+//! served without sessions): every HTTP request carries the account's API key
 //! (`Authorization: Bearer <key>` or `X-Api-Key`) and is authenticated on its own, so a revoked
-//! key stops working at the next request. Each tool call goes through the edge guard of the
+//! key stops working at the next request. The calls that outlive a request's first moment (a
+//! `wait_for_messages` long-poll, a `subscriptions/listen` stream) check their credentials
+//! again at every revocation this replica hears of and end at once when the key no longer
+//! authenticates ([`revoked`]). Each tool call goes through the edge guard of the
 //! gRPC method its REST route calls ([`Gateway::admit`] / [`Gateway::settle`]: the same
 //! authentication, rate limits and verification rule) and answers the same JSON objects as that
 //! route. Clawx errors are tool results with `isError: true` and `{"code", "error"}`, never
 //! protocol errors, so the model reads them. The caller's profile and inbox are also resources
 //! (`resources.rs`).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, marker::PhantomData, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -27,15 +31,16 @@ use rmcp::{
     handler::server::{router::tool::ToolRouter, tool::Extension, wrapper::Parameters},
     model::{
         CallToolResult, Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ServerCapabilities, ServerConfig,
+        ServerCapabilities, ServerConfig, SubscriptionFilter,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext},
     tool, tool_handler, tool_router,
     transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager},
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::broadcast;
 
 mod account;
 mod groups;
@@ -44,13 +49,18 @@ mod resources;
 use crate::{
     error::{ApiError, Family, error_body},
     guard::{Gateway, Refusal},
+    limiter::refused_error,
     rest::{
         account::Profile,
+        extract::body_from_value,
         groups::GroupMessage,
         messages::Message,
         types::{Handle, IdempotencyKey, PeerAddress},
     },
 };
+
+/// The edge-guard method of waits and subscriptions (`GET /messages/stream`'s).
+const STREAM_RPC: &str = "/clawx.messaging.v1.MessagingService/StreamMessages";
 
 /// The largest tool answer, in bytes of JSON: a model's context is the scarce resource.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
@@ -99,11 +109,19 @@ pub fn router(gateway: &Arc<Gateway>) -> Router {
 }
 
 /// Refuses a request without valid account credentials with 401 and `WWW-Authenticate: Bearer`,
-/// before the MCP layer reads it.
+/// before the MCP layer reads it. Every request an account makes here (the protocol's own, such
+/// as `initialize` or `tools/list`, as well as tool calls) counts against a bucket of the size of
+/// the per-account limit (`CLAWX_RATE_LIMIT_PER_MINUTE`); tool calls also count where their REST
+/// routes count.
 async fn require_account(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let client_ip = gateway.client_ip(&request);
     let refusal = match gateway.authenticator.authenticate(&gateway.limiter, request.headers(), &client_ip).await {
-        Ok(authenticated) if authenticated.principal.account_id.is_some() => return next.run(request).await,
+        Ok(authenticated) if let Some(account_id) = authenticated.principal.account_id => {
+            match gateway.limiter.limit(&format!("mcp:{account_id}"), gateway.limiter.limits.per_account_per_minute).await {
+                Ok(_) => return next.run(request).await,
+                Err(refused) => ApiError::from(refused_error(&refused)),
+            }
+        }
         Ok(_) => ApiError::unauthorized("authentication required: send Authorization: Bearer <your Clawx API key>"),
         Err(error) => ApiError::from(error),
     };
@@ -116,6 +134,28 @@ async fn require_account(State(gateway): State<Arc<Gateway>>, request: Request, 
     }
     response.extensions_mut().insert(refusal.code);
     response
+}
+
+/// Resolves once the request's credentials no longer authenticate `account_id` (its key
+/// revoked, its signing wallet unlinked): checked again at every revocation this replica hears
+/// of, from `revocations` (taken before the credentials were first checked). A check that fails
+/// for another reason (the identity service unreachable) does not end anything.
+pub(crate) async fn revoked(gateway: &Gateway, parts: &http::request::Parts, account_id: i64, mut revocations: broadcast::Receiver<Option<i64>>) {
+    loop {
+        match revocations.recv().await {
+            Ok(Some(account)) if account != account_id => continue,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+        let request = http::Request::from_parts(parts.clone(), ());
+        let client_ip = gateway.client_ip(&request);
+        match gateway.authenticator.authenticate(&gateway.limiter, request.headers(), &client_ip).await {
+            Ok(authenticated) if authenticated.principal.account_id == Some(account_id) => {}
+            Ok(_) => return,
+            Err(error) if error.code == ErrorCode::Unauthorized => return,
+            Err(error) => tracing::warn!(%error, "could not check the credentials of a long MCP call again; it goes on"),
+        }
+    }
 }
 
 /// A Clawx error as the model sees it: an MCP tool error with the machine code.
@@ -152,6 +192,37 @@ pub(crate) fn page(limit: Option<u32>) -> u32 {
     match limit {
         None | Some(0) => DEFAULT_PAGE,
         Some(limit) => limit.min(MAX_PAGE),
+    }
+}
+
+/// A tool input that is a REST route's body: the tool's input schema is that body's schema, and
+/// the arguments are read as the route reads its body (a bad field is a `VALIDATION_FAILED` tool
+/// error naming it, not a protocol error).
+pub struct Body<T> {
+    arguments: serde_json::Map<String, serde_json::Value>,
+    body: PhantomData<T>,
+}
+
+impl<'de, T> Deserialize<'de> for Body<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Body { arguments: serde_json::Map::deserialize(deserializer)?, body: PhantomData })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Body<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Body<T> {
+    /// The body, or the error its REST route answers for these arguments.
+    pub(crate) fn read(self) -> Result<T, ApiError> {
+        body_from_value(serde_json::Value::Object(self.arguments))
     }
 }
 
@@ -465,7 +536,10 @@ impl ClawxTools {
         Parameters(input): Parameters<WaitInput>,
     ) -> Result<CallToolResult, ErrorData> {
         let gateway = Arc::clone(&self.gateway);
-        self.guarded(&parts, "/clawx.messaging.v1.MessagingService/StreamMessages", |principal| async move {
+        // Listening before the credentials are checked: a revocation in between is not missed.
+        let revocations = gateway.authenticator.cache.revocations();
+        let request_parts = parts.clone();
+        self.guarded(&parts, STREAM_RPC, |principal| async move {
             let after = input.after.unwrap_or(0);
             if after < 0 {
                 return Err(ApiError::invalid("after", "after must be a message id (0 or more)"));
@@ -482,6 +556,9 @@ impl ClawxTools {
             let mut waited = Waited { messages: Vec::new(), group_messages: Vec::new(), next_after: after };
             let deadline = tokio::time::Instant::now() + wait;
             let shutdown = gateway.shutdown.clone();
+            let account_id = principal.account_id.ok_or_else(|| ApiError::unauthorized("authentication required"))?;
+            let revoked = revoked(&gateway, &request_parts, account_id, revocations);
+            tokio::pin!(revoked);
             loop {
                 // Until the first message, wait up to the deadline; then gather what arrives with it.
                 let until = if waited.messages.is_empty() && waited.group_messages.is_empty() {
@@ -492,6 +569,7 @@ impl ClawxTools {
                 let next = tokio::select! {
                     next = tokio::time::timeout_at(until, upstream.next()) => next,
                     () = shutdown.cancelled() => break,
+                    () = &mut revoked => return Err(ApiError::unauthorized("the API key of this wait was revoked")),
                 };
                 match next {
                     Err(_) | Ok(None) => break,
@@ -549,7 +627,7 @@ impl ClawxTools {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ClawxTools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build())
             .with_server_info(Implementation::new("clawx", env!("CARGO_PKG_VERSION")).with_title("Clawx"))
             .with_instructions(INSTRUCTIONS)
     }
@@ -560,6 +638,14 @@ impl ServerHandler for ClawxTools {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         Ok(ListResourcesResult::with_all_items(resources::list()))
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(resources::accepted(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        resources::listen(self, context).await
     }
 
     async fn read_resource(

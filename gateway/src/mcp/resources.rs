@@ -1,16 +1,30 @@
 //! Resources: the caller's profile (`clawx://me`) and inbox (`clawx://inbox`) as JSON, read
 //! through the edge guard of the REST route that answers the same (`GET /account/me`,
-//! `GET /messages/inbox`). Read-only for now: no `resources/subscribe`.
+//! `GET /messages/inbox`).
+//!
+//! The inbox can be followed: a `subscriptions/listen` request (protocol revision 2026-07-28)
+//! naming `clawx://inbox` gets `notifications/resources/updated` for it at every new direct
+//! message of the caller, fed by the messaging stream (live from the moment of the request),
+//! until the client cancels it, the server shuts down, or the request's credentials stop
+//! authenticating (a revoked key ends its subscriptions at once). A subscription holds one of
+//! the client address's stream slots, like `GET /messages/stream`.
+
+use std::sync::Arc;
 
 use clawx_common::ErrorCode;
 use clawx_proto::{identity as identity_pb, messaging as messaging_pb};
+use futures::StreamExt;
 use rmcp::{
     ErrorData,
-    model::{ReadResourceResult, Resource, ResourceContents},
+    model::{
+        ReadResourceResult, Resource, ResourceContents, ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+        SubscriptionFilter,
+    },
+    service::SubscriptionContext,
 };
 use serde_json::{Value, json};
 
-use super::{ClawxTools, DEFAULT_PAGE, MAX_OUTPUT_BYTES};
+use super::{ClawxTools, DEFAULT_PAGE, MAX_OUTPUT_BYTES, STREAM_RPC, revoked};
 use crate::{
     error::ApiError,
     rest::{account::Profile, messages::Message},
@@ -34,12 +48,83 @@ pub fn list() -> Vec<Resource> {
     ]
 }
 
+/// The resources whose changes a subscription announces (the profile changes only when its
+/// owner changes it).
+const SUBSCRIBABLE: &[&str] = &[INBOX];
+
+/// What Clawx accepts of a `subscriptions/listen` filter: updates of the subscribable resources
+/// it names, nothing else.
+pub fn accepted(requested: &SubscriptionFilter) -> SubscriptionFilter {
+    let uris = requested.resource_subscriptions.iter().flatten().filter(|uri| SUBSCRIBABLE.contains(&uri.as_str())).cloned();
+    SubscriptionFilter::builder().resource_subscriptions(uris).build()
+}
+
+/// Runs one `subscriptions/listen` request (see the module documentation). `Ok` ends it
+/// gracefully (the client cancelled, the server shuts down, or the messaging stream ended, e.g.
+/// a slow client dropped: listen again and read the inbox); a revoked key ends it with an error
+/// carrying `UNAUTHORIZED`.
+pub async fn listen(tools: &ClawxTools, context: SubscriptionContext) -> Result<(), ErrorData> {
+    let Some(parts) = context.request_context().extensions.get::<http::request::Parts>().cloned() else {
+        return Err(ErrorData::internal_error("the request's HTTP parts are missing", None));
+    };
+    let follows_inbox = context.accepted().resource_subscriptions.iter().flatten().any(|uri| uri == INBOX);
+    if !follows_inbox {
+        // Nothing Clawx announces was asked for: hold the request as the protocol expects.
+        tokio::select! {
+            () = context.cancelled() => {}
+            () = tools.gateway.shutdown.cancelled() => {}
+        }
+        return Ok(());
+    }
+    let gateway = Arc::clone(&tools.gateway);
+    // Listening before the credentials are checked: a revocation in between is not missed.
+    let revocations = gateway.authenticator.cache.revocations();
+    let stream_gateway = Arc::clone(&gateway);
+    let (account_id, _slot, mut upstream) = tools
+        .admitted(&parts, STREAM_RPC, |principal| async move {
+            let client_ip = principal.client_ip.clone().unwrap_or_else(|| "unknown".to_string());
+            let Some(slot) = stream_gateway.streams.acquire(&client_ip) else {
+                let refusal = ApiError::new(ErrorCode::RateLimited, "too many open subscriptions and streams from this address; close some first");
+                return Err(ApiError { retry_after: Some(1), ..refusal });
+            };
+            let account_id = principal.account_id.ok_or_else(|| ApiError::unauthorized("authentication required"))?;
+            let request = messaging_pb::StreamMessagesRequest { after_id: 0 };
+            let upstream = stream_gateway.messaging(&principal).stream_messages(request).await?.into_inner();
+            Ok((account_id, slot, upstream))
+        })
+        .await
+        .map_err(|error| resource_error(&error))?;
+    let revoked = revoked(&gateway, &parts, account_id, revocations);
+    tokio::pin!(revoked);
+    loop {
+        let next = tokio::select! {
+            () = context.cancelled() => return Ok(()),
+            () = gateway.shutdown.cancelled() => return Ok(()),
+            () = &mut revoked => return Err(resource_error(&ApiError::unauthorized("the API key of this subscription was revoked"))),
+            next = upstream.next() => next,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Err(status)) => return Err(resource_error(&ApiError::from(status))),
+            // Group messages are not part of the inbox.
+            Some(Ok(message)) if message.group_id.is_some() => {}
+            Some(Ok(_)) => {
+                let updated = ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(INBOX));
+                if context.sink().send(ServerNotification::ResourceUpdatedNotification(updated)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// A Clawx error as a JSON-RPC error (a resource read has no error result): the Clawx code in
 /// `data.code`.
 fn resource_error(error: &ApiError) -> ErrorData {
     let data = Some(json!({"code": error.code.as_str(), "error": error.message}));
     match error.code {
         ErrorCode::NotFound => ErrorData::resource_not_found(error.message.clone(), data),
+        ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::RateLimited => ErrorData::invalid_request(error.message.clone(), data),
         _ if error.code.http_status() >= 500 => ErrorData::internal_error(error.message.clone(), data),
         _ => ErrorData::invalid_params(error.message.clone(), data),
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::{Json, extract::State, http::StatusCode};
 use clawx_common::time::format_sql_datetime;
 use clawx_proto::identity as pb;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::{
     IntoParams, ToSchema,
@@ -127,19 +128,43 @@ pub async fn create(State(gateway): State<Arc<Gateway>>, Caller(principal): Call
     })))
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The body of `POST /account/register` (and the `register_handle` MCP tool's input).
+#[derive(Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    /// The handle to claim: 2 to 32 letters, digits, `-` or `_`; others reach you by it
     handle: Handle,
+    /// Your display name, at most 100 characters
     name: Name,
+    /// Optional: who you are and what you do, at most 1000 characters
     #[serde(default)]
+    #[schemars(with = "Text")]
     description: Option<Text>,
+    /// Optional http(s) URL of your X account
     #[serde(default)]
+    #[schemars(with = "ProfileUrl")]
     x_url: Option<ProfileUrl>,
+    /// Optional http(s) URL of your GitHub
     #[serde(default)]
+    #[schemars(with = "ProfileUrl")]
     github_url: Option<ProfileUrl>,
+    /// Optional http(s) URL of your website
     #[serde(default)]
+    #[schemars(with = "ProfileUrl")]
     website_url: Option<ProfileUrl>,
+}
+
+impl From<RegisterBody> for pb::RegisterHandleRequest {
+    fn from(body: RegisterBody) -> pb::RegisterHandleRequest {
+        pb::RegisterHandleRequest {
+            handle: body.handle.into(),
+            name: body.name.into(),
+            description: body.description.map(String::from),
+            x_url: body.x_url.map(String::from),
+            github_url: body.github_url.map(String::from),
+            website_url: body.website_url.map(String::from),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -147,6 +172,13 @@ pub struct Registered {
     handle: String,
     wallet_address: String,
     profile_url: String,
+}
+
+impl From<pb::RegisterHandleResponse> for Registered {
+    fn from(registered: pb::RegisterHandleResponse) -> Registered {
+        let profile_url = format!("/users/{}", registered.handle);
+        Registered { handle: registered.handle, wallet_address: registered.wallet_address, profile_url }
+    }
 }
 
 type RegisteredReply = Envelope<Registered>;
@@ -159,17 +191,8 @@ type RegisteredReply = Envelope<Registered>;
         (status = 409, description = "Handle taken (`HANDLE_TAKEN`) or account already registered (`ALREADY_REGISTERED`)"),
     ))]
 pub async fn register(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<RegisterBody>) -> Reply<RegisteredReply> {
-    let message = pb::RegisterHandleRequest {
-        handle: body.handle.into(),
-        name: body.name.into(),
-        description: body.description.map(String::from),
-        x_url: body.x_url.map(String::from),
-        github_url: body.github_url.map(String::from),
-        website_url: body.website_url.map(String::from),
-    };
-    let registered = gateway.identity(&account.principal).register_handle(message).await?.into_inner();
-    let profile_url = format!("/users/{}", registered.handle);
-    Ok(Json(Envelope(Registered { handle: registered.handle, wallet_address: registered.wallet_address, profile_url })))
+    let registered = gateway.identity(&account.principal).register_handle(pb::RegisterHandleRequest::from(body)).await?.into_inner();
+    Ok(Json(Envelope(registered.into())))
 }
 
 #[utoipa::path(get, path = "/account/me", tag = "Account", summary = "Your account",
@@ -180,26 +203,58 @@ pub async fn me(State(gateway): State<Arc<Gateway>>, account: Account) -> Reply<
     Ok(Json(Envelope(profile.into())))
 }
 
-/// A partial update: absent fields are kept, `null` clears one.
-#[derive(Deserialize, ToSchema)]
+/// A partial update: absent fields are kept, `null` (or an empty string) clears one. The body of
+/// `PATCH /account/me` and the `update_profile` MCP tool's input. (The tool's schema shows the
+/// clearable fields as strings, since some model providers refuse `null` types; `null` is
+/// accepted there too.)
+#[derive(Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
+    /// A new display name (cannot be cleared)
     #[serde(default, deserialize_with = "nullable")]
     // Never null: a name cannot be cleared.
     #[schema(value_type = Name, required = false)]
+    #[schemars(with = "Name")]
     name: Option<Option<Name>>,
+    /// A new description; null or an empty string clears it
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Text>)]
+    #[schemars(with = "Text")]
     description: Option<Option<Text>>,
+    /// A new X URL; null or an empty string clears it
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<ProfileUrl>)]
+    #[schemars(with = "ProfileUrl")]
     x_url: Option<Option<ProfileUrl>>,
+    /// A new GitHub URL; null or an empty string clears it
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<ProfileUrl>)]
+    #[schemars(with = "ProfileUrl")]
     github_url: Option<Option<ProfileUrl>>,
+    /// A new website URL; null or an empty string clears it
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<ProfileUrl>)]
+    #[schemars(with = "ProfileUrl")]
     website_url: Option<Option<ProfileUrl>>,
+}
+
+impl TryFrom<UpdateBody> for pb::UpdateMeRequest {
+    type Error = ApiError;
+
+    fn try_from(body: UpdateBody) -> Result<pb::UpdateMeRequest, ApiError> {
+        let name = match body.name {
+            Some(None) => return Err(ApiError::invalid("name", "name cannot be cleared")),
+            Some(Some(name)) => Some(name.into()),
+            None => None,
+        };
+        Ok(pb::UpdateMeRequest {
+            name,
+            description: clearable(body.description),
+            x_url: clearable(body.x_url),
+            github_url: clearable(body.github_url),
+            website_url: clearable(body.website_url),
+        })
+    }
 }
 
 /// `null` clears a field: sent to the service as an empty string.
@@ -215,19 +270,7 @@ fn clearable<T: Into<String>>(value: Option<Option<T>>) -> Option<String> {
         (status = 403, description = "Register a handle first (`NOT_REGISTERED`)"),
     ))]
 pub async fn update_me(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<UpdateBody>) -> Reply<ProfileReply> {
-    let name = match body.name {
-        Some(None) => return Err(ApiError::invalid("name", "name cannot be cleared")),
-        Some(Some(name)) => Some(name.into()),
-        None => None,
-    };
-    let message = pb::UpdateMeRequest {
-        name,
-        description: clearable(body.description),
-        x_url: clearable(body.x_url),
-        github_url: clearable(body.github_url),
-        website_url: clearable(body.website_url),
-    };
-    let profile = gateway.identity(&account.principal).update_me(message).await?.into_inner();
+    let profile = gateway.identity(&account.principal).update_me(pb::UpdateMeRequest::try_from(body)?).await?.into_inner();
     Ok(Json(Envelope(profile.into())))
 }
 

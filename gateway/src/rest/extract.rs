@@ -46,6 +46,12 @@ fn data_error(detail: &str) -> ApiError {
     }
 }
 
+/// A JSON object read as [`JsonBody`] reads a request body (an MCP tool input that is a REST
+/// body): 400 `VALIDATION_FAILED` naming the field for missing, unknown or mistyped fields.
+pub fn body_from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| data_error(&error.to_string()))
+}
+
 /// A JSON body.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);

@@ -11,6 +11,7 @@ use axum::{
 };
 use clawx_common::{ErrorCode, time::format_iso_datetime};
 use clawx_proto::{groups as pb, messaging as messaging_pb};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::{
     IntoParams, ToSchema,
@@ -200,19 +201,38 @@ pub async fn get_group(State(gateway): State<Arc<Gateway>>, Caller(principal): C
     Ok(details(group))
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The body of `POST /groups` (and the `create_group` MCP tool's input).
+#[derive(Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroupBody {
     /// One line, at most 200 characters
     title: GroupTitle,
-    /// At most 10,000 characters; line breaks allowed
+    /// What the group is for: at most 10,000 characters; line breaks allowed
     description: GroupDescription,
+    /// Optional http(s) URL of the group's X account
     #[serde(default)]
+    #[schemars(with = "ProfileUrl")]
     x_url: Option<ProfileUrl>,
+    /// Optional http(s) URL of the group's GitHub
     #[serde(default)]
+    #[schemars(with = "ProfileUrl")]
     github_url: Option<ProfileUrl>,
+    /// Optional http(s) URL of the group's website
     #[serde(default)]
+    #[schemars(with = "ProfileUrl")]
     website_url: Option<ProfileUrl>,
+}
+
+impl From<CreateGroupBody> for pb::CreateGroupRequest {
+    fn from(body: CreateGroupBody) -> pb::CreateGroupRequest {
+        pb::CreateGroupRequest {
+            title: body.title.into(),
+            description: body.description.into(),
+            x_url: body.x_url.map(Into::into),
+            github_url: body.github_url.map(Into::into),
+            website_url: body.website_url.map(Into::into),
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/groups", tag = "Groups", summary = "Create a group (you join it as its owner)",
@@ -223,14 +243,7 @@ pub struct CreateGroupBody {
         (status = 403, description = "Register a handle first (`HANDLE_REQUIRED`), or verify the account first when verification is required (`NOT_VERIFIED`)"),
     ))]
 pub async fn create_group(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<CreateGroupBody>) -> Reply<GroupReply> {
-    let request = pb::CreateGroupRequest {
-        title: body.title.into(),
-        description: body.description.into(),
-        x_url: body.x_url.map(Into::into),
-        github_url: body.github_url.map(Into::into),
-        website_url: body.website_url.map(Into::into),
-    };
-    let group = gateway.groups(&account.principal).create_group(request).await?.into_inner();
+    let group = gateway.groups(&account.principal).create_group(pb::CreateGroupRequest::from(body)).await?.into_inner();
     Ok(details(group))
 }
 

@@ -16,7 +16,7 @@ pub(crate) mod messages;
 pub mod openapi;
 mod system;
 pub mod types;
-mod verify;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 

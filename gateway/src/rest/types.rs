@@ -101,6 +101,15 @@ impl Format {
             .build()
     }
 
+    /// The format's string schema in JSON Schema, for MCP tool inputs.
+    pub fn json_schema(&self) -> schemars::Schema {
+        let mut schema = schemars::json_schema!({"type": "string", "pattern": self.pattern, "maxLength": self.max_length});
+        if let Some(min_length) = self.min_length {
+            schema.insert("minLength".to_string(), min_length.into());
+        }
+        schema
+    }
+
     /// Whether `text` is in the format.
     pub fn accepts(&self, regex: &Regex, text: &str) -> bool {
         let length = text.chars().count();
@@ -162,6 +171,21 @@ macro_rules! formatted_string {
         impl ToSchema for $name {
             fn name() -> Cow<'static, str> {
                 Cow::Borrowed(stringify!($name))
+            }
+        }
+
+        /// The same schema for MCP tool inputs (JSON Schema 2020-12), inlined where it is used.
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+
+            fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                Self::FORMAT.json_schema()
             }
         }
 

@@ -6,6 +6,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use axum::{Json, extract::State};
 use clawx_proto::{identity as identity_pb, verify as pb};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{
     PartialSchema, ToSchema,
@@ -160,10 +161,33 @@ impl ToSchema for TweetUrl {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+impl JsonSchema for TweetUrl {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("TweetUrl")
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "maxLength": 512})
+    }
+}
+
+/// The body of `POST /verify/complete` (and the `verify_complete` MCP tool's input).
+#[derive(Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompleteBody {
+    /// The URL of the public tweet carrying your code: https://x.com/{user}/status/{id},
+    /// https://twitter.com/i/status/{id} or https://x.com/i/web/status/{id}
     tweet_url: TweetUrl,
+}
+
+impl From<CompleteBody> for pb::CompleteVerificationRequest {
+    fn from(body: CompleteBody) -> pb::CompleteVerificationRequest {
+        pb::CompleteVerificationRequest { tweet_url: body.tweet_url.0 }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -189,8 +213,7 @@ pub struct Completed {
         (status = 503, description = "X could not be reached (`TWEET_SOURCE_UNAVAILABLE`) or a backing service is unavailable (`UNAVAILABLE`)"),
     ))]
 pub async fn complete(State(gateway): State<Arc<Gateway>>, account: Account, JsonBody(body): JsonBody<CompleteBody>) -> Reply<Completed> {
-    let request = pb::CompleteVerificationRequest { tweet_url: body.tweet_url.0 };
-    let completed = gateway.verify(&account.principal).complete_verification(request).await?.into_inner();
+    let completed = gateway.verify(&account.principal).complete_verification(pb::CompleteVerificationRequest::from(body)).await?.into_inner();
     Ok(Json(Completed { success: true, verified_at: completed.verified_at_ms, twitter_username: completed.twitter_username }))
 }
 

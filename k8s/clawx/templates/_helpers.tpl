@@ -97,11 +97,24 @@ reach templates as floats), lists comma-separated.
 {{- end }}
 {{- end }}
 
-{{/* The non-secret CLAWX_* variables, from .Values.config (key in upper snake case). */}}
+{{/*
+The non-secret CLAWX_* variables, from .Values.config (key in upper snake case). Without
+config.mcpAllowedHosts, /mcp answers the Ingress hosts (its DNS-rebinding protection would
+otherwise refuse every host but loopback).
+*/}}
 {{- define "clawx.configData" -}}
 {{- range $key, $value := .Values.config }}
 {{- if not (kindIs "invalid" $value) }}
 {{ printf "CLAWX_%s" ($key | snakecase | upper) }}: {{ include "clawx.configValue" $value | quote }}
+{{- end }}
+{{- end }}
+{{- if and (not (hasKey .Values.config "mcpAllowedHosts")) .Values.ingress.enabled }}
+{{- $hosts := list }}
+{{- range .Values.ingress.hosts }}
+{{- $hosts = append $hosts .host }}
+{{- end }}
+{{- with $hosts }}
+CLAWX_MCP_ALLOWED_HOSTS: {{ join "," . | quote }}
 {{- end }}
 {{- end }}
 {{- end }}

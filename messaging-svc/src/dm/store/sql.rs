@@ -70,9 +70,49 @@ macro_rules! dm_store {
             Ok(heads)
         }
 
-        async fn conversation_id(tx: &mut Tx, first: &Party, second: &Party, now_ms: i64) -> Result<i64, sqlx::Error> {
+        /// The key of the conversation between two parties: their keys, lower first.
+        fn conversation_key(first: &Party, second: &Party) -> (String, String) {
             let (first, second) = (first.key(), second.key());
-            let (low, high) = if first <= second { (first, second) } else { (second, first) };
+            if first <= second { (first, second) } else { (second, first) }
+        }
+
+        /// The conversations of `keys` (from [`conversation_key`]), created where missing: two
+        /// statements per [`ROWS_PER_STATEMENT`] conversations rather than two per conversation.
+        /// Created in key order, so concurrent batches cannot deadlock on them.
+        async fn conversation_ids(
+            tx: &mut Tx,
+            keys: &BTreeSet<(String, String)>,
+            now_ms: i64,
+        ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+            let keys: Vec<&(String, String)> = keys.iter().collect();
+            let mut ids = HashMap::with_capacity(keys.len());
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                let statement = format!(
+                    "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES {} ON CONFLICT (party_low, party_high) DO NOTHING",
+                    values(chunk.len(), 3)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for (low, high) in chunk {
+                    query = query.bind(low).bind(high).bind(now_ms);
+                }
+                query.execute(&mut **tx).await?;
+                let statement = format!(
+                    "SELECT id, party_low, party_high FROM dm_conversations WHERE (party_low, party_high) IN (VALUES {})",
+                    values(chunk.len(), 2)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for (low, high) in chunk {
+                    query = query.bind(low).bind(high);
+                }
+                for row in query.fetch_all(&mut **tx).await? {
+                    ids.insert((row.try_get::<String, _>("party_low")?, row.try_get::<String, _>("party_high")?), row.try_get::<i64, _>("id")?);
+                }
+            }
+            Ok(ids)
+        }
+
+        async fn conversation_id(tx: &mut Tx, first: &Party, second: &Party, now_ms: i64) -> Result<i64, sqlx::Error> {
+            let (low, high) = conversation_key(first, second);
             sqlx::query(
                 "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES ($1, $2, $3) ON CONFLICT (party_low, party_high) DO NOTHING",
             )
@@ -200,7 +240,21 @@ macro_rules! dm_store {
                 batch.iter().flat_map(|message| [Some(message.sender_account_id), message.recipient.account_id()]).flatten().collect();
             let mut heads = lock_mailboxes(tx, &accounts).await?;
             let ids = $allocate_ids(tx, batch.len() as i64).await?;
+            // The conversations of sends without an idempotency key, at once; a keyed send may be
+            // a repeat, so its conversation is only looked up (and created) when it is not.
+            let unkeyed: BTreeSet<(String, String)> = batch
+                .iter()
+                .filter(|message| message.idempotency.is_none())
+                .map(|message| conversation_key(&Party::Account(message.sender_account_id), &message.recipient))
+                .collect();
+            let known = conversation_ids(tx, &unkeyed, now_ms).await?;
             let mut conversations: HashMap<(i64, Party), i64> = HashMap::new();
+            for message in batch.iter().filter(|message| message.idempotency.is_none()) {
+                let key = conversation_key(&Party::Account(message.sender_account_id), &message.recipient);
+                if let Some(id) = known.get(&key) {
+                    conversations.insert((message.sender_account_id, message.recipient.clone()), *id);
+                }
+            }
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut new_messages = Vec::with_capacity(batch.len());
             // Messages are written after the loop; a repeated key of this batch must still find

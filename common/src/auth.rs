@@ -2,7 +2,11 @@
 //! calls services with a short-lived JWT (HS256, one audience per service) naming the principal;
 //! each service verifies it and never trusts raw client headers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -61,7 +65,7 @@ pub fn api_key_cache_key(key_hash: &str) -> String {
 }
 
 /// How the caller proved who it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// No credentials: a public endpoint.
@@ -75,7 +79,7 @@ pub enum AuthMethod {
 }
 
 /// Who a call acts for, as established by the gateway.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Principal {
     /// The account, for authenticated calls.
     pub account_id: Option<i64>,
@@ -129,12 +133,25 @@ struct Claims {
     principal: Principal,
 }
 
-/// Issues and verifies internal tokens.
+/// Most tokens each side of [`InternalAuth`] keeps; past it the cache starts over.
+const TOKEN_CACHE_ENTRIES: usize = 4096;
+
+/// Issues and verifies internal tokens. Both sides remember recent tokens: an issued token is
+/// reused for the same audience and principal while more than half its lifetime is left (one
+/// signature, and a repeated header value HTTP/2 compresses, for a busy caller), and a verified
+/// token is trusted again until it expires (one HMAC check per token, not per call).
 #[derive(Clone)]
 pub struct InternalAuth {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    issued: Arc<Mutex<HashMap<(String, Principal), IssuedToken>>>,
+    verified: Arc<Mutex<HashMap<String, VerifiedToken>>>,
 }
+
+/// An issued token and its expiry (Unix seconds).
+type IssuedToken = (String, u64);
+/// A verified token's audience, principal and expiry (Unix seconds).
+type VerifiedToken = (String, Principal, u64);
 
 impl std::fmt::Debug for InternalAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,12 +168,31 @@ impl InternalAuth {
         InternalAuth {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            issued: Arc::default(),
+            verified: Arc::default(),
         }
     }
 
-    /// A token for one call to the service `audience` (e.g. "identity").
+    /// A token for calls to the service `audience` (e.g. "identity"), valid at least half of
+    /// [`TOKEN_TTL`] from now.
     pub fn issue(&self, audience: &str, principal: &Principal) -> String {
         let now = unix_now();
+        let key = (audience.to_string(), principal.clone());
+        let mut issued = self.issued.lock().expect("issued tokens lock");
+        if let Some((token, exp)) = issued.get(&key)
+            && *exp >= now + TOKEN_TTL.as_secs() / 2
+        {
+            return token.clone();
+        }
+        let token = self.sign(audience, principal, now);
+        if issued.len() >= TOKEN_CACHE_ENTRIES {
+            issued.clear();
+        }
+        issued.insert(key, (token.clone(), now + TOKEN_TTL.as_secs()));
+        token
+    }
+
+    fn sign(&self, audience: &str, principal: &Principal, now: u64) -> String {
         let claims = Claims {
             iss: ISSUER.to_string(),
             aud: audience.to_string(),
@@ -170,18 +206,38 @@ impl InternalAuth {
 
     /// The principal of a valid token for `audience`.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Principal, ServiceError> {
+        let now = unix_now();
+        if let Some((verified_for, principal, exp)) = self.verified.lock().expect("verified tokens lock").get(token)
+            && verified_for == audience
+            && now < *exp
+        {
+            return Ok(principal.clone());
+        }
+        let claims = self.check(token, audience)?;
+        // Trusted again until it expires (without the leeway the full check allows).
+        if now < claims.exp {
+            let mut verified = self.verified.lock().expect("verified tokens lock");
+            if verified.len() >= TOKEN_CACHE_ENTRIES {
+                verified.clear();
+            }
+            verified.insert(token.to_string(), (audience.to_string(), claims.principal.clone(), claims.exp));
+        }
+        Ok(claims.principal)
+    }
+
+    fn check(&self, token: &str, audience: &str) -> Result<Claims, ServiceError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[audience]);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map(|data| data.claims.principal).map_err(|error| {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map(|data| data.claims).map_err(|error| {
             tracing::debug!(%error, "internal token rejected");
             ServiceError::new(ErrorCode::Unauthorized, "missing or invalid internal token")
         })
     }
 
-    /// Adds a fresh token for `audience` to an outgoing request.
+    /// Adds a token for `audience` to an outgoing request.
     pub fn authorize<T>(&self, request: &mut Request<T>, audience: &str, principal: &Principal) {
         let token = self.issue(audience, principal);
         let value = MetadataValue::try_from(token).expect("a JWT is valid ASCII metadata");
@@ -248,6 +304,26 @@ mod tests {
         auth().authorize(&mut request, "verify", &Principal::account(7, AuthMethod::Signature, None));
         let admitted = interceptor.call(request).unwrap();
         assert_eq!(principal_of(&admitted).account_id, Some(7));
+    }
+
+    #[test]
+    fn remembered_tokens_keep_their_audience_and_principal() {
+        let auth = auth();
+        let alice = Principal::account(1, AuthMethod::ApiKey, Some("10.0.0.1".into()));
+        let bob = Principal::account(2, AuthMethod::ApiKey, Some("10.0.0.1".into()));
+        let token = auth.issue("messaging", &alice);
+        assert_eq!(auth.issue("messaging", &alice), token, "reused while fresh");
+        assert_ne!(auth.issue("identity", &alice), token, "one per audience");
+        assert_ne!(auth.issue("messaging", &bob), token, "one per principal");
+        // Verified once, then remembered: still only for its audience.
+        assert_eq!(auth.verify(&token, "messaging").unwrap(), alice);
+        assert_eq!(auth.verify(&token, "messaging").unwrap(), alice);
+        assert_eq!(auth.verify(&token, "identity").unwrap_err().code, ErrorCode::Unauthorized);
+        // A token that is no longer valid is not trusted from memory.
+        let expired = InternalAuth { issued: Arc::default(), verified: Arc::default(), ..auth.clone() };
+        let stale = expired.sign("messaging", &alice, unix_now() - 2 * TOKEN_TTL.as_secs());
+        assert!(expired.verify(&stale, "messaging").is_err());
+        assert!(expired.verify(&stale, "messaging").is_err());
     }
 
     #[test]

@@ -154,6 +154,30 @@ impl PubSub {
     }
 
     /// Publishes `payload` to every subscriber of `channel` on every replica.
+    /// Publishes several messages at once: on Redis, one pipelined round trip.
+    pub async fn publish_all(&self, messages: &[(String, Vec<u8>)]) -> Result<(), CacheError> {
+        match self {
+            PubSub::Memory(hub) => {
+                for (channel, payload) in messages {
+                    hub.deliver(channel, Event::Message(Arc::from(payload.as_slice())));
+                }
+                Ok(())
+            }
+            PubSub::Redis(_, redis) => {
+                if messages.is_empty() {
+                    return Ok(());
+                }
+                let mut pipeline = redis::pipe();
+                for (channel, payload) in messages {
+                    pipeline.cmd("PUBLISH").arg(format!("{}:ps:{channel}", redis.prefix)).arg(payload.as_slice()).ignore();
+                }
+                let mut connection = redis.connection.clone();
+                pipeline.query_async::<()>(&mut connection).await?;
+                Ok(())
+            }
+        }
+    }
+
     pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), CacheError> {
         match self {
             PubSub::Memory(hub) => {

@@ -107,10 +107,16 @@ pub(crate) fn announce(pubsub: &PubSub, stored: Vec<(pb::Message, Vec<(i64, i64)
     }
     let pubsub = pubsub.clone();
     tokio::spawn(async move {
-        for (message, previous) in stored {
-            for (account_id, previous_id) in previous {
-                feed::notify(&pubsub, &mailbox_channel(account_id), message.id, previous_id, &message).await;
-            }
+        // A batch's notices go out together: one round trip to Redis, in order.
+        let notices: Vec<(String, Vec<u8>)> = stored
+            .iter()
+            .flat_map(|(message, previous)| {
+                previous.iter().map(move |(account_id, previous_id)| (mailbox_channel(*account_id), feed::notice(message.id, *previous_id, message)))
+            })
+            .collect();
+        if let Err(error) = pubsub.publish_all(&notices).await {
+            // Subscribers on other replicas catch up at their next notification or gap.
+            tracing::warn!(%error, notices = notices.len(), "could not notify subscribers");
         }
     });
 }

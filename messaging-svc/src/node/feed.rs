@@ -57,14 +57,21 @@ pub async fn announce_activity(pubsub: &PubSub, kind: u8, key: &[u8]) {
     }
 }
 
-/// Announces a stored item to the subscribers of its topic.
-pub async fn notify(pubsub: &PubSub, channel: &str, id: i64, previous_id: i64, message: &impl Message) {
+/// The notice of a stored item: its id, the id before it on its topic, and the item itself
+/// when it is small enough to travel inline.
+pub fn notice(id: i64, previous_id: i64, message: &impl Message) -> Vec<u8> {
     let mut payload = Vec::with_capacity(16 + message.encoded_len());
     payload.extend_from_slice(&id.to_be_bytes());
     payload.extend_from_slice(&previous_id.to_be_bytes());
     if message.encoded_len() <= MAX_INLINE_BYTES {
         message.encode(&mut payload).expect("a Vec grows as needed");
     }
+    payload
+}
+
+/// Announces a stored item to the subscribers of its topic.
+pub async fn notify(pubsub: &PubSub, channel: &str, id: i64, previous_id: i64, message: &impl Message) {
+    let payload = notice(id, previous_id, message);
     if let Err(error) = pubsub.publish(channel, &payload).await {
         // Subscribers on other replicas catch up at their next notification or gap.
         tracing::warn!(%error, channel, "could not notify subscribers");

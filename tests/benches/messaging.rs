@@ -36,6 +36,12 @@ async fn raw_inserts(database_url: &str) -> Figures {
         .execute(&pool)
         .await
         .unwrap();
+    // All 32 connections open before the clock starts, as (b)'s clients are built before it.
+    let mut warm = Vec::with_capacity(CONCURRENCY);
+    for _ in 0..CONCURRENCY {
+        warm.push(pool.acquire().await.expect("a PostgreSQL connection"));
+    }
+    drop(warm);
     let started = Instant::now();
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|worker| {
@@ -72,14 +78,19 @@ async fn raw_inserts(database_url: &str) -> Figures {
 /// total when given.
 async fn rest_sends(base_url: &str, key: &str, to: &str, sends: usize, rate: Option<f64>) -> Figures {
     let url = Arc::new(format!("{base_url}/messages/dm"));
+    // One client (one keep-alive connection) per worker, built before the clock starts: a
+    // client loads the system's root certificates, which is no part of a send.
+    let clients: Vec<reqwest::Client> =
+        (0..CONCURRENCY).map(|_| reqwest::Client::builder().http1_only().pool_max_idle_per_host(1).build().unwrap()).collect();
     let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|worker| {
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(worker, http)| {
             let url = Arc::clone(&url);
             let key = key.to_string();
             let to = to.to_string();
             tokio::spawn(async move {
-                let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(1).build().unwrap();
                 let mut pacing = rate.map(|rate| {
                     let mut interval = tokio::time::interval(Duration::from_secs_f64(CONCURRENCY as f64 / rate));
                     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,5 +1,6 @@
 //! Direct messages carried over XMTP by the agent engine, through the gateway's REST face: two
-//! accounts here DM each other (each message stored once, `delivery` reaching `sent`), a wallet
+//! accounts here DM each other (each message stored once, `delivery` reaching `sent`, the welcome
+//! wrapped with X-Wing as the recipient's key package asks), a wallet
 //! with no XMTP inbox is refused at once, and `/messages/xmtp/sync` counts only new messages;
 //! on SQLite + memory and PostgreSQL + Redis.
 
@@ -10,9 +11,18 @@ use clawx_messaging::node::validate::{
     sig::inbox_id_for,
     text::{ActionText, Subject, signature_text},
 };
-use clawx_proto::xmtp::identity::{
-    api::v1::{PublishIdentityUpdateRequest, identity_api_client::IdentityApiClient},
-    associations::{CreateInbox, IdentifierKind, IdentityAction, IdentityUpdate, RecoverableEcdsaSignature, Signature, identity_action, signature},
+use clawx_proto::xmtp::{
+    identity::{
+        api::v1::{GetIdentityUpdatesRequest, PublishIdentityUpdateRequest, get_identity_updates_request, identity_api_client::IdentityApiClient},
+        associations::{
+            CreateInbox, IdentifierKind, IdentityAction, IdentityUpdate, RecoverableEcdsaSignature, Signature, identity_action, member_identifier,
+            signature,
+        },
+    },
+    mls::{
+        api::v1::{QueryWelcomeMessagesRequest, mls_api_client::MlsApiClient, welcome_message},
+        message_contents::WelcomeWrapperAlgorithm,
+    },
 };
 use clawx_tests::{Auth, TestStack};
 use serde_json::{Value, json};
@@ -42,12 +52,39 @@ fn delivered(messages: &[Value], id: &Value) -> bool {
     messages.iter().any(|message| &message["id"] == id && message["delivery"] == "sent")
 }
 
+/// The welcomes on the network for every installation of `inbox_id`.
+async fn welcomes_of(stack: &TestStack, inbox_id: &str) -> Vec<welcome_message::V1> {
+    let mut identity = IdentityApiClient::new(stack.channel().await);
+    let request =
+        GetIdentityUpdatesRequest { requests: vec![get_identity_updates_request::Request { inbox_id: inbox_id.to_string(), sequence_id: 0 }] };
+    let logs = identity.get_identity_updates(request).await.expect("identity updates").into_inner().responses;
+    let mut welcomes = Vec::new();
+    for update in logs.iter().flat_map(|log| &log.updates).filter_map(|entry| entry.update.as_ref()) {
+        for action in &update.actions {
+            let Some(identity_action::Kind::Add(add)) = &action.kind else { continue };
+            let Some(member_identifier::Kind::InstallationPublicKey(key)) = add.new_member_identifier.as_ref().and_then(|member| member.kind.clone())
+            else {
+                continue;
+            };
+            let mut mls = MlsApiClient::new(stack.channel().await);
+            let request = QueryWelcomeMessagesRequest { installation_key: key, paging_info: None };
+            let messages = mls.query_welcome_messages(request).await.expect("welcomes").into_inner().messages;
+            welcomes.extend(messages.into_iter().filter_map(|message| match message.version {
+                Some(welcome_message::Version::V1(v1)) => Some(v1),
+                _ => None,
+            }));
+        }
+    }
+    welcomes
+}
+
 #[tokio::test]
 async fn accounts_here_dm_each_other_over_xmtp_and_each_message_is_stored_once() {
     for stack in TestStack::all_with_agents().await {
         let name = stack.name;
         let alice = stack.registered("alice").await;
-        let bob = stack.registered("bob").await;
+        let (bob, bob_account) = stack.create_account().await;
+        stack.post("/account/register", &Auth::Key(bob.clone()), json!({"handle": "bob", "name": "bob"})).await.expect_ok(name);
 
         let sent = stack.post("/messages/dm", &Auth::Key(alice.clone()), json!({"handle": "bob", "message": "over xmtp"})).await;
         let sent = sent.expect_ok(name)["message"].clone();
@@ -55,6 +92,10 @@ async fn accounts_here_dm_each_other_over_xmtp_and_each_message_is_stored_once()
         let history = wait_for(&stack, &alice, "bob", "alice's message sent", |messages| delivered(messages, &sent["id"])).await;
         assert_eq!(history.len(), 1, "{name}: {history:?}");
         assert!(history[0].get("delivery_error").is_none(), "{name}: {history:?}");
+        // Bob's key package asks for X-Wing welcomes, and that is how the welcome reached him.
+        let welcomes = welcomes_of(&stack, bob_account["xmtp_inbox_id"].as_str().expect("xmtp_inbox_id")).await;
+        let wrappers: Vec<(i32, usize)> = welcomes.iter().map(|welcome| (welcome.wrapper_algorithm, welcome.hpke_public_key.len())).collect();
+        assert_eq!(wrappers, vec![(WelcomeWrapperAlgorithm::XwingMlkem768Draft6 as i32, 1216)], "{name}: X-Wing to a 1,216-byte key");
 
         // Bob's installation joined the DM and decrypted the XMTP copy: it is the message
         // already stored, so nothing new arrives, now or on a manual sync.

@@ -12,6 +12,7 @@ pub mod receive;
 pub mod send;
 pub mod state;
 pub mod store;
+pub mod wrapper;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,15 +1,18 @@
 //! Direct messages carried over XMTP by the agent engine, through the gateway's REST face: two
 //! accounts here DM each other (each message stored once, `delivery` reaching `sent`, the welcome
-//! wrapped with X-Wing as the recipient's key package asks), a wallet
-//! with no XMTP inbox is refused at once, and `/messages/xmtp/sync` counts only new messages;
-//! on SQLite + memory and PostgreSQL + Redis.
+//! wrapped with X-Wing as the recipient's key package asks, also to each of an inbox's ten
+//! installations), a wallet with no XMTP inbox is refused at once, and `/messages/xmtp/sync`
+//! counts only new messages; on SQLite + memory and PostgreSQL + Redis.
 
 use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
-use clawx_messaging::node::validate::{
-    sig::inbox_id_for,
-    text::{ActionText, Subject, signature_text},
+use clawx_messaging::{
+    agent::{network::XmtpNetwork, publish_external_inbox},
+    node::validate::{
+        sig::inbox_id_for,
+        text::{ActionText, Subject, signature_text},
+    },
 };
 use clawx_proto::xmtp::{
     identity::{
@@ -212,6 +215,54 @@ async fn a_message_to_an_inbox_no_installation_can_read_fails_with_its_reason() 
             assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {message}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_dm_to_an_inbox_with_ten_installations_welcomes_each_with_x_wing() {
+    for stack in TestStack::all_with_agents().await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        // An XMTP inbox elsewhere with ten installations, each with a key package asking for
+        // X-Wing welcomes (the benchmark's peer).
+        let wallet = PrivateKeySigner::random();
+        let address = wallet.address().to_checksum(None);
+        let network = XmtpNetwork::connect_lazy(&stack.base_url).expect("network");
+        let inbox_id = publish_external_inbox(&network, &address, 10, |text| {
+            let mut bytes = alloy_signer::SignerSync::sign_message_sync(&wallet, text.as_bytes()).unwrap().as_bytes().to_vec();
+            if bytes[64] < 27 {
+                bytes[64] += 27;
+            }
+            bytes
+        })
+        .await
+        .expect("inbox published");
+        let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": address, "message": "to all ten"})).await;
+        let sent = sent.expect_ok(name)["message"].clone();
+        let started = Instant::now();
+        loop {
+            let history = stack.get(&format!("/messages/address/{address}"), &Auth::Key(alice.clone())).await;
+            let message = history.expect_ok(name)["messages"][0].clone();
+            if message["delivery"] == "sent" {
+                assert_eq!(message["id"], sent["id"], "{name}");
+                break;
+            }
+            assert_eq!(message["delivery"], "stored", "{name}: {message}");
+            assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {message}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let welcomes = welcomes_of(&stack, &inbox_id).await;
+        let mut installations: Vec<&[u8]> = welcomes.iter().map(|welcome| welcome.installation_key.as_slice()).collect();
+        installations.dedup();
+        assert_eq!(installations.len(), 10, "{name}: one welcome per installation");
+        assert!(
+            welcomes
+                .iter()
+                .all(|welcome| welcome.wrapper_algorithm == WelcomeWrapperAlgorithm::XwingMlkem768Draft6 as i32
+                    && welcome.hpke_public_key.len() == 1216),
+            "{name}: every welcome is X-Wing-wrapped"
+        );
         stack.stop().await;
     }
 }

@@ -154,12 +154,12 @@ async fn pairs_with_external_inboxes(roles: &ServeRoles, http: &reqwest::Client,
 }
 
 /// Each pair's first message (which opens the DM), then `MESSAGES_PER_PAIR` more in the
-/// existing DM, all pairs at once; both figures printed.
-async fn first_then_existing(roles: &ServeRoles, http: &reqwest::Client, measured: &[Pair], what: &str) {
+/// existing DM, all pairs at once; both figures printed, labelled with `peer` (whom to).
+async fn first_then_existing(roles: &ServeRoles, http: &reqwest::Client, measured: &[Pair], peer: &str) {
     let started = Instant::now();
     let firsts: Vec<Duration> =
         stream::iter(measured).map(|pair| send_until_sent(roles, http, pair, "first")).buffer_unordered(measured.len()).collect().await;
-    Figures::of(firsts, started.elapsed()).print(&format!("first message of a pair to sent (opens the DM{what})"));
+    Figures::of(firsts, started.elapsed()).print(&format!("first message to sent (opens the DM), {peer}"));
     let started = Instant::now();
     let latencies: Vec<Duration> = stream::iter(measured)
         .map(|pair| async {
@@ -175,7 +175,7 @@ async fn first_then_existing(roles: &ServeRoles, http: &reqwest::Client, measure
         .into_iter()
         .flatten()
         .collect();
-    Figures::of(latencies, started.elapsed()).print(&format!("POST to sent in an existing DM, {} pairs at once{what}", measured.len()));
+    Figures::of(latencies, started.elapsed()).print(&format!("POST to sent, existing DM, {} pairs at once, {peer}", measured.len()));
 }
 
 #[tokio::main]
@@ -195,12 +195,12 @@ async fn main() {
     // 1. Latency to `sent` between accounts here.
     let roles = ServeRoles::start(&binary, &database_url, &redis_url, &[]).await;
     let measured = pairs(&roles, &http, "lat", PAIRS).await;
-    first_then_existing(&roles, &http, &measured, "").await;
+    first_then_existing(&roles, &http, &measured, "account here").await;
 
     // 2. The same to inboxes elsewhere with 1 and with 10 installations.
     for installations in [1, PEER_INSTALLATIONS] {
         let measured = pairs_with_external_inboxes(&roles, &http, &format!("ext{installations}"), PAIRS, installations).await;
-        first_then_existing(&roles, &http, &measured, &format!("; {installations} peer installation(s)")).await;
+        first_then_existing(&roles, &http, &measured, &format!("{installations} peer inst.")).await;
     }
     drop(roles);
 

@@ -58,6 +58,8 @@ impl Drop for Role {
 /// every rate limit off.
 pub struct ServeRoles {
     pub base_url: String,
+    /// The messaging role, whose port also serves the XMTP node API.
+    pub messaging_url: String,
     pub messaging: Role,
     _identity: Role,
     _gateway: Role,
@@ -101,6 +103,7 @@ impl ServeRoles {
             messaging: spawn("messaging", messaging),
             _gateway: spawn("gateway", gateway),
             base_url: format!("http://127.0.0.1:{gateway}"),
+            messaging_url: format!("http://127.0.0.1:{messaging}"),
         };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,18 +1,31 @@
 //! Direct messages carried over XMTP by the agent engine, through the gateway's REST face: two
-//! accounts here DM each other (each message stored once, `delivery` reaching `sent`), a wallet
-//! with no XMTP inbox is refused at once, and `/messages/xmtp/sync` counts only new messages;
-//! on SQLite + memory and PostgreSQL + Redis.
+//! accounts here DM each other (each message stored once, `delivery` reaching `sent`, the welcome
+//! wrapped with X-Wing as the recipient's key package asks, also to each of an inbox's ten
+//! installations), a wallet with no XMTP inbox is refused at once, and `/messages/xmtp/sync`
+//! counts only new messages; on SQLite + memory and PostgreSQL + Redis.
 
 use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
-use clawx_messaging::node::validate::{
-    sig::inbox_id_for,
-    text::{ActionText, Subject, signature_text},
+use clawx_messaging::{
+    agent::{network::XmtpNetwork, publish_external_inbox},
+    node::validate::{
+        sig::inbox_id_for,
+        text::{ActionText, Subject, signature_text},
+    },
 };
-use clawx_proto::xmtp::identity::{
-    api::v1::{PublishIdentityUpdateRequest, identity_api_client::IdentityApiClient},
-    associations::{CreateInbox, IdentifierKind, IdentityAction, IdentityUpdate, RecoverableEcdsaSignature, Signature, identity_action, signature},
+use clawx_proto::xmtp::{
+    identity::{
+        api::v1::{GetIdentityUpdatesRequest, PublishIdentityUpdateRequest, get_identity_updates_request, identity_api_client::IdentityApiClient},
+        associations::{
+            CreateInbox, IdentifierKind, IdentityAction, IdentityUpdate, RecoverableEcdsaSignature, Signature, identity_action, member_identifier,
+            signature,
+        },
+    },
+    mls::{
+        api::v1::{QueryWelcomeMessagesRequest, mls_api_client::MlsApiClient, welcome_message},
+        message_contents::WelcomeWrapperAlgorithm,
+    },
 };
 use clawx_tests::{Auth, TestStack};
 use serde_json::{Value, json};
@@ -42,12 +55,39 @@ fn delivered(messages: &[Value], id: &Value) -> bool {
     messages.iter().any(|message| &message["id"] == id && message["delivery"] == "sent")
 }
 
+/// The welcomes on the network for every installation of `inbox_id`.
+async fn welcomes_of(stack: &TestStack, inbox_id: &str) -> Vec<welcome_message::V1> {
+    let mut identity = IdentityApiClient::new(stack.channel().await);
+    let request =
+        GetIdentityUpdatesRequest { requests: vec![get_identity_updates_request::Request { inbox_id: inbox_id.to_string(), sequence_id: 0 }] };
+    let logs = identity.get_identity_updates(request).await.expect("identity updates").into_inner().responses;
+    let mut welcomes = Vec::new();
+    for update in logs.iter().flat_map(|log| &log.updates).filter_map(|entry| entry.update.as_ref()) {
+        for action in &update.actions {
+            let Some(identity_action::Kind::Add(add)) = &action.kind else { continue };
+            let Some(member_identifier::Kind::InstallationPublicKey(key)) = add.new_member_identifier.as_ref().and_then(|member| member.kind.clone())
+            else {
+                continue;
+            };
+            let mut mls = MlsApiClient::new(stack.channel().await);
+            let request = QueryWelcomeMessagesRequest { installation_key: key, paging_info: None };
+            let messages = mls.query_welcome_messages(request).await.expect("welcomes").into_inner().messages;
+            welcomes.extend(messages.into_iter().filter_map(|message| match message.version {
+                Some(welcome_message::Version::V1(v1)) => Some(v1),
+                _ => None,
+            }));
+        }
+    }
+    welcomes
+}
+
 #[tokio::test]
 async fn accounts_here_dm_each_other_over_xmtp_and_each_message_is_stored_once() {
     for stack in TestStack::all_with_agents().await {
         let name = stack.name;
         let alice = stack.registered("alice").await;
-        let bob = stack.registered("bob").await;
+        let (bob, bob_account) = stack.create_account().await;
+        stack.post("/account/register", &Auth::Key(bob.clone()), json!({"handle": "bob", "name": "bob"})).await.expect_ok(name);
 
         let sent = stack.post("/messages/dm", &Auth::Key(alice.clone()), json!({"handle": "bob", "message": "over xmtp"})).await;
         let sent = sent.expect_ok(name)["message"].clone();
@@ -55,6 +95,10 @@ async fn accounts_here_dm_each_other_over_xmtp_and_each_message_is_stored_once()
         let history = wait_for(&stack, &alice, "bob", "alice's message sent", |messages| delivered(messages, &sent["id"])).await;
         assert_eq!(history.len(), 1, "{name}: {history:?}");
         assert!(history[0].get("delivery_error").is_none(), "{name}: {history:?}");
+        // Bob's key package asks for X-Wing welcomes, and that is how the welcome reached him.
+        let welcomes = welcomes_of(&stack, bob_account["xmtp_inbox_id"].as_str().expect("xmtp_inbox_id")).await;
+        let wrappers: Vec<(i32, usize)> = welcomes.iter().map(|welcome| (welcome.wrapper_algorithm, welcome.hpke_public_key.len())).collect();
+        assert_eq!(wrappers, vec![(WelcomeWrapperAlgorithm::XwingMlkem768Draft6 as i32, 1216)], "{name}: X-Wing to a 1,216-byte key");
 
         // Bob's installation joined the DM and decrypted the XMTP copy: it is the message
         // already stored, so nothing new arrives, now or on a manual sync.
@@ -171,6 +215,54 @@ async fn a_message_to_an_inbox_no_installation_can_read_fails_with_its_reason() 
             assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {message}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_dm_to_an_inbox_with_ten_installations_welcomes_each_with_x_wing() {
+    for stack in TestStack::all_with_agents().await {
+        let name = stack.name;
+        let alice = stack.registered("alice").await;
+        // An XMTP inbox elsewhere with ten installations, each with a key package asking for
+        // X-Wing welcomes (the benchmark's peer).
+        let wallet = PrivateKeySigner::random();
+        let address = wallet.address().to_checksum(None);
+        let network = XmtpNetwork::connect_lazy(&stack.base_url).expect("network");
+        let inbox_id = publish_external_inbox(&network, &address, 10, |text| {
+            let mut bytes = alloy_signer::SignerSync::sign_message_sync(&wallet, text.as_bytes()).unwrap().as_bytes().to_vec();
+            if bytes[64] < 27 {
+                bytes[64] += 27;
+            }
+            bytes
+        })
+        .await
+        .expect("inbox published");
+        let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": address, "message": "to all ten"})).await;
+        let sent = sent.expect_ok(name)["message"].clone();
+        let started = Instant::now();
+        loop {
+            let history = stack.get(&format!("/messages/address/{address}"), &Auth::Key(alice.clone())).await;
+            let message = history.expect_ok(name)["messages"][0].clone();
+            if message["delivery"] == "sent" {
+                assert_eq!(message["id"], sent["id"], "{name}");
+                break;
+            }
+            assert_eq!(message["delivery"], "stored", "{name}: {message}");
+            assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {message}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let welcomes = welcomes_of(&stack, &inbox_id).await;
+        let mut installations: Vec<&[u8]> = welcomes.iter().map(|welcome| welcome.installation_key.as_slice()).collect();
+        installations.dedup();
+        assert_eq!(installations.len(), 10, "{name}: one welcome per installation");
+        assert!(
+            welcomes
+                .iter()
+                .all(|welcome| welcome.wrapper_algorithm == WelcomeWrapperAlgorithm::XwingMlkem768Draft6 as i32
+                    && welcome.hpke_public_key.len() == 1216),
+            "{name}: every welcome is X-Wing-wrapped"
+        );
         stack.stop().await;
     }
 }

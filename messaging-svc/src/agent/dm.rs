@@ -1,6 +1,6 @@
 //! Agent-initiated DMs: an MLS group of XMTP's DM kind between the account's installation and
 //! every installation of the peer's inbox, announced by a commit and a welcome per installation
-//! (Curve25519 HPKE to its key package's init key).
+//! (wrapped as its key package asks: X-Wing or Curve25519 HPKE, see [`super::wrapper`]).
 
 use std::collections::HashMap;
 
@@ -10,8 +10,7 @@ use clawx_proto::xmtp::{
         api::v1::{WelcomeMessageInput, welcome_message_input},
         message_contents::{
             ConversationType, DmMembers, GroupMembership, GroupMetadataV1, GroupMutableMetadataV1, GroupMutablePermissionsV1, Inbox, Inboxes,
-            MembershipPolicy, MetadataPolicy, PermissionsUpdatePolicy, PolicySet, WelcomeWrapperAlgorithm, membership_policy, metadata_policy,
-            permissions_update_policy,
+            MembershipPolicy, MetadataPolicy, PermissionsUpdatePolicy, PolicySet, membership_policy, metadata_policy, permissions_update_policy,
         },
     },
 };
@@ -19,12 +18,10 @@ use openmls::prelude::*;
 use prost::Message as _;
 use tls_codec::{Deserialize as _, Serialize as _};
 
-use super::{AgentError, Engine, mls, network::InboxHistory, state::MlsSession};
+use super::{AgentError, Engine, mls, network::InboxHistory, state::MlsSession, wrapper::Wrapper};
 
 /// Most installations of a peer a DM is opened with.
 pub const MAX_PEER_INSTALLATIONS: usize = 64;
-/// XMTP's HPKE info for welcomes: TLS `EncryptContext { label: "MLS 1.0 MLS_WELCOME", context: "" }`.
-const WELCOME_INFO: &[u8] = b"\x13MLS 1.0 MLS_WELCOME\x00";
 /// The mutable metadata fields XMTP clients know; in a DM either member may change any.
 const METADATA_FIELDS: [&str; 7] = [
     "group_name",
@@ -155,14 +152,25 @@ impl Engine {
             return Ok(group_id);
         }
         let mut key_packages = Vec::new();
+        let mut wrappers = Vec::new();
         for bytes in self.network.key_packages(&peer_installations).await?.into_iter().flatten() {
             let parsed = KeyPackageIn::tls_deserialize_exact(&bytes)
                 .ok()
                 .and_then(|key_package| key_package.validate(provider.crypto(), ProtocolVersion::Mls10).ok());
-            match parsed {
-                Some(key_package) => key_packages.push(key_package),
-                None => tracing::warn!("a peer installation's key package is invalid; it is left out of the DM"),
-            }
+            let Some(key_package) = parsed else {
+                tracing::warn!("a peer installation's key package is invalid; it is left out of the DM");
+                continue;
+            };
+            // A valid key package whose welcome wrapper extension cannot be read fails the DM,
+            // as it fails XMTP clients' own: no fallback to Curve25519 and its init key.
+            let wrapper = Wrapper::for_key_package(&key_package)?;
+            tracing::debug!(
+                installation = %hex::encode(key_package.leaf_node().signature_key().as_slice()),
+                wrapper = wrapper.name(),
+                "the peer installation's key package asks for this welcome wrapper"
+            );
+            key_packages.push(key_package);
+            wrappers.push(wrapper);
         }
         if key_packages.is_empty() {
             return Err(AgentError::RecipientNotOnXmtp);
@@ -189,18 +197,13 @@ impl Engine {
         let commit = commit.tls_serialize_detached().map_err(encode)?;
         let welcome = welcome.tls_serialize_detached().map_err(encode)?;
         let mut welcomes = Vec::with_capacity(key_packages.len());
-        for key_package in &key_packages {
-            let init_key = key_package.hpke_init_key().as_slice().to_vec();
-            let sealed = provider
-                .crypto()
-                .hpke_seal(mls::CIPHERSUITE.hpke_config(), &init_key, WELCOME_INFO, &[], &welcome)
-                .map_err(|error| AgentError::Mls(format!("welcome wrapper: {error:?}")))?;
+        for (key_package, wrapper) in key_packages.iter().zip(&wrappers) {
             welcomes.push(WelcomeMessageInput {
                 version: Some(welcome_message_input::Version::V1(welcome_message_input::V1 {
                     installation_key: key_package.leaf_node().signature_key().as_slice().to_vec(),
-                    data: sealed.tls_serialize_detached().map_err(encode)?,
-                    hpke_public_key: init_key,
-                    wrapper_algorithm: WelcomeWrapperAlgorithm::Curve25519 as i32,
+                    data: wrapper.seal(provider.crypto(), &welcome)?,
+                    hpke_public_key: wrapper.public_key().to_vec(),
+                    wrapper_algorithm: wrapper.algorithm() as i32,
                     welcome_metadata: Vec::new(),
                 })),
             });

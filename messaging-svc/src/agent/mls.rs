@@ -9,7 +9,11 @@ use tls_codec::Serialize as _;
 
 use clawx_proto::xmtp::identity::MlsCredential;
 
-use super::{AgentError, state::AgentProvider};
+use super::{
+    AgentError,
+    state::AgentProvider,
+    wrapper::{XWingKeyPair, xwing_key_entry},
+};
 
 /// The only ciphersuite XMTP uses (0x0003).
 pub const CIPHERSUITE: Ciphersuite = crate::node::validate::keypackage::XMTP_CIPHERSUITE;
@@ -34,8 +38,9 @@ pub fn credential(inbox_id: &str, key: &SigningKey) -> CredentialWithKey {
     CredentialWithKey { credential: BasicCredential::new(identity).into(), signature_key: key.verifying_key().to_bytes().to_vec().into() }
 }
 
-/// What an installation's leaf node supports. The key package carries no welcome-wrapper or
-/// welcome-pointer key, so senders wrap welcomes with Curve25519 HPKE to its init key.
+/// What an installation's leaf node supports. The key package carries an X-Wing welcome-wrapper
+/// key (so senders wrap welcomes with X-Wing HPKE) and no welcome-pointer extension (so senders
+/// send it whole welcomes, never pointers).
 pub fn leaf_capabilities() -> Capabilities {
     Capabilities::new(
         None,
@@ -72,7 +77,9 @@ pub struct NewKeyPackage {
 /// A last-resort key package for the installation, stored in `provider`'s state.
 pub fn key_package(provider: &AgentProvider, inbox_id: &str, key: &SigningKey) -> Result<NewKeyPackage, AgentError> {
     let mls = |error: &dyn std::fmt::Display| AgentError::Mls(format!("key package: {error}"));
-    let key_package_extensions = Extensions::single(Extension::LastResort(LastResortExtension::default())).map_err(|error| mls(&error))?;
+    let xwing = XWingKeyPair::generate()?;
+    let key_package_extensions =
+        Extensions::from_vec(vec![Extension::LastResort(LastResortExtension::default()), xwing.extension()]).map_err(|error| mls(&error))?;
     let bundle = KeyPackage::builder()
         .leaf_node_capabilities(leaf_capabilities())
         .leaf_node_extensions(leaf_extensions(inbox_id)?)
@@ -81,15 +88,13 @@ pub fn key_package(provider: &AgentProvider, inbox_id: &str, key: &SigningKey) -
         .map_err(|error| mls(&error))?;
     let key_package = bundle.key_package();
     let bytes = key_package.tls_serialize_detached().map_err(|error| mls(&error))?;
-    // Welcomes are wrapped (HPKE) to the init key outside MLS; keep its private key by its
-    // public key, beside openmls' own state.
+    // Welcomes are wrapped (HPKE) outside MLS, to the X-Wing key (or, by senders that ignore
+    // it, to the init key); keep both secret keys by their public keys, beside openmls' own
+    // state (encrypted at rest with it).
     let init_public = key_package.hpke_init_key().as_slice().to_vec();
-    provider
-        .storage()
-        .values
-        .write()
-        .map_err(|_| AgentError::Mls("MLS storage lock poisoned".into()))?
-        .insert(init_key_entry(&init_public), bundle.init_private_key().to_vec());
+    let mut values = provider.storage().values.write().map_err(|_| AgentError::Mls("MLS storage lock poisoned".into()))?;
+    values.insert(init_key_entry(&init_public), bundle.init_private_key().to_vec());
+    values.insert(xwing_key_entry(&xwing.public), xwing.secret.clone());
     Ok(NewKeyPackage { bytes, not_after: key_package.life_time().not_after() })
 }
 

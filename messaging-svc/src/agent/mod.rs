@@ -12,12 +12,13 @@ pub mod receive;
 pub mod send;
 pub mod state;
 pub mod store;
+pub mod wrapper;
 
 use std::{sync::Arc, time::Duration};
 
 use clawx_common::{ServiceError, crypto::Keyring};
 
-pub use publish::{INBOX_NONCE, KEY_PACKAGE_REFRESH_MS};
+pub use publish::{INBOX_NONCE, KEY_PACKAGE_REFRESH_MS, publish_external_inbox};
 
 use self::{network::XmtpNetwork, store::AgentStore};
 use crate::dm::identity::Identity;

@@ -11,7 +11,12 @@ use clawx_proto::xmtp::identity::associations::{
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha512};
 
-use super::{AgentError, Engine, mls, network::InboxHistory, state::MlsSession, store::InstallationRecord};
+use super::{
+    AgentError, Engine, mls,
+    network::{InboxHistory, XmtpNetwork},
+    state::{AgentProvider, MlsSession},
+    store::InstallationRecord,
+};
 use crate::node::validate::{
     sig::inbox_id_for,
     text::{ActionText, Subject, signature_text},
@@ -43,6 +48,76 @@ fn grants(history: &InboxHistory, installation_key: &[u8]) -> bool {
 
 fn wallet_signature(bytes: Vec<u8>) -> Signature {
     Signature { signature: Some(signature::Signature::Erc191(RecoverableEcdsaSignature { bytes })) }
+}
+
+fn create_inbox(wallet_address: &str, signed_by_wallet: Vec<u8>) -> IdentityAction {
+    IdentityAction {
+        kind: Some(identity_action::Kind::CreateInbox(CreateInbox {
+            initial_identifier: wallet_address.to_string(),
+            nonce: INBOX_NONCE,
+            initial_identifier_signature: Some(wallet_signature(signed_by_wallet)),
+            initial_identifier_kind: IdentifierKind::Ethereum as i32,
+            relying_party: None,
+        })),
+    }
+}
+
+/// Grants `key`'s installation messaging access: the update's `text` signed by the wallet and,
+/// Ed25519ph with libxmtp's context, by the installation.
+fn add_installation(key: &SigningKey, text: &str, signed_by_wallet: Vec<u8>) -> Result<IdentityAction, AgentError> {
+    let installation_key = key.verifying_key().to_bytes().to_vec();
+    let signed_by_installation = key
+        .sign_prehashed(Sha512::new().chain_update(text.as_bytes()), Some(INSTALLATION_SIGNATURE_CONTEXT))
+        .map_err(|error| AgentError::Mls(format!("installation signature: {error}")))?;
+    Ok(IdentityAction {
+        kind: Some(identity_action::Kind::Add(AddAssociation {
+            new_member_identifier: Some(MemberIdentifier { kind: Some(member_identifier::Kind::InstallationPublicKey(installation_key.clone())) }),
+            existing_member_signature: Some(wallet_signature(signed_by_wallet)),
+            new_member_signature: Some(Signature {
+                signature: Some(signature::Signature::InstallationKey(RecoverableEd25519Signature {
+                    bytes: signed_by_installation.to_bytes().to_vec(),
+                    public_key: installation_key,
+                })),
+            }),
+            relying_party: None,
+        })),
+    })
+}
+
+fn timestamp_ns() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(0)
+}
+
+/// Publishes a new inbox for `wallet_address` with `installations` fresh installations, each
+/// with a key package on the network, that no engine runs: a peer with many installations for
+/// benchmarks and tests (nothing in the service calls it). `sign_with_wallet` signs the
+/// update's text for the wallet (EIP-191, 65 bytes). The inbox's id.
+pub async fn publish_external_inbox(
+    network: &XmtpNetwork,
+    wallet_address: &str,
+    installations: usize,
+    sign_with_wallet: impl FnOnce(&str) -> Vec<u8>,
+) -> Result<String, AgentError> {
+    let wallet_address = wallet_address.to_ascii_lowercase();
+    let inbox_id = inbox_id_for(&wallet_address, INBOX_NONCE);
+    let keys: Vec<SigningKey> = (0..installations).map(|_| SigningKey::generate(&mut rand::rngs::OsRng)).collect();
+    let public_keys: Vec<[u8; 32]> = keys.iter().map(|key| key.verifying_key().to_bytes()).collect();
+    let timestamp_ns = timestamp_ns();
+    let mut texts = vec![ActionText::CreateInbox(Subject::Ethereum(&wallet_address))];
+    texts.extend(public_keys.iter().map(|public| ActionText::Add(Subject::Installation(public))));
+    let text = signature_text(&inbox_id, timestamp_ns, &texts);
+    let signed_by_wallet = sign_with_wallet(&text);
+    let mut actions = vec![create_inbox(&wallet_address, signed_by_wallet.clone())];
+    for key in &keys {
+        actions.push(add_installation(key, &text, signed_by_wallet.clone())?);
+    }
+    network.publish_identity_update(IdentityUpdate { actions, client_timestamp_ns: timestamp_ns, inbox_id: inbox_id.clone() }).await?;
+    for key in &keys {
+        // Each key package's private keys are dropped: nobody reads what is sent to them.
+        let key_package = mls::key_package(&AgentProvider::default(), &inbox_id, key)?;
+        network.upload_key_package(key_package.bytes).await?;
+    }
+    Ok(inbox_id)
 }
 
 impl Engine {
@@ -140,45 +215,20 @@ impl Engine {
         if grants(&history, &installation_key) {
             return Ok(());
         }
-        let create_inbox = history.updates.is_empty();
-        let timestamp_ns = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(0);
+        let create_new_inbox = history.updates.is_empty();
+        let timestamp_ns = timestamp_ns();
         let mut texts = Vec::new();
-        if create_inbox {
+        if create_new_inbox {
             texts.push(ActionText::CreateInbox(Subject::Ethereum(&installation.wallet_address)));
         }
         texts.push(ActionText::Add(Subject::Installation(&installation_key)));
         let text = signature_text(&installation.inbox_id, timestamp_ns, &texts);
         let signed_by_wallet = self.identity.sign_xmtp_identity_update(installation.account_id, &text).await.map_err(AgentError::Identity)?;
-        let signed_by_installation = key
-            .sign_prehashed(Sha512::new().chain_update(text.as_bytes()), Some(INSTALLATION_SIGNATURE_CONTEXT))
-            .map_err(|error| AgentError::Mls(format!("installation signature: {error}")))?;
         let mut actions = Vec::new();
-        if create_inbox {
-            actions.push(IdentityAction {
-                kind: Some(identity_action::Kind::CreateInbox(CreateInbox {
-                    initial_identifier: installation.wallet_address.clone(),
-                    nonce: INBOX_NONCE,
-                    initial_identifier_signature: Some(wallet_signature(signed_by_wallet.clone())),
-                    initial_identifier_kind: IdentifierKind::Ethereum as i32,
-                    relying_party: None,
-                })),
-            });
+        if create_new_inbox {
+            actions.push(create_inbox(&installation.wallet_address, signed_by_wallet.clone()));
         }
-        actions.push(IdentityAction {
-            kind: Some(identity_action::Kind::Add(AddAssociation {
-                new_member_identifier: Some(MemberIdentifier {
-                    kind: Some(member_identifier::Kind::InstallationPublicKey(installation_key.to_vec())),
-                }),
-                existing_member_signature: Some(wallet_signature(signed_by_wallet)),
-                new_member_signature: Some(Signature {
-                    signature: Some(signature::Signature::InstallationKey(RecoverableEd25519Signature {
-                        bytes: signed_by_installation.to_bytes().to_vec(),
-                        public_key: installation_key.to_vec(),
-                    })),
-                }),
-                relying_party: None,
-            })),
-        });
+        actions.push(add_installation(key, &text, signed_by_wallet)?);
         let update = IdentityUpdate { actions, client_timestamp_ns: timestamp_ns, inbox_id: installation.inbox_id.clone() };
         match self.network.publish_identity_update(update).await {
             Ok(()) => Ok(()),

@@ -8,7 +8,7 @@ use clawx_proto::xmtp::{
     identity::MlsCredential,
     mls::{
         api::v1::{group_message, welcome_message},
-        message_contents::{ConversationType, EncodedContent, GroupMetadataV1, PlaintextEnvelope, plaintext_envelope},
+        message_contents::{ConversationType, EncodedContent, GroupMetadataV1, PlaintextEnvelope, WelcomeWrapperAlgorithm, plaintext_envelope},
     },
 };
 use openmls::prelude::*;
@@ -17,8 +17,9 @@ use tls_codec::Deserialize as _;
 
 use super::{
     AgentError, Engine,
-    mls::{CIPHERSUITE, CLAWX_ENTRY_PREFIX, IMMUTABLE_METADATA_EXTENSION, init_key_entry},
+    mls::{CLAWX_ENTRY_PREFIX, IMMUTABLE_METADATA_EXTENSION, init_key_entry},
     state::{AgentProvider, MlsSession},
+    wrapper::{self, xwing_key_entry},
 };
 
 /// Messages or welcomes read per page.
@@ -28,8 +29,6 @@ const PAGE: u32 = 100;
 const MAX_PAGES: usize = 10;
 /// Groups read per pull.
 pub const MAX_GROUPS_PER_PULL: usize = 1000;
-/// XMTP's HPKE info for welcomes: TLS `EncryptContext { label: "MLS 1.0 MLS_WELCOME", context: "" }`.
-const WELCOME_INFO: &[u8] = b"\x13MLS 1.0 MLS_WELCOME\x00";
 
 /// An application message an installation decrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,22 +101,32 @@ fn mls_error(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> AgentErro
     move |error| AgentError::Mls(format!("{what}: {error}"))
 }
 
+/// Opens a welcome's wrapper: HPKE to one of the installation's key packages, with X-Wing to
+/// its X-Wing key (`wrapper_algorithm` 2) or Curve25519 to its init key (1, and as XMTP clients
+/// read it, 0 and unknown values); the symmetric-key wrapper (3) of pointed-to welcomes is not
+/// for this installation, whose key packages ask for no welcome pointers.
+fn unwrap_welcome(provider: &AgentProvider, data: &[u8], hpke_public_key: &[u8], wrapper_algorithm: i32) -> Result<Vec<u8>, AgentError> {
+    let secret_of = |entry: Vec<u8>| {
+        provider
+            .storage()
+            .values
+            .read()
+            .expect("MLS storage lock")
+            .get(&entry)
+            .cloned()
+            .ok_or_else(|| AgentError::Mls("welcome for a key package this installation does not hold".into()))
+    };
+    match WelcomeWrapperAlgorithm::try_from(wrapper_algorithm) {
+        Ok(WelcomeWrapperAlgorithm::XwingMlkem768Draft6) => wrapper::open_xwing(data, &secret_of(xwing_key_entry(hpke_public_key))?),
+        Ok(WelcomeWrapperAlgorithm::SymmetricKey) => Err(AgentError::Mls("a symmetric-key welcome without its pointer".into())),
+        _ => wrapper::open_curve25519(provider.crypto(), data, &secret_of(init_key_entry(hpke_public_key))?),
+    }
+}
+
 /// Opens a welcome (HPKE to one of the installation's key packages), joins its group; the
 /// group's id.
-fn join(provider: &AgentProvider, data: &[u8], hpke_public_key: &[u8], own_inbox_id: &str) -> Result<GroupId, AgentError> {
-    let init_private = provider
-        .storage()
-        .values
-        .read()
-        .expect("MLS storage lock")
-        .get(&init_key_entry(hpke_public_key))
-        .cloned()
-        .ok_or_else(|| AgentError::Mls("welcome for a key package this installation does not hold".into()))?;
-    let ciphertext = HpkeCiphertext::tls_deserialize_exact(data).map_err(|error| mls_error("welcome wrapper")(&error))?;
-    let welcome_bytes = provider
-        .crypto()
-        .hpke_open(CIPHERSUITE.hpke_config(), &ciphertext, &init_private, WELCOME_INFO, &[])
-        .map_err(|error| AgentError::Mls(format!("welcome wrapper: {error:?}")))?;
+fn join(provider: &AgentProvider, data: &[u8], hpke_public_key: &[u8], wrapper_algorithm: i32, own_inbox_id: &str) -> Result<GroupId, AgentError> {
+    let welcome_bytes = unwrap_welcome(provider, data, hpke_public_key, wrapper_algorithm)?;
     let message = MlsMessageIn::tls_deserialize_exact(&welcome_bytes).map_err(|error| mls_error("welcome")(&error))?;
     let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
         return Err(AgentError::Mls("welcome data is not an MLS Welcome".into()));
@@ -193,7 +202,7 @@ impl Engine {
             for welcome in welcomes {
                 let Some(welcome_message::Version::V1(v1)) = welcome.version else { continue };
                 cursor = cursor.max(v1.id);
-                match join(provider, &v1.data, &v1.hpke_public_key, &installation.inbox_id) {
+                match join(provider, &v1.data, &v1.hpke_public_key, v1.wrapper_algorithm, &installation.inbox_id) {
                     Ok(group_id) => {
                         write_u64(provider, group_entry(group_id.as_slice()), 0);
                         joined.push(group_id.to_vec());
@@ -283,5 +292,52 @@ impl Engine {
         let delivered = deliver(received).await?;
         session.commit().await?;
         Ok(delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use tls_codec::Serialize as _;
+
+    use super::*;
+    use crate::agent::{mls, wrapper::Wrapper};
+
+    /// A group of `creator`'s with `member_key_package` added; the TLS-serialized welcome.
+    fn invite(creator: &AgentProvider, key: &SigningKey, member_key_package: KeyPackage) -> (GroupId, Vec<u8>) {
+        let signer = mls::signer(key);
+        let mut group = MlsGroup::builder()
+            .ciphersuite(mls::CIPHERSUITE)
+            .with_capabilities(mls::leaf_capabilities())
+            .use_ratchet_tree_extension(true)
+            .build(creator, &signer, mls::credential("alice-inbox", key))
+            .unwrap();
+        let (_, welcome, _) = group.add_members(creator, &signer, &[member_key_package]).unwrap();
+        group.merge_pending_commit(creator).unwrap();
+        (group.group_id().clone(), welcome.tls_serialize_detached().unwrap())
+    }
+
+    #[test]
+    fn clawx_installations_exchange_xwing_wrapped_welcomes() {
+        let (alice, bob) = (AgentProvider::default(), AgentProvider::default());
+        let (alice_key, bob_key) = (SigningKey::generate(&mut rand::rngs::OsRng), SigningKey::generate(&mut rand::rngs::OsRng));
+        let bytes = mls::key_package(&bob, "bob-inbox", &bob_key).unwrap().bytes;
+        let key_package = KeyPackageIn::tls_deserialize_exact(&bytes).unwrap().validate(alice.crypto(), ProtocolVersion::Mls10).unwrap();
+
+        // Bob's key package asks for X-Wing; Alice wraps the welcome so, Bob opens it and joins.
+        let wrapper = Wrapper::for_key_package(&key_package).unwrap();
+        assert_eq!((wrapper.name(), wrapper.algorithm() as i32, wrapper.public_key().len()), ("X-Wing", 2, 1216));
+        let (group_id, welcome) = invite(&alice, &alice_key, key_package.clone());
+        let data = wrapper.seal(alice.crypto(), &welcome).unwrap();
+        assert!(join(&bob, &data, wrapper.public_key(), 1, "bob-inbox").is_err(), "an X-Wing key is not a Curve25519 one");
+        assert_eq!(join(&bob, &data, wrapper.public_key(), 2, "bob-inbox").unwrap(), group_id);
+
+        // A sender that ignores the X-Wing key wraps to the init key with Curve25519: Bob opens
+        // that too (the key package is a last-resort one, so it can be used again).
+        let init = Wrapper::Curve25519(key_package.hpke_init_key().as_slice().to_vec());
+        let (group_id, welcome) = invite(&alice, &alice_key, key_package);
+        let data = init.seal(alice.crypto(), &welcome).unwrap();
+        assert!(join(&bob, &data, init.public_key(), 2, "bob-inbox").is_err(), "no X-Wing key is held for an init key");
+        assert_eq!(join(&bob, &data, init.public_key(), 0, "bob-inbox").unwrap(), group_id, "unspecified reads as Curve25519");
     }
 }

@@ -139,6 +139,9 @@ fn valid_identifier(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// Prepared statements each PostgreSQL connection keeps.
+const STATEMENT_CACHE_CAPACITY: usize = 1024;
+
 impl Database {
     /// Connects the pool of `service`, creating its schema or file when missing.
     pub async fn connect(args: &DatabaseArgs, service: &str) -> anyhow::Result<Database> {
@@ -150,6 +153,10 @@ impl Database {
                 let options = PgConnectOptions::from_str(url)
                     .context("invalid PostgreSQL URL")?
                     .application_name(&format!("clawx-{service}"))
+                    // Multi-row statements have one text per row count (a batch of 1 to 256
+                    // messages, several statements each): keep them all prepared rather than
+                    // preparing again, one more round trip, when sqlx's default of 100 evicts them.
+                    .statement_cache_capacity(STATEMENT_CACHE_CAPACITY)
                     .log_statements(tracing::log::LevelFilter::Trace);
                 // The schema must exist before pooled connections put it on their search path.
                 let mut admin = options.connect().await.context("cannot connect to PostgreSQL")?;

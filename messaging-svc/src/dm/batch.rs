@@ -1,6 +1,9 @@
 //! Group commit: concurrent sends share one transaction. One task per replica takes what is
-//! queued (at most [`MAX_ROWS`] messages, waiting at most [`MAX_WAIT`] for more once several
-//! arrive together), stores it in one transaction and answers each caller after the commit.
+//! queued (at most [`MAX_ROWS`] messages), stores it in one transaction and answers each caller
+//! after the commit. It never waits for more: the sends that arrive while a batch commits make
+//! the next batch, so batches grow with the load by themselves, and a wait (at the runtime
+//! timer's millisecond granularity) only added to every batch's latency: measured, a 2 ms wait
+//! cut the throughput of 32 concurrent senders by a quarter.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,8 +18,6 @@ use super::{
 
 /// Most messages in one transaction.
 pub const MAX_ROWS: usize = 256;
-/// Longest a batch waits for more messages once several arrive together.
-pub const MAX_WAIT: Duration = Duration::from_millis(2);
 /// How often expired idempotency keys are deleted (they are ignored from the moment they expire).
 const CLEANUP_EVERY: Duration = Duration::from_secs(600);
 
@@ -61,21 +62,10 @@ async fn run(store: Arc<dyn DmStore>, pubsub: PubSub, mut receiver: mpsc::Receiv
     let mut last_cleanup = tokio::time::Instant::now();
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + MAX_WAIT;
-        loop {
-            while batch.len() < MAX_ROWS {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
-            // A lone send goes at once; when several came together, more are likely coming.
-            if batch.len() == 1 || batch.len() >= MAX_ROWS {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(pending)) => batch.push(pending),
-                _ => break,
+        while batch.len() < MAX_ROWS {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
             }
         }
         commit(&*store, &pubsub, batch).await;

@@ -44,9 +44,12 @@ macro_rules! dm_store {
         /// Locks (creating if needed) the mailbox rows of `accounts`, in id order so concurrent
         /// batches cannot deadlock; returns each one's newest message id.
         async fn lock_mailboxes(tx: &mut Tx, accounts: &BTreeSet<i64>) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
-            let accounts: Vec<i64> = accounts.iter().copied().collect();
             let mut heads = BTreeMap::new();
-            for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            // Most mailboxes exist: lock those first, then create and lock the others.
+            let accounts: Vec<i64> = accounts.iter().copied().collect();
+            select_mailboxes(tx, &accounts, &mut heads).await?;
+            let missing: Vec<i64> = accounts.iter().copied().filter(|account_id| !heads.contains_key(account_id)).collect();
+            for chunk in missing.chunks(ROWS_PER_STATEMENT) {
                 let statement =
                     format!("INSERT INTO dm_mailboxes (account_id) VALUES {} ON CONFLICT (account_id) DO NOTHING", values(chunk.len(), 1));
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
@@ -54,6 +57,14 @@ macro_rules! dm_store {
                     query = query.bind(account_id);
                 }
                 query.execute(&mut **tx).await?;
+            }
+            select_mailboxes(tx, &missing, &mut heads).await?;
+            Ok(heads)
+        }
+
+        /// Locks the existing mailbox rows of `accounts` (in id order) into `heads`.
+        async fn select_mailboxes(tx: &mut Tx, accounts: &[i64], heads: &mut BTreeMap<i64, i64>) -> Result<(), sqlx::Error> {
+            for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "SELECT account_id, last_message_id FROM dm_mailboxes WHERE account_id IN ({}) ORDER BY account_id {}",
                     placeholders(1, chunk.len()),
@@ -67,7 +78,7 @@ macro_rules! dm_store {
                     heads.insert(row.try_get::<i64, _>("account_id")?, row.try_get::<i64, _>("last_message_id")?);
                 }
             }
-            Ok(heads)
+            Ok(())
         }
 
         /// The key of the conversation between two parties: their keys, lower first.
@@ -84,9 +95,12 @@ macro_rules! dm_store {
             keys: &BTreeSet<(String, String)>,
             now_ms: i64,
         ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
-            let keys: Vec<&(String, String)> = keys.iter().collect();
             let mut ids = HashMap::with_capacity(keys.len());
-            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            // Most conversations exist: find those first, then create the others.
+            let keys: Vec<&(String, String)> = keys.iter().collect();
+            select_conversations(tx, &keys, &mut ids).await?;
+            let missing: Vec<&(String, String)> = keys.into_iter().filter(|key| !ids.contains_key(*key)).collect();
+            for chunk in missing.chunks(ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES {} ON CONFLICT (party_low, party_high) DO NOTHING",
                     values(chunk.len(), 3)
@@ -96,6 +110,14 @@ macro_rules! dm_store {
                     query = query.bind(low).bind(high).bind(now_ms);
                 }
                 query.execute(&mut **tx).await?;
+            }
+            select_conversations(tx, &missing, &mut ids).await?;
+            Ok(ids)
+        }
+
+        /// The ids of the existing conversations of `keys`, into `ids`.
+        async fn select_conversations(tx: &mut Tx, keys: &[&(String, String)], ids: &mut HashMap<(String, String), i64>) -> Result<(), sqlx::Error> {
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "SELECT id, party_low, party_high FROM dm_conversations WHERE (party_low, party_high) IN (VALUES {})",
                     values(chunk.len(), 2)
@@ -108,7 +130,7 @@ macro_rules! dm_store {
                     ids.insert((row.try_get::<String, _>("party_low")?, row.try_get::<String, _>("party_high")?), row.try_get::<i64, _>("id")?);
                 }
             }
-            Ok(ids)
+            Ok(())
         }
 
         async fn conversation_id(tx: &mut Tx, first: &Party, second: &Party, now_ms: i64) -> Result<i64, sqlx::Error> {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub const SERVICE: &str = "messaging";
 
 /// The service's migrations, per dialect.
-pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages", 5 => "0005_consent_spam", 6 => "0006_push", 7 => "0007_xmtp_agents", 8 => "0008_agent_delivery");
+pub const MIGRATIONS: Migrations = clawx_common::migrations!(1 => "0001_meta", 2 => "0002_xmtp_node", 3 => "0003_node_bounds", 4 => "0004_direct_messages", 5 => "0005_consent_spam", 6 => "0006_push", 7 => "0007_xmtp_agents", 8 => "0008_agent_delivery", 9 => "0009_content_type");
 
 /// XMTP messages can be large (group commits with many members, key packages with post-quantum
 /// keys); this bounds one request.

@@ -237,6 +237,7 @@ clawx_common::backend_tests! {
             recipient_account_id: 2,
             sender,
             content: content.into(),
+            content_type: None,
             sent_at: 1_500,
             xmtp_message_id: network_id.into(),
             echo_of,
@@ -270,6 +271,21 @@ clawx_common::backend_tests! {
         let inbox = store.inbox(2, None, 50, 0).await.unwrap();
         assert_eq!(contents(&inbox), vec!["sent elsewhere", "from a wallet"], "{backend}");
         assert_eq!(store.mailbox_after(2, 0, 10).await.unwrap().len(), 3, "{backend}");
+        assert!(store.mailbox_after(2, 0, 10).await.unwrap().iter().all(|message| message.content_type.is_none()), "{backend}: texts");
+
+        // Content that is not text keeps its type beside its fallback text.
+        let reaction = InboundMessage {
+            content_type: Some("xmtp.org/reaction:1.0".into()),
+            ..inbound(Party::Wallet(WALLET.into()), "Reacted 👍 to an earlier message", "2/13", None)
+        };
+        let outcomes = store.receive_batch(&[reaction], 4_000).await.unwrap();
+        assert!(matches!(&outcomes[0], ReceiveOutcome::Stored { .. }), "{backend}: {outcomes:?}");
+        let newest = store.inbox(2, None, 1, 0).await.unwrap();
+        assert_eq!(
+            (newest[0].content.as_str(), newest[0].content_type.as_deref()),
+            ("Reacted 👍 to an earlier message", Some("xmtp.org/reaction:1.0")),
+            "{backend}"
+        );
         database.close().await;
     }
 }

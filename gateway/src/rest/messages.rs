@@ -129,6 +129,12 @@ pub struct Message {
     delivery_error: Option<String>,
     /// The conversation's topic (`/clawx/dm/1/<conversation id>`), for consent and push
     topic: String,
+    /// Only on a message received over XMTP whose content is not text: its XMTP content type
+    /// (`authority/type:major.minor`, e.g. `xmtp.org/reaction:1.0`); `content` is then the
+    /// sender's fallback text
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "xmtp.org/reaction:1.0")]
+    content_type: Option<String>,
 }
 
 impl From<pb::Message> for Message {
@@ -147,6 +153,7 @@ impl From<pb::Message> for Message {
             delivery,
             delivery_error: message.delivery_error,
             topic: message.topic,
+            content_type: message.content_type,
         }
     }
 }
@@ -581,6 +588,7 @@ mod tests {
             delivery_error: None,
             topic: "/clawx/dm/1/3".into(),
             group_id: None,
+            content_type: None,
         };
         let json = serde_json::to_value(Message::from(message)).unwrap();
         assert_eq!(

@@ -145,12 +145,15 @@ impl Delivery {
     }
 
     /// The mailbox form of what the account's installation decrypted: text, or the fallback
-    /// text of other content types (content with neither, such as read receipts, is not kept).
+    /// text of other content types with their content type (content with neither, such as read
+    /// receipts, is not kept).
     async fn inbound(&self, account_id: i64, received: Vec<ReceivedMessage>) -> Result<Vec<InboundMessage>, AgentError> {
         let mut inbound = Vec::with_capacity(received.len());
         // A pull usually holds many messages of few senders: each sender is looked up once.
         let mut senders: HashMap<String, Option<i64>> = HashMap::new();
         for message in received {
+            // Text is kept as text; anything else as its fallback, with its content type.
+            let content_type = message.text.is_none().then(|| message.content_type.clone());
             let Some(mut content) = message.text.or(message.fallback).filter(|content| !content.is_empty()) else {
                 continue;
             };
@@ -190,6 +193,7 @@ impl Delivery {
                 recipient_account_id: account_id,
                 sender,
                 content,
+                content_type,
                 sent_at: i64::try_from(message.sent_at_ns / 1_000_000).unwrap_or(i64::MAX),
                 // The network's id as this recipient saw it: another account here in the same
                 // group keeps its own copy.

@@ -95,6 +95,7 @@ pub fn to_proto(message: &StoredMessage, handles: &Handles) -> pb::Message {
         delivery_error: message.delivery_error.clone(),
         topic: format!("/clawx/dm/1/{}", message.conversation_id),
         group_id: None,
+        content_type: message.content_type.clone(),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct StoredMessage {
     /// `stored`, `sent` or `failed`.
     pub delivery: String,
     pub delivery_error: Option<String>,
+    /// A received message that is not text: its XMTP content type (`content` is its fallback).
+    pub content_type: Option<String>,
 }
 
 impl StoredMessage {
@@ -97,6 +99,8 @@ pub struct InboundMessage {
     /// An account here, or the sender's wallet.
     pub sender: Party,
     pub content: String,
+    /// Not text: the XMTP content type (`authority/type:major.minor`); `content` is its fallback.
+    pub content_type: Option<String>,
     /// When the network stored it (Unix ms).
     pub sent_at: i64,
     /// The network's id of the message, as the recipient saw it: it is stored once.

@@ -19,7 +19,7 @@ macro_rules! dm_store {
         type Tx = sqlx::Transaction<'static, $db>;
 
         const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.sender_account_id, m.sender_address, m.recipient_account_id, \
-                                       m.recipient_address, m.content, m.sent_at, m.delivery, m.delivery_error";
+                                       m.recipient_address, m.content, m.sent_at, m.delivery, m.delivery_error, m.content_type";
 
         #[derive(Clone, Debug)]
         pub struct $name {
@@ -161,8 +161,8 @@ macro_rules! dm_store {
             for chunk in messages.chunks(ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "INSERT INTO dm_messages (id, conversation_id, sender_account_id, sender_address, recipient_account_id, recipient_address, \
-                     content, sent_at, delivery) VALUES {}",
-                    values(chunk.len(), 9)
+                     content, sent_at, delivery, content_type) VALUES {}",
+                    values(chunk.len(), 10)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
                 for message in chunk {
@@ -175,7 +175,8 @@ macro_rules! dm_store {
                         .bind(&message.recipient_address)
                         .bind(&message.content)
                         .bind(message.sent_at)
-                        .bind(&message.delivery);
+                        .bind(&message.delivery)
+                        .bind(&message.content_type);
                 }
                 query.execute(&mut **tx).await?;
 
@@ -312,6 +313,7 @@ macro_rules! dm_store {
                     sent_at: now_ms,
                     delivery: "stored".to_string(),
                     delivery_error: None,
+                    content_type: None,
                 };
                 let previous = chain(&mut heads, &mut touched, &stored);
                 written_here.insert(id, new_messages.len());
@@ -409,6 +411,7 @@ macro_rules! dm_store {
                     sent_at: inbound.sent_at,
                     delivery: "sent".to_string(),
                     delivery_error: None,
+                    content_type: inbound.content_type.clone(),
                 };
                 let previous = chain(&mut heads, &mut touched, &stored);
                 new_messages.push(stored.clone());

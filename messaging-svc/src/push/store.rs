@@ -406,10 +406,8 @@ macro_rules! push_store {
             }
 
             async fn message(&self, message_id: i64) -> StoreResult<Option<StoredMessage>> {
-                sqlx::query_as(
-                    "SELECT m.id, m.conversation_id, m.sender_account_id, m.sender_address, m.recipient_account_id, m.recipient_address, \
-                     m.content, m.sent_at, m.delivery, m.delivery_error FROM dm_messages m WHERE m.id = $1",
-                )
+                let statement = format!("SELECT {} FROM dm_messages m WHERE m.id = $1", $crate::dm::store::MESSAGE_COLUMNS);
+                sqlx::query_as(sqlx::AssertSqlSafe(statement))
                 .bind(message_id)
                 .fetch_optional(&self.pool)
                 .await

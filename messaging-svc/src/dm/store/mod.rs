@@ -56,6 +56,10 @@ pub struct NewMessage {
 }
 
 /// A stored message.
+/// The columns of a [`StoredMessage`], of `dm_messages` aliased `m`.
+pub const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.sender_account_id, m.sender_address, m.recipient_account_id, \
+                                   m.recipient_address, m.content, m.sent_at, m.delivery, m.delivery_error, m.content_type";
+
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredMessage {
     pub id: i64,

@@ -12,14 +12,11 @@ macro_rules! dm_store {
         use sqlx::Row;
 
         use $crate::dm::store::{
-            Consent, DmStore, IDEMPOTENCY_TTL_MS, InboundMessage, NewMessage, OutboxEntry, OutboxResult, Party, ReceiveOutcome, SendOutcome,
-            StoreResult, StoredMessage,
+            Consent, DmStore, IDEMPOTENCY_TTL_MS, InboundMessage, MESSAGE_COLUMNS, NewMessage, OutboxEntry, OutboxResult, Party, ReceiveOutcome,
+            SendOutcome, StoreResult, StoredMessage,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
-
-        const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.sender_account_id, m.sender_address, m.recipient_account_id, \
-                                       m.recipient_address, m.content, m.sent_at, m.delivery, m.delivery_error, m.content_type";
 
         #[derive(Clone, Debug)]
         pub struct $name {

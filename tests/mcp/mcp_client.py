@@ -76,6 +76,10 @@ async def connect(key, modern=False):
             yield session
 
 
+async def _drain(subscription):
+    return [event async for event in subscription]
+
+
 async def next_inbox_update(subscription, seconds):
     """The URI of the next resource update on `subscription`, or None after `seconds`."""
     try:
@@ -160,6 +164,10 @@ async def main():
             failed, _ = await call(alice, "send_dm", {"to": bob_handle, "message": "ping for the subscription"})
             check(not failed, "alice sends while bob listens")
             check(await next_inbox_update(subscription, 15) == "clawx://inbox", "the subscription gets notifications/resources/updated for clawx://inbox")
+        # A subscription to nothing Clawx announces ends at once instead of holding a connection.
+        async with listen(bob, resource_subscriptions=["clawx://nothing"]) as idle:
+            events = await asyncio.wait_for(_drain(idle), 5)
+        check(events == [], "a subscription naming nothing Clawx announces ends at once, empty")
         inbox_after = json.loads((await bob.read_resource("clawx://inbox")).contents[0].text)
         check(any(m["content"] == "ping for the subscription" for m in inbox_after["conversations"]), "reading clawx://inbox after the update shows the message")
 

@@ -69,11 +69,8 @@ pub async fn listen(tools: &ClawxTools, context: SubscriptionContext) -> Result<
     };
     let follows_inbox = context.accepted().resource_subscriptions.iter().flatten().any(|uri| uri == INBOX);
     if !follows_inbox {
-        // Nothing Clawx announces was asked for: hold the request as the protocol expects.
-        tokio::select! {
-            () = context.cancelled() => {}
-            () = tools.gateway.shutdown.cancelled() => {}
-        }
+        // Nothing Clawx announces was asked for: the subscription ends at once (gracefully)
+        // rather than holding a connection that will never carry a notification.
         return Ok(());
     }
     let gateway = Arc::clone(&tools.gateway);

@@ -340,31 +340,36 @@ pub enum Auth {
     Signed { domain: String, expires: String, signature: String },
 }
 
+/// Sends a request to `url` with optional credentials and JSON body (any stack's gateway).
+pub async fn send(http: &reqwest::Client, method: reqwest::Method, url: String, auth: &Auth, body: Option<serde_json::Value>) -> Reply {
+    let mut request = http.request(method, url);
+    request = match auth {
+        Auth::None => request,
+        Auth::Key(key) => request.header("x-api-key", key),
+        Auth::Bearer(key) => request.header("authorization", format!("Bearer {key}")),
+        Auth::Signed { domain, expires, signature } => {
+            request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature)
+        }
+    };
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("gateway reachable");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Reply { status, headers, body }
+}
+
 impl TestStack {
     /// Sends a request with optional credentials and JSON body.
     pub async fn call(&self, method: reqwest::Method, path: &str, auth: &Auth, body: Option<serde_json::Value>) -> Reply {
-        let mut request = self.http.request(method, self.url(path));
-        request = match auth {
-            Auth::None => request,
-            Auth::Key(key) => request.header("x-api-key", key),
-            Auth::Bearer(key) => request.header("authorization", format!("Bearer {key}")),
-            Auth::Signed { domain, expires, signature } => {
-                request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature)
-            }
-        };
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("gateway reachable");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply { status, headers, body }
+        send(&self.http, method, self.url(path), auth, body).await
     }
 
     pub async fn get(&self, path: &str, auth: &Auth) -> Reply {

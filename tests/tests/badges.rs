@@ -269,28 +269,7 @@ impl BadgeStack {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, auth: &Auth, body: Option<Value>) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
-        request = match auth {
-            Auth::None => request,
-            Auth::Key(key) => request.header("x-api-key", key),
-            Auth::Bearer(key) => request.header("authorization", format!("Bearer {key}")),
-            Auth::Signed { domain, expires, signature } => {
-                request.header("x-auth-domain", domain).header("x-auth-expires", expires).header("x-auth-signature", signature)
-            }
-        };
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("gateway reachable");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply { status, headers, body }
+        clawx_tests::send(&self.http, method, format!("{}{path}", self.base_url), auth, body).await
     }
 
     async fn get(&self, path: &str, auth: &Auth) -> Reply {

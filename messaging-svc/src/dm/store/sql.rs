@@ -130,21 +130,11 @@ macro_rules! dm_store {
             Ok(())
         }
 
+        /// The conversation between two parties, created if missing.
         async fn conversation_id(tx: &mut Tx, first: &Party, second: &Party, now_ms: i64) -> Result<i64, sqlx::Error> {
-            let (low, high) = conversation_key(first, second);
-            sqlx::query(
-                "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES ($1, $2, $3) ON CONFLICT (party_low, party_high) DO NOTHING",
-            )
-            .bind(&low)
-            .bind(&high)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query_scalar("SELECT id FROM dm_conversations WHERE party_low = $1 AND party_high = $2")
-                .bind(&low)
-                .bind(&high)
-                .fetch_one(&mut **tx)
-                .await
+            let key = conversation_key(first, second);
+            let ids = conversation_ids(tx, &BTreeSet::from([key.clone()]), now_ms).await?;
+            ids.get(&key).copied().ok_or(sqlx::Error::RowNotFound)
         }
 
         async fn message_by_id(tx: &mut Tx, id: i64) -> Result<StoredMessage, sqlx::Error> {
@@ -267,14 +257,7 @@ macro_rules! dm_store {
                 .filter(|message| message.idempotency.is_none())
                 .map(|message| conversation_key(&Party::Account(message.sender_account_id), &message.recipient))
                 .collect();
-            let known = conversation_ids(tx, &unkeyed, now_ms).await?;
-            let mut conversations: HashMap<(i64, Party), i64> = HashMap::new();
-            for message in batch.iter().filter(|message| message.idempotency.is_none()) {
-                let key = conversation_key(&Party::Account(message.sender_account_id), &message.recipient);
-                if let Some(id) = known.get(&key) {
-                    conversations.insert((message.sender_account_id, message.recipient.clone()), *id);
-                }
-            }
+            let mut conversations = conversation_ids(tx, &unkeyed, now_ms).await?;
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut new_messages = Vec::with_capacity(batch.len());
             // Messages are written after the loop; a repeated key of this batch must still find
@@ -290,12 +273,12 @@ macro_rules! dm_store {
                     }
                 }
                 let sender = Party::Account(message.sender_account_id);
-                let pair = (message.sender_account_id, message.recipient.clone());
-                let conversation_id = match conversations.get(&pair) {
+                let key = conversation_key(&sender, &message.recipient);
+                let conversation_id = match conversations.get(&key) {
                     Some(id) => *id,
                     None => {
                         let id = conversation_id(tx, &sender, &message.recipient, now_ms).await?;
-                        conversations.insert(pair, id);
+                        conversations.insert(key, id);
                         id
                     }
                 };

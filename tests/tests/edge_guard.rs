@@ -1,6 +1,6 @@
 //! The edge guard decides on an operation the same way whichever door it comes through: REST or
 //! gRPC share the per-IP creation limit, and a revocation through either drops the credentials
-//! the other one cached.
+//! the other one cached; every request to `/mcp` counts against the account's limit.
 
 use clawx_proto::identity::{
     CreateAccountRequest, CreateApiKeyRequest, GetMeRequest, RevokeApiKeyRequest, identity_service_client::IdentityServiceClient,
@@ -77,6 +77,37 @@ async fn a_revocation_through_either_door_drops_what_both_cached() {
         let status = client.get_me(GetMeRequest {}).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{name}");
         stack.get("/account/me", &Auth::None).await.expect_error(401, "UNAUTHORIZED", name);
+        stack.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn every_mcp_request_of_an_account_counts_against_its_limit() {
+    for stack in TestStack::all_with(|config| config.limits.per_account_per_minute = 3).await {
+        let name = stack.name;
+        let created = stack.call(Method::POST, "/account/create", &Auth::None, None).await;
+        let key = created.expect_ok(name)["api_key"].as_str().unwrap().to_string();
+        let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "edge-guard-test", "version": "1"}}});
+        let post = || {
+            stack
+                .http
+                .post(stack.url("/mcp"))
+                .header("authorization", format!("Bearer {key}"))
+                .header("accept", "application/json, text/event-stream")
+                .json(&initialize)
+                .send()
+        };
+        // The protocol's own requests count, not only tool calls: the fourth `initialize` is refused.
+        for attempt in 1..=3 {
+            let answered = post().await.unwrap();
+            assert_eq!(answered.status(), 200, "{name}: initialize {attempt}");
+        }
+        let refused = post().await.unwrap();
+        assert_eq!(refused.status(), 429, "{name}");
+        assert!(refused.headers().contains_key("retry-after"), "{name}: {:?}", refused.headers());
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], "RATE_LIMITED", "{name}: {body}");
         stack.stop().await;
     }
 }

@@ -141,6 +141,12 @@ clawx_common::backend_tests! {
         assert!(dms.set_peer_consent(2, &Party::Account(4), Consent::Denied).await.unwrap());
         let denied = send(&dms, &[dm(4, 2, "again")], 2_100).await;
         assert!(push.jobs_of(target).await.unwrap().iter().all(|job| job.ref_id != denied[0]), "{backend}: a denied peer is not pushed");
+        // Denied before they ever talked: the first message, which starts the conversation (and
+        // account 2's membership in the same batch), is not pushed either.
+        assert!(!dms.set_peer_consent(2, &Party::Account(6), Consent::Denied).await.unwrap(), "{backend}: no conversation yet");
+        let first_contact = send(&dms, &[dm(6, 2, "first contact"), dm(6, 2, "and again")], 2_200).await;
+        let queued = push.jobs_of(target).await.unwrap();
+        assert!(queued.iter().all(|job| !first_contact.contains(&job.ref_id)), "{backend}: a peer denied in advance is not pushed: {queued:?}");
 
         // Claims: due jobs, oldest first, with their target; hidden while leased.
         let claimed = push.claim(3_000, 63_000, 3, u32::MAX).await.unwrap();

@@ -1,6 +1,6 @@
 //! Persistence of push registrations and the notification queue: one trait, one SQL body for
 //! both dialects. Jobs are enqueued by the writers of messages, in their own transactions
-//! ([`enqueue_dm_sql`] for direct messages, [`enqueue_xmtp_sql`] for XMTP envelopes), so an
+//! ([`enqueue_dm_sql`] and [`enqueue_dm_from`] for direct messages, [`enqueue_xmtp_sql`] for XMTP envelopes), so an
 //! acknowledged message is never without its notification; the worker claims due jobs with
 //! `FOR UPDATE SKIP LOCKED` on PostgreSQL (on SQLite one statement under the single writer lock).
 
@@ -141,11 +141,20 @@ pub trait PushStore: Send + Sync + std::fmt::Debug {
 /// sender party key, conversation topic, now (ms), now (ms).
 pub fn enqueue_dm_sql(rows: usize) -> String {
     let values = (0..rows).map(|row| format!("({})", clawx_common::storage::placeholders(1 + row * 7, 7))).collect::<Vec<_>>().join(", ");
+    enqueue_dm_from(&format!("(VALUES {values}) AS v"))
+}
+
+/// [`enqueue_dm_sql`] over any `source` of rows `v(column1, ..., column7)`. The recipient's
+/// consent is its membership's, or for a conversation its first message starts, the consent it
+/// set for the peer before: so the statement reads the same whether the batch's memberships are
+/// written before it or beside it (in one statement, which sees none of them).
+pub fn enqueue_dm_from(source: &str) -> String {
     format!(
         "INSERT INTO push_jobs (target_id, topic, kind, ref_id, next_attempt_at, created_at) \
          SELECT t.target_id, v.column5, 'dm', v.column2, v.column6, v.column7 \
-         FROM (VALUES {values}) AS v JOIN push_topics t ON t.account_id = v.column1 AND (t.topic_key = 'inbox' OR t.topic_key = v.column3) \
-         WHERE NOT EXISTS (SELECT 1 FROM dm_memberships mb WHERE mb.account_id = v.column1 AND mb.peer = v.column4 AND mb.consent = 'denied') \
+         FROM {source} JOIN push_topics t ON t.account_id = v.column1 AND (t.topic_key = 'inbox' OR t.topic_key = v.column3) \
+         WHERE COALESCE((SELECT mb.consent FROM dm_memberships mb WHERE mb.account_id = v.column1 AND mb.peer = v.column4), \
+         (SELECT pc.consent FROM dm_peer_consent pc WHERE pc.account_id = v.column1 AND pc.peer = v.column4), 'unknown') <> 'denied' \
          ORDER BY v.column2, t.target_id ON CONFLICT (target_id, kind, ref_id) DO NOTHING"
     )
 }

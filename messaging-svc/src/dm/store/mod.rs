@@ -4,6 +4,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod writes;
 
 use std::sync::Arc;
 

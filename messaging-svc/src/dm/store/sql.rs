@@ -4,7 +4,7 @@
 //! `async fn(&mut Transaction, count) -> Result<Vec<i64>, sqlx::Error>`, ids in increasing order).
 
 macro_rules! dm_store {
-    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $skip_locked:literal, $allocate_ids:path) => {
+    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $skip_locked:literal, $allocate_ids:path, $write:path) => {
         use std::collections::{BTreeMap, BTreeSet, HashMap};
 
         use async_trait::async_trait;
@@ -13,7 +13,7 @@ macro_rules! dm_store {
 
         use $crate::dm::store::{
             Consent, DmStore, IDEMPOTENCY_TTL_MS, InboundMessage, MESSAGE_COLUMNS, NewMessage, OutboxEntry, OutboxResult, Party, ReceiveOutcome,
-            SendOutcome, StoreResult, StoredMessage,
+            SendOutcome, StoreResult, StoredMessage, writes,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
@@ -29,15 +29,6 @@ macro_rules! dm_store {
             }
         }
 
-        /// Rows per multi-row statement (at most 9 parameters each: well within both dialects'
-        /// limits).
-        const ROWS_PER_STATEMENT: usize = 256;
-
-        /// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` parameters.
-        fn values(rows: usize, columns: usize) -> String {
-            (0..rows).map(|row| format!("({})", placeholders(1 + row * columns, columns))).collect::<Vec<_>>().join(", ")
-        }
-
         /// Locks (creating if needed) the mailbox rows of `accounts`, in id order so concurrent
         /// batches cannot deadlock; returns each one's newest message id.
         async fn lock_mailboxes(tx: &mut Tx, accounts: &BTreeSet<i64>) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
@@ -46,9 +37,9 @@ macro_rules! dm_store {
             let accounts: Vec<i64> = accounts.iter().copied().collect();
             select_mailboxes(tx, &accounts, &mut heads).await?;
             let missing: Vec<i64> = accounts.iter().copied().filter(|account_id| !heads.contains_key(account_id)).collect();
-            for chunk in missing.chunks(ROWS_PER_STATEMENT) {
+            for chunk in missing.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement =
-                    format!("INSERT INTO dm_mailboxes (account_id) VALUES {} ON CONFLICT (account_id) DO NOTHING", values(chunk.len(), 1));
+                    format!("INSERT INTO dm_mailboxes (account_id) VALUES {} ON CONFLICT (account_id) DO NOTHING", writes::values(chunk.len(), 1));
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
                 for account_id in chunk {
                     query = query.bind(account_id);
@@ -61,7 +52,7 @@ macro_rules! dm_store {
 
         /// Locks the existing mailbox rows of `accounts` (in id order) into `heads`.
         async fn select_mailboxes(tx: &mut Tx, accounts: &[i64], heads: &mut BTreeMap<i64, i64>) -> Result<(), sqlx::Error> {
-            for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            for chunk in accounts.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "SELECT account_id, last_message_id FROM dm_mailboxes WHERE account_id IN ({}) ORDER BY account_id {}",
                     placeholders(1, chunk.len()),
@@ -85,7 +76,7 @@ macro_rules! dm_store {
         }
 
         /// The conversations of `keys` (from [`conversation_key`]), created where missing: two
-        /// statements per [`ROWS_PER_STATEMENT`] conversations rather than two per conversation.
+        /// statements per [`writes::ROWS_PER_STATEMENT`] conversations rather than two per conversation.
         /// Created in key order, so concurrent batches cannot deadlock on them.
         async fn conversation_ids(
             tx: &mut Tx,
@@ -97,10 +88,10 @@ macro_rules! dm_store {
             let keys: Vec<&(String, String)> = keys.iter().collect();
             select_conversations(tx, &keys, &mut ids).await?;
             let missing: Vec<&(String, String)> = keys.into_iter().filter(|key| !ids.contains_key(*key)).collect();
-            for chunk in missing.chunks(ROWS_PER_STATEMENT) {
+            for chunk in missing.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES {} ON CONFLICT (party_low, party_high) DO NOTHING",
-                    values(chunk.len(), 3)
+                    writes::values(chunk.len(), 3)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
                 for (low, high) in chunk {
@@ -114,10 +105,10 @@ macro_rules! dm_store {
 
         /// The ids of the existing conversations of `keys`, into `ids`.
         async fn select_conversations(tx: &mut Tx, keys: &[&(String, String)], ids: &mut HashMap<(String, String), i64>) -> Result<(), sqlx::Error> {
-            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            for chunk in keys.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "SELECT id, party_low, party_high FROM dm_conversations WHERE (party_low, party_high) IN (VALUES {})",
-                    values(chunk.len(), 2)
+                    writes::values(chunk.len(), 2)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
                 for (low, high) in chunk {
@@ -140,109 +131,6 @@ macro_rules! dm_store {
         async fn message_by_id(tx: &mut Tx, id: i64) -> Result<StoredMessage, sqlx::Error> {
             let statement = format!("SELECT {MESSAGE_COLUMNS} FROM dm_messages m WHERE m.id = $1");
             sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(id).fetch_one(&mut **tx).await
-        }
-
-        /// Writes the batch's new messages with their outbox rows, mailbox rows and conversation
-        /// pointers, a few multi-row statements each.
-        async fn write_messages(tx: &mut Tx, messages: &[StoredMessage]) -> Result<(), sqlx::Error> {
-            for chunk in messages.chunks(ROWS_PER_STATEMENT) {
-                let statement = format!(
-                    "INSERT INTO dm_messages (id, conversation_id, sender_account_id, sender_address, recipient_account_id, recipient_address, \
-                     content, sent_at, delivery, content_type) VALUES {}",
-                    values(chunk.len(), 10)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                for message in chunk {
-                    query = query
-                        .bind(message.id)
-                        .bind(message.conversation_id)
-                        .bind(message.sender_account_id)
-                        .bind(&message.sender_address)
-                        .bind(message.recipient_account_id)
-                        .bind(&message.recipient_address)
-                        .bind(&message.content)
-                        .bind(message.sent_at)
-                        .bind(&message.delivery)
-                        .bind(&message.content_type);
-                }
-                query.execute(&mut **tx).await?;
-
-                // Messages received over XMTP are delivered already: only sends wait in the outbox.
-                let waiting: Vec<&StoredMessage> = chunk.iter().filter(|message| message.delivery == "stored").collect();
-                if !waiting.is_empty() {
-                    let statement = format!("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES {}", values(waiting.len(), 2));
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                    for message in waiting {
-                        query = query.bind(message.id).bind(message.sent_at);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-            }
-
-            let mailbox: Vec<(i64, i64)> =
-                messages.iter().flat_map(|message| message.accounts().map(|account_id| (account_id, message.id))).collect();
-            for chunk in mailbox.chunks(ROWS_PER_STATEMENT) {
-                let statement = format!("INSERT INTO dm_mailbox_messages (account_id, message_id) VALUES {}", values(chunk.len(), 2));
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                for (account_id, message_id) in chunk {
-                    query = query.bind(account_id).bind(message_id);
-                }
-                query.execute(&mut **tx).await?;
-            }
-
-            // Each (account, peer) once, at its newest message: one upsert may not touch a row twice.
-            let mut memberships: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
-            for message in messages {
-                let sender = message.sender_account_id.map(Party::Account).or_else(|| message.sender_address.clone().map(Party::Wallet));
-                let recipient = message.recipient_account_id.map(Party::Account).or_else(|| message.recipient_address.clone().map(Party::Wallet));
-                if let (Some(account_id), Some(peer)) = (message.sender_account_id, &recipient) {
-                    memberships.insert((account_id, peer.key()), (message.conversation_id, message.id));
-                }
-                if let (Some(account_id), Some(peer)) = (message.recipient_account_id, &sender) {
-                    memberships.insert((account_id, peer.key()), (message.conversation_id, message.id));
-                }
-            }
-            let memberships: Vec<_> = memberships.into_iter().collect();
-            for chunk in memberships.chunks(ROWS_PER_STATEMENT) {
-                // A new membership starts with the consent the account set for the peer before
-                // they talked, if any.
-                let statement = format!(
-                    "INSERT INTO dm_memberships (account_id, peer, conversation_id, last_message_id, consent) \
-                     SELECT v.column1, v.column2, v.column3, v.column4, COALESCE(p.consent, 'unknown') FROM (VALUES {}) AS v \
-                     LEFT JOIN dm_peer_consent p ON p.account_id = v.column1 AND p.peer = v.column2 WHERE true \
-                     ON CONFLICT (account_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id",
-                    values(chunk.len(), 4)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                for ((account_id, peer), (conversation_id, message_id)) in chunk {
-                    query = query.bind(account_id).bind(peer).bind(conversation_id).bind(message_id);
-                }
-                query.execute(&mut **tx).await?;
-            }
-            queue_push_notifications(tx, messages).await
-        }
-
-        /// Queues a push notification for each message whose recipient registered its inbox or
-        /// that conversation (not from a peer it denied), in the batch's transaction: an
-        /// acknowledged message always has its notification.
-        async fn queue_push_notifications(tx: &mut Tx, messages: &[StoredMessage]) -> Result<(), sqlx::Error> {
-            let received: Vec<&StoredMessage> = messages.iter().filter(|message| message.recipient_account_id.is_some()).collect();
-            for chunk in received.chunks(ROWS_PER_STATEMENT) {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe($crate::push::store::enqueue_dm_sql(chunk.len())));
-                for message in chunk {
-                    let sender = message.sender_account_id.map(Party::Account).or_else(|| message.sender_address.clone().map(Party::Wallet));
-                    query = query
-                        .bind(message.recipient_account_id)
-                        .bind(message.id)
-                        .bind(format!("dm:{}", message.conversation_id))
-                        .bind(sender.map(|party| party.key()).unwrap_or_default())
-                        .bind(format!("{}{}", $crate::dm::consent::TOPIC_PREFIX, message.conversation_id))
-                        .bind(message.sent_at)
-                        .bind(message.sent_at);
-                }
-                query.execute(&mut **tx).await?;
-            }
-            Ok(())
         }
 
         async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64) -> Result<Vec<SendOutcome>, sqlx::Error> {
@@ -300,8 +188,7 @@ macro_rules! dm_store {
                 new_messages.push(stored.clone());
                 outcomes.push(SendOutcome::Stored { message: stored, previous });
             }
-            write_messages(tx, &new_messages).await?;
-            advance_mailboxes(tx, heads, &touched).await?;
+            $write(tx, &writes::Writes::plan(&new_messages, Vec::new(), moved_heads(heads, &touched))).await?;
             Ok(outcomes)
         }
 
@@ -318,22 +205,9 @@ macro_rules! dm_store {
             previous
         }
 
-        /// Moves the mailbox heads of the `touched` accounts to their new newest message.
-        async fn advance_mailboxes(tx: &mut Tx, heads: BTreeMap<i64, i64>, touched: &BTreeSet<i64>) -> Result<(), sqlx::Error> {
-            let moved: Vec<(i64, i64)> = heads.into_iter().filter(|(account_id, _)| touched.contains(account_id)).collect();
-            for chunk in moved.chunks(ROWS_PER_STATEMENT) {
-                let statement = format!(
-                    "INSERT INTO dm_mailboxes (account_id, last_message_id) VALUES {} \
-                     ON CONFLICT (account_id) DO UPDATE SET last_message_id = excluded.last_message_id",
-                    values(chunk.len(), 2)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                for (account_id, head) in chunk {
-                    query = query.bind(account_id).bind(head);
-                }
-                query.execute(&mut **tx).await?;
-            }
-            Ok(())
+        /// The new heads of the mailboxes the batch entered.
+        fn moved_heads(heads: BTreeMap<i64, i64>, touched: &BTreeSet<i64>) -> Vec<(i64, i64)> {
+            heads.into_iter().filter(|(account_id, _)| touched.contains(account_id)).collect()
         }
 
         /// Whether a received message is stored already: by its network id, or (sent by an
@@ -378,7 +252,7 @@ macro_rules! dm_store {
             let mut touched = BTreeSet::new();
             for (index, id) in fresh.into_iter().zip(ids) {
                 let inbound = &batch[index];
-                network_ids.push(inbound.xmtp_message_id.as_str());
+                network_ids.push(Some(inbound.xmtp_message_id.as_str()));
                 let recipient = Party::Account(inbound.recipient_account_id);
                 let stored = StoredMessage {
                     id,
@@ -397,11 +271,7 @@ macro_rules! dm_store {
                 new_messages.push(stored.clone());
                 outcomes[index] = ReceiveOutcome::Stored { message: stored, previous };
             }
-            write_messages(tx, &new_messages).await?;
-            for (message, network_id) in new_messages.iter().zip(network_ids) {
-                sqlx::query("UPDATE dm_messages SET xmtp_message_id = $2 WHERE id = $1").bind(message.id).bind(network_id).execute(&mut **tx).await?;
-            }
-            advance_mailboxes(tx, heads, &touched).await?;
+            $write(tx, &writes::Writes::plan(&new_messages, network_ids, moved_heads(heads, &touched))).await?;
             Ok(outcomes)
         }
 

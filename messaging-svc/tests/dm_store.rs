@@ -142,6 +142,57 @@ clawx_common::backend_tests! {
         database.close().await;
     }
 
+    async fn concurrent_batches_fill_each_mailbox_in_id_order(test_db) {
+        // Four writers (separate connections on PostgreSQL) send batches into the same three
+        // mailboxes, some to accounts with no mailbox yet: every message must follow the one
+        // before it in each of its mailboxes, with a smaller id, or a live stream that resumes
+        // after an id would miss messages.
+        let backend = test_db.backend.name();
+        let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+        database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+        let store = for_database(&database);
+        let writers: Vec<_> = (0..4i64)
+            .map(|writer| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for round in 0..20i64 {
+                        let newcomer = 1_000 + writer * 100 + round;
+                        let batch: Vec<NewMessage> = (0..8i64)
+                            .map(|index| {
+                                let to = if index == 7 { newcomer } else { 10 + (index + writer + 1) % 3 };
+                                new(10 + (index + writer) % 3, Party::Account(to), &format!("{writer}-{round}-{index}"), None)
+                            })
+                            .collect();
+                        outcomes.extend(store.send_batch(&batch, 1_000 + round).await.unwrap());
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let mut before: std::collections::HashMap<(i64, i64), i64> = std::collections::HashMap::new();
+        for writer in writers {
+            for outcome in writer.await.unwrap() {
+                let SendOutcome::Stored { message, previous } = outcome else { panic!("{backend}: {outcome:?}") };
+                for (account_id, previous_id) in previous {
+                    assert!(previous_id < message.id, "{backend}: {} follows {previous_id} in {account_id}'s mailbox", message.id);
+                    before.insert((account_id, message.id), previous_id);
+                }
+            }
+        }
+        for account_id in [10, 11, 12] {
+            let mailbox = store.mailbox_after(account_id, 0, 10_000).await.unwrap();
+            assert!(mailbox.len() > 100, "{backend}: {}", mailbox.len());
+            let mut expected = 0;
+            for message in &mailbox {
+                assert_eq!(before[&(account_id, message.id)], expected, "{backend}: mailbox {account_id} chained in id order");
+                expected = message.id;
+            }
+            assert_eq!(store.mailbox_heads(&[account_id]).await.unwrap(), vec![expected], "{backend}");
+        }
+        database.close().await;
+    }
+
     async fn consent_and_spam_reports(test_db) {
         let backend = test_db.backend.name();
         let database = Database::connect(&test_db.args, "messaging").await.unwrap();

@@ -1,15 +1,46 @@
 //! The PostgreSQL direct-message store: ids from a sequence, per-account serialization by row
-//! locks, and a batch's rows written in one statement.
+//! locks, and a batch in four round trips when its mailboxes and conversations exist: `BEGIN`,
+//! one statement that finds, one that writes, `COMMIT`.
 
 use std::sync::LazyLock;
 
-use super::writes::Writes;
+use super::writes::{Found, Writes};
 
 type PgTx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// `count` ids from the sequence, in increasing order.
 async fn allocate_ids(tx: &mut PgTx, count: i64) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT nextval('dm_message_ids') FROM generate_series(1, $1::BIGINT) ORDER BY 1").bind(count).fetch_all(&mut **tx).await
+}
+
+/// A batch's lookups in one statement (see [`find`]). `ids` runs only once the `locked` rows are
+/// locked: its one-time condition needs all of them.
+const FIND_SQL: &str = "WITH locked AS MATERIALIZED (\
+       SELECT account_id, last_message_id FROM dm_mailboxes WHERE account_id = ANY($1::BIGINT[]) ORDER BY account_id FOR UPDATE), \
+     ids AS MATERIALIZED (\
+       SELECT nextval('dm_message_ids') AS id FROM generate_series(1, $2::BIGINT) \
+       WHERE (SELECT count(*) FROM locked) = cardinality($1::BIGINT[])) \
+     SELECT l.accounts, l.heads, i.ids, c.ids AS conversations, c.lows, c.highs FROM \
+     (SELECT array_agg(account_id ORDER BY account_id) AS accounts, array_agg(last_message_id ORDER BY account_id) AS heads FROM locked) l, \
+     (SELECT array_agg(id ORDER BY id) AS ids FROM ids) i, \
+     (SELECT array_agg(c.id) AS ids, array_agg(c.party_low) AS lows, array_agg(c.party_high) AS highs \
+      FROM dm_conversations c JOIN UNNEST($3::TEXT[], $4::TEXT[]) AS k (low, high) ON c.party_low = k.low AND c.party_high = k.high) c";
+
+/// Locks the existing mailboxes of `accounts` (in id order, so concurrent batches cannot
+/// deadlock), takes `count` ids when they all exist, and finds the existing conversations of
+/// `keys`: one round trip where three went before.
+async fn find(tx: &mut PgTx, accounts: &[i64], count: i64, keys: &[&(String, String)]) -> Result<Found, sqlx::Error> {
+    type Row = (Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<i64>>, Option<Vec<String>>, Option<Vec<String>>);
+    let (locked, heads, ids, conversations, lows, highs): Row = sqlx::query_as(FIND_SQL)
+        .bind(accounts)
+        .bind(count)
+        .bind(keys.iter().map(|(low, _)| low.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, high)| high.as_str()).collect::<Vec<_>>())
+        .fetch_one(&mut **tx)
+        .await?;
+    let heads = locked.unwrap_or_default().into_iter().zip(heads.unwrap_or_default()).collect();
+    let conversations = lows.unwrap_or_default().into_iter().zip(highs.unwrap_or_default()).zip(conversations.unwrap_or_default()).collect();
+    Ok(Found { heads, ids, conversations })
 }
 
 /// The statement of [`write`].
@@ -82,4 +113,4 @@ async fn write(tx: &mut PgTx, writes: &Writes<'_>) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-crate::dm::store::sql::dm_store!(PostgresDmStore, sqlx::Postgres, "BEGIN", "FOR UPDATE", "FOR UPDATE SKIP LOCKED", allocate_ids, write);
+crate::dm::store::sql::dm_store!(PostgresDmStore, sqlx::Postgres, "BEGIN", "FOR UPDATE", "FOR UPDATE SKIP LOCKED", allocate_ids, find, write);

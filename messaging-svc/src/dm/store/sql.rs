@@ -1,10 +1,15 @@
 //! The SQL of the direct-message store, shared by both dialects (sqlx binds `$N` the same way
 //! on PostgreSQL and SQLite). [`dm_store!`] instantiates it with a dialect's transaction start,
-//! row-locking clause and id allocation (a function of the dialect's module:
-//! `async fn(&mut Transaction, count) -> Result<Vec<i64>, sqlx::Error>`, ids in increasing order).
+//! row-locking clauses and three functions where the dialects differ:
+//! - id allocation: `async fn(&mut Transaction, count) -> Result<Vec<i64>, sqlx::Error>`, ids in
+//!   increasing order;
+//! - a batch's lookups: `async fn(&mut Transaction, accounts, count, conversation keys) ->
+//!   Result<writes::Found, sqlx::Error>` (`find_separately`, defined here, for a dialect with
+//!   nothing better);
+//! - a batch's writes: `async fn(&mut Transaction, &writes::Writes) -> Result<(), sqlx::Error>`.
 
 macro_rules! dm_store {
-    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $skip_locked:literal, $allocate_ids:path, $write:path) => {
+    ($name:ident, $db:ty, $begin:literal, $for_update:literal, $skip_locked:literal, $allocate_ids:path, $find:path, $write:path) => {
         use std::collections::{BTreeMap, BTreeSet, HashMap};
 
         use async_trait::async_trait;
@@ -29,13 +34,20 @@ macro_rules! dm_store {
             }
         }
 
-        /// Locks (creating if needed) the mailbox rows of `accounts`, in id order so concurrent
-        /// batches cannot deadlock; returns each one's newest message id.
-        async fn lock_mailboxes(tx: &mut Tx, accounts: &BTreeSet<i64>) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
-            let mut heads = BTreeMap::new();
-            // Most mailboxes exist: lock those first, then create and lock the others.
+        /// Locks the batch's mailboxes, creating those of `accounts` that are missing; takes
+        /// `count` ids under those locks (so each mailbox receives its ids in order, which streams
+        /// rely on); and finds the existing conversations of `keys` (from [`conversation_key`]).
+        /// The dialect's `find` does what it can in one go (PostgreSQL: everything, when every
+        /// mailbox exists); the rest follows here.
+        async fn prepare(
+            tx: &mut Tx,
+            accounts: &BTreeSet<i64>,
+            count: usize,
+            keys: &BTreeSet<(String, String)>,
+        ) -> Result<(BTreeMap<i64, i64>, Vec<i64>, HashMap<(String, String), i64>), sqlx::Error> {
             let accounts: Vec<i64> = accounts.iter().copied().collect();
-            select_mailboxes(tx, &accounts, &mut heads).await?;
+            let keys: Vec<&(String, String)> = keys.iter().collect();
+            let writes::Found { mut heads, ids, conversations } = $find(tx, &accounts, count as i64, &keys).await?;
             let missing: Vec<i64> = accounts.iter().copied().filter(|account_id| !heads.contains_key(account_id)).collect();
             for chunk in missing.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement =
@@ -47,7 +59,23 @@ macro_rules! dm_store {
                 query.execute(&mut **tx).await?;
             }
             select_mailboxes(tx, &missing, &mut heads).await?;
-            Ok(heads)
+            let ids = match ids {
+                Some(ids) => ids,
+                None => $allocate_ids(tx, count as i64).await?,
+            };
+            Ok((heads, ids, conversations))
+        }
+
+        /// [`prepare`]'s lookups a statement each, for a dialect with nothing better: the
+        /// mailboxes (locked), the ids when every mailbox exists, the conversations.
+        #[allow(dead_code)]
+        async fn find_separately(tx: &mut Tx, accounts: &[i64], count: i64, keys: &[&(String, String)]) -> Result<writes::Found, sqlx::Error> {
+            let mut heads = BTreeMap::new();
+            select_mailboxes(tx, accounts, &mut heads).await?;
+            let ids = if heads.len() == accounts.len() { Some($allocate_ids(tx, count).await?) } else { None };
+            let mut conversations = HashMap::with_capacity(keys.len());
+            select_conversations(tx, keys, &mut conversations).await?;
+            Ok(writes::Found { heads, ids, conversations })
         }
 
         /// Locks the existing mailbox rows of `accounts` (in id order) into `heads`.
@@ -75,19 +103,16 @@ macro_rules! dm_store {
             if first <= second { (first, second) } else { (second, first) }
         }
 
-        /// The conversations of `keys` (from [`conversation_key`]), created where missing: two
-        /// statements per [`writes::ROWS_PER_STATEMENT`] conversations rather than two per conversation.
-        /// Created in key order, so concurrent batches cannot deadlock on them.
-        async fn conversation_ids(
+        /// Creates the conversations of `keys` that `ids` lacks, into `ids`: two statements per
+        /// [`writes::ROWS_PER_STATEMENT`] conversations rather than two per conversation. Created in
+        /// key order, so concurrent batches cannot deadlock on them.
+        async fn create_conversations(
             tx: &mut Tx,
             keys: &BTreeSet<(String, String)>,
             now_ms: i64,
-        ) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
-            let mut ids = HashMap::with_capacity(keys.len());
-            // Most conversations exist: find those first, then create the others.
-            let keys: Vec<&(String, String)> = keys.iter().collect();
-            select_conversations(tx, &keys, &mut ids).await?;
-            let missing: Vec<&(String, String)> = keys.into_iter().filter(|key| !ids.contains_key(*key)).collect();
+            ids: &mut HashMap<(String, String), i64>,
+        ) -> Result<(), sqlx::Error> {
+            let missing: Vec<&(String, String)> = keys.iter().filter(|key| !ids.contains_key(*key)).collect();
             for chunk in missing.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement = format!(
                     "INSERT INTO dm_conversations (party_low, party_high, created_at) VALUES {} ON CONFLICT (party_low, party_high) DO NOTHING",
@@ -99,8 +124,7 @@ macro_rules! dm_store {
                 }
                 query.execute(&mut **tx).await?;
             }
-            select_conversations(tx, &missing, &mut ids).await?;
-            Ok(ids)
+            select_conversations(tx, &missing, ids).await
         }
 
         /// The ids of the existing conversations of `keys`, into `ids`.
@@ -121,13 +145,6 @@ macro_rules! dm_store {
             Ok(())
         }
 
-        /// The conversation between two parties, created if missing.
-        async fn conversation_id(tx: &mut Tx, first: &Party, second: &Party, now_ms: i64) -> Result<i64, sqlx::Error> {
-            let key = conversation_key(first, second);
-            let ids = conversation_ids(tx, &BTreeSet::from([key.clone()]), now_ms).await?;
-            ids.get(&key).copied().ok_or(sqlx::Error::RowNotFound)
-        }
-
         async fn message_by_id(tx: &mut Tx, id: i64) -> Result<StoredMessage, sqlx::Error> {
             let statement = format!("SELECT {MESSAGE_COLUMNS} FROM dm_messages m WHERE m.id = $1");
             sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(id).fetch_one(&mut **tx).await
@@ -136,23 +153,21 @@ macro_rules! dm_store {
         async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64) -> Result<Vec<SendOutcome>, sqlx::Error> {
             let accounts: BTreeSet<i64> =
                 batch.iter().flat_map(|message| [Some(message.sender_account_id), message.recipient.account_id()]).flatten().collect();
-            let mut heads = lock_mailboxes(tx, &accounts).await?;
-            let ids = $allocate_ids(tx, batch.len() as i64).await?;
-            // The conversations of sends without an idempotency key, at once; a keyed send may be
-            // a repeat, so its conversation is only looked up (and created) when it is not.
-            let unkeyed: BTreeSet<(String, String)> = batch
-                .iter()
-                .filter(|message| message.idempotency.is_none())
-                .map(|message| conversation_key(&Party::Account(message.sender_account_id), &message.recipient))
-                .collect();
-            let mut conversations = conversation_ids(tx, &unkeyed, now_ms).await?;
+            let keys: Vec<(String, String)> =
+                batch.iter().map(|message| conversation_key(&Party::Account(message.sender_account_id), &message.recipient)).collect();
+            let (mut heads, ids, mut conversations) = prepare(tx, &accounts, batch.len(), &keys.iter().cloned().collect()).await?;
+            // The missing conversations of sends without an idempotency key are created at once; a
+            // keyed send may be a repeat, so its conversation is only created when it is not.
+            let unkeyed: BTreeSet<(String, String)> =
+                batch.iter().zip(&keys).filter(|(message, _)| message.idempotency.is_none()).map(|(_, key)| key.clone()).collect();
+            create_conversations(tx, &unkeyed, now_ms, &mut conversations).await?;
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut new_messages = Vec::with_capacity(batch.len());
             // Messages are written after the loop; a repeated key of this batch must still find
             // its first message, so keep them at hand.
             let mut written_here: HashMap<i64, usize> = HashMap::new();
             let mut touched = BTreeSet::new();
-            for (message, id) in batch.iter().zip(ids) {
+            for (index, (message, id)) in batch.iter().zip(ids).enumerate() {
                 if let Some((key, hash)) = &message.idempotency {
                     let earlier = claim_key_in_batch(tx, message.sender_account_id, key, hash, id, now_ms, &written_here, &new_messages).await?;
                     if let Some(outcome) = earlier {
@@ -160,16 +175,11 @@ macro_rules! dm_store {
                         continue;
                     }
                 }
-                let sender = Party::Account(message.sender_account_id);
-                let key = conversation_key(&sender, &message.recipient);
-                let conversation_id = match conversations.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = conversation_id(tx, &sender, &message.recipient, now_ms).await?;
-                        conversations.insert(key, id);
-                        id
-                    }
-                };
+                let key = &keys[index];
+                if !conversations.contains_key(key) {
+                    create_conversations(tx, &BTreeSet::from([key.clone()]), now_ms, &mut conversations).await?;
+                }
+                let conversation_id = conversations.get(key).copied().ok_or(sqlx::Error::RowNotFound)?;
                 let stored = StoredMessage {
                     id,
                     conversation_id,
@@ -245,18 +255,20 @@ macro_rules! dm_store {
             }
             let accounts: BTreeSet<i64> =
                 fresh.iter().flat_map(|index| [Some(batch[*index].recipient_account_id), batch[*index].sender.account_id()]).flatten().collect();
-            let mut heads = lock_mailboxes(tx, &accounts).await?;
-            let ids = $allocate_ids(tx, fresh.len() as i64).await?;
+            let keys: BTreeSet<(String, String)> =
+                fresh.iter().map(|index| conversation_key(&batch[*index].sender, &Party::Account(batch[*index].recipient_account_id))).collect();
+            let (mut heads, ids, mut conversations) = prepare(tx, &accounts, fresh.len(), &keys).await?;
+            create_conversations(tx, &keys, now_ms, &mut conversations).await?;
             let mut new_messages = Vec::with_capacity(fresh.len());
             let mut network_ids = Vec::with_capacity(fresh.len());
             let mut touched = BTreeSet::new();
             for (index, id) in fresh.into_iter().zip(ids) {
                 let inbound = &batch[index];
                 network_ids.push(Some(inbound.xmtp_message_id.as_str()));
-                let recipient = Party::Account(inbound.recipient_account_id);
+                let key = conversation_key(&inbound.sender, &Party::Account(inbound.recipient_account_id));
                 let stored = StoredMessage {
                     id,
-                    conversation_id: conversation_id(tx, &inbound.sender, &recipient, now_ms).await?,
+                    conversation_id: conversations.get(&key).copied().ok_or(sqlx::Error::RowNotFound)?,
                     sender_account_id: inbound.sender.account_id(),
                     sender_address: inbound.sender.address().map(str::to_string),
                     recipient_account_id: Some(inbound.recipient_account_id),

@@ -102,4 +102,4 @@ async fn write(tx: &mut SqliteTx, writes: &Writes<'_>) -> Result<(), sqlx::Error
     Ok(())
 }
 
-crate::dm::store::sql::dm_store!(SqliteDmStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "", allocate_ids, write);
+crate::dm::store::sql::dm_store!(SqliteDmStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "", allocate_ids, find_separately, write);

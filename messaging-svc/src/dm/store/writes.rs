@@ -1,8 +1,9 @@
-//! What a batch writes once its mailboxes are locked and its messages built, planned once in
-//! Rust for both dialects. PostgreSQL writes it in one statement (arrays into a data-modifying
-//! `WITH`), SQLite in a few multi-row statements under its single writer lock.
+//! What a batch finds before it writes ([`Found`]) and what it writes once its mailboxes are
+//! locked and its messages built ([`Writes`], planned once in Rust for both dialects).
+//! PostgreSQL finds in one statement and writes in one (arrays into a data-modifying `WITH`);
+//! SQLite uses a few multi-row statements under its single writer lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use clawx_common::storage::placeholders;
 
@@ -16,6 +17,18 @@ pub const ROWS_PER_STATEMENT: usize = 256;
 /// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` parameters.
 pub fn values(rows: usize, columns: usize) -> String {
     (0..rows).map(|row| format!("({})", placeholders(1 + row * columns, columns))).collect::<Vec<_>>().join(", ")
+}
+
+/// What a dialect's `find` returns for a batch.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The newest message id of each existing mailbox of the batch's accounts, locked.
+    pub heads: BTreeMap<i64, i64>,
+    /// The batch's message ids, in increasing order, when every mailbox existed (taken under
+    /// their locks); `None` otherwise (they are taken once the missing mailboxes are locked).
+    pub ids: Option<Vec<i64>>,
+    /// The ids of the existing conversations among those asked for.
+    pub conversations: HashMap<(String, String), i64>,
 }
 
 /// An account's side of a conversation, at its newest message of the batch.

@@ -41,22 +41,8 @@ async fn write(tx: &mut SqliteTx, writes: &Writes<'_>) -> Result<(), sqlx::Error
         }
         query.execute(&mut **tx).await?;
     }
-    for chunk in writes.outbox.chunks(ROWS_PER_STATEMENT) {
-        let statement = format!("INSERT INTO dm_outbox (message_id, next_attempt_at) VALUES {}", values(chunk.len(), 2));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        for (message_id, due) in chunk {
-            query = query.bind(message_id).bind(due);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    for chunk in writes.mailbox_entries.chunks(ROWS_PER_STATEMENT) {
-        let statement = format!("INSERT INTO dm_mailbox_messages (account_id, message_id) VALUES {}", values(chunk.len(), 2));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        for (account_id, message_id) in chunk {
-            query = query.bind(account_id).bind(message_id);
-        }
-        query.execute(&mut **tx).await?;
-    }
+    insert_pairs(tx, "INSERT INTO dm_outbox (message_id, next_attempt_at)", &writes.outbox, "").await?;
+    insert_pairs(tx, "INSERT INTO dm_mailbox_messages (account_id, message_id)", &writes.mailbox_entries, "").await?;
     for chunk in writes.memberships.chunks(ROWS_PER_STATEMENT) {
         // A new membership starts with the consent the account set for the peer before they
         // talked, if any.
@@ -87,15 +73,23 @@ async fn write(tx: &mut SqliteTx, writes: &Writes<'_>) -> Result<(), sqlx::Error
         }
         query.execute(&mut **tx).await?;
     }
-    for chunk in writes.heads.chunks(ROWS_PER_STATEMENT) {
-        let statement = format!(
-            "INSERT INTO dm_mailboxes (account_id, last_message_id) VALUES {} \
-             ON CONFLICT (account_id) DO UPDATE SET last_message_id = excluded.last_message_id",
-            values(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        for (account_id, head) in chunk {
-            query = query.bind(account_id).bind(head);
+    insert_pairs(
+        tx,
+        "INSERT INTO dm_mailboxes (account_id, last_message_id)",
+        &writes.heads,
+        "ON CONFLICT (account_id) DO UPDATE SET last_message_id = excluded.last_message_id",
+    )
+    .await?;
+    Ok(())
+}
+
+/// `insert` (`INSERT INTO table (a, b)`) of `rows`, then `suffix`: a multi-row statement per
+/// [`ROWS_PER_STATEMENT`] rows.
+async fn insert_pairs(tx: &mut SqliteTx, insert: &str, rows: &[(i64, i64)], suffix: &str) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{insert} VALUES {} {suffix}", values(chunk.len(), 2))));
+        for (first, second) in chunk {
+            query = query.bind(first).bind(second);
         }
         query.execute(&mut **tx).await?;
     }

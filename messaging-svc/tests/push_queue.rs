@@ -270,8 +270,11 @@ clawx_common::backend_tests! {
         push.register(2, "webhook", &slow.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();
         push.register(3, "webhook", &healthy.url, &[topic("inbox", "/clawx/inbox/1", None)], LIMITS, 1).await.unwrap();
         let backlog: Vec<NewMessage> = (0..20).map(|index| dm(1, 2, &format!("backlog {index}"))).collect();
-        send(&dms, &backlog, clawx_common::time::now_ms()).await;
-        send(&dms, &[dm(1, 3, "for the healthy one")], clawx_common::time::now_ms() + 1).await;
+        // Both due now (a job is due at its message's time: one a millisecond ahead could still be
+        // in the future at the first tick); the backlog's ids come first.
+        let now = clawx_common::time::now_ms();
+        send(&dms, &backlog, now).await;
+        send(&dms, &[dm(1, 3, "for the healthy one")], now).await;
 
         // The first tick (batch 7, concurrency 4: one job per target) already delivers it.
         let tick = worker.tick().await.unwrap();

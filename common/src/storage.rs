@@ -139,9 +139,6 @@ fn valid_identifier(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// How long a pooled PostgreSQL connection may sit idle before it is tested on its next use.
-const TEST_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
-
 /// Prepared statements each PostgreSQL connection keeps.
 const STATEMENT_CACHE_CAPACITY: usize = 1024;
 
@@ -176,18 +173,9 @@ impl Database {
                 let pool = PgPoolOptions::new()
                     .max_connections(args.database_max_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10))
-                    // A connection that was idle a while is tested before use (a dead one is
-                    // replaced, as after a database restart); one in constant use is not, where
-                    // the test was one more round trip before every transaction.
-                    .test_before_acquire(false)
-                    .before_acquire(|connection, metadata| {
-                        Box::pin(async move {
-                            if metadata.idle_for >= TEST_WHEN_IDLE_FOR {
-                                connection.ping().await?;
-                            }
-                            Ok(true)
-                        })
-                    })
+                    // sqlx tests each connection with a round trip before handing it out (its
+                    // default, kept on purpose): a connection the server ended while it sat in
+                    // the pool, however briefly, is replaced rather than failing a request.
                     .connect_with(options.options([("search_path", schema.as_str())]))
                     .await
                     .context("cannot open PostgreSQL pool")?;

@@ -340,3 +340,73 @@ clawx_common::backend_tests! {
         database.close().await;
     }
 }
+
+/// A batch for an account with no mailbox yet never holds another mailbox while it waits for
+/// that one: it creates the missing mailbox on its own first and then locks all of its mailboxes
+/// in account order. Here another transaction holds the new mailbox (5) and then asks for the
+/// batch's other one (20): locked out of order, the two would deadlock and PostgreSQL would
+/// abort one of them.
+#[tokio::test]
+async fn a_batch_creating_a_mailbox_never_waits_for_it_out_of_order() {
+    let Some(test_db) = clawx_common::testing::TestDatabase::postgres() else { return };
+    let database = Database::connect(&test_db.args, "messaging").await.unwrap();
+    database.migrate(&clawx_messaging::MIGRATIONS).await.unwrap();
+    let Database::Postgres(pool) = &database else { unreachable!() };
+    let store = for_database(&database);
+    store.send_batch(&[new(20, Party::Account(21), "20 has a mailbox", None)], 1_000).await.unwrap();
+
+    let url = std::env::var("CLAWX_TEST_DATABASE_URL").unwrap();
+    let schema = clawx_common::storage::schema_for(&test_db.args, "messaging");
+    let connect = || async {
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path = \"{schema}\""))).execute(&mut connection).await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut connection).await.unwrap();
+        (connection, pid)
+    };
+    let blocked_by = |pid: i32| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..500 {
+                let waiting: Option<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) LIMIT 1")
+                    .bind(pid)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+                if let Some(waiting) = waiting {
+                    return waiting;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("nothing waited for {pid}");
+        }
+    };
+    let (mut holder, holder_pid) = connect().await;
+    let (mut other, other_pid) = connect().await;
+
+    // The batch (20 writes to 5, who has no mailbox) waits for mailbox 20.
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM dm_mailboxes WHERE account_id = 20 FOR UPDATE").execute(&mut holder).await.unwrap();
+    let batch = tokio::spawn({
+        let store = store.clone();
+        async move { store.send_batch(&[new(20, Party::Account(5), "to a new account", None)], 2_000).await }
+    });
+    blocked_by(holder_pid).await;
+    // Meanwhile mailbox 5 appears and another transaction takes it; then 20 is free again.
+    sqlx::query("INSERT INTO dm_mailboxes (account_id) VALUES (5)").execute(&mut other).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM dm_mailboxes WHERE account_id = 5 FOR UPDATE").execute(&mut other).await.unwrap();
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    // The batch now waits for 5, holding nothing the other transaction needs: it takes 20 at once.
+    blocked_by(other_pid).await;
+    let taken = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        sqlx::query("SELECT 1 FROM dm_mailboxes WHERE account_id = 20 FOR UPDATE").execute(&mut other),
+    )
+    .await;
+    assert!(matches!(taken, Ok(Ok(_))), "mailbox 20 is not held by the batch waiting for 5: {taken:?}");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let outcomes = batch.await.unwrap().expect("the batch is stored");
+    let message = stored(&outcomes[0]);
+    assert_eq!(store.mailbox_after(5, 0, 10).await.unwrap(), vec![message.clone()]);
+    database.close().await;
+}

@@ -34,22 +34,47 @@ macro_rules! dm_store {
             }
         }
 
-        /// Locks the batch's mailboxes, creating those of `accounts` that are missing; takes
-        /// `count` ids under those locks (so each mailbox receives its ids in order, which streams
-        /// rely on); and finds the existing conversations of `keys` (from [`conversation_key`]).
-        /// The dialect's `find` does what it can in one go (PostgreSQL: everything, when every
-        /// mailbox exists); the rest follows here.
+        /// What one try at a batch came to.
+        enum Attempt<T> {
+            Done(T),
+            /// These accounts have no mailbox yet: nothing was written.
+            MissingMailboxes(Vec<i64>),
+        }
+
+        /// Locks the batch's mailboxes; takes `count` ids under those locks (so each mailbox
+        /// receives its ids in order, which streams rely on); and finds the existing
+        /// conversations of `keys` (from [`conversation_key`]). The dialect's `find` does what it
+        /// can in one go (PostgreSQL: everything, when every mailbox exists). When a mailbox is
+        /// missing, it is created here if `create_missing` (and locked after the others, out of
+        /// account order), otherwise the batch is given up so its caller can create it on its
+        /// own first: see [`create_mailboxes`].
         async fn prepare(
             tx: &mut Tx,
             accounts: &BTreeSet<i64>,
             count: usize,
             keys: &BTreeSet<(String, String)>,
-        ) -> Result<(BTreeMap<i64, i64>, Vec<i64>, HashMap<(String, String), i64>), sqlx::Error> {
+            create_missing: bool,
+        ) -> Result<Attempt<(BTreeMap<i64, i64>, Vec<i64>, HashMap<(String, String), i64>)>, sqlx::Error> {
             let accounts: Vec<i64> = accounts.iter().copied().collect();
             let keys: Vec<&(String, String)> = keys.iter().collect();
             let writes::Found { mut heads, ids, conversations } = $find(tx, &accounts, count as i64, &keys).await?;
             let missing: Vec<i64> = accounts.iter().copied().filter(|account_id| !heads.contains_key(account_id)).collect();
-            for chunk in missing.chunks(writes::ROWS_PER_STATEMENT) {
+            if !missing.is_empty() {
+                if !create_missing {
+                    return Ok(Attempt::MissingMailboxes(missing));
+                }
+                insert_mailboxes(tx, &missing).await?;
+                select_mailboxes(tx, &missing, &mut heads).await?;
+            }
+            let ids = match ids {
+                Some(ids) => ids,
+                None => $allocate_ids(tx, count as i64).await?,
+            };
+            Ok(Attempt::Done((heads, ids, conversations)))
+        }
+
+        async fn insert_mailboxes(tx: &mut Tx, accounts: &[i64]) -> Result<(), sqlx::Error> {
+            for chunk in accounts.chunks(writes::ROWS_PER_STATEMENT) {
                 let statement =
                     format!("INSERT INTO dm_mailboxes (account_id) VALUES {} ON CONFLICT (account_id) DO NOTHING", writes::values(chunk.len(), 1));
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
@@ -58,12 +83,45 @@ macro_rules! dm_store {
                 }
                 query.execute(&mut **tx).await?;
             }
-            select_mailboxes(tx, &missing, &mut heads).await?;
-            let ids = match ids {
-                Some(ids) => ids,
-                None => $allocate_ids(tx, count as i64).await?,
-            };
-            Ok((heads, ids, conversations))
+            Ok(())
+        }
+
+        /// One try at a batch (sends or received messages) in a transaction, at a time (Unix ms);
+        /// `true` creates missing mailboxes in that transaction rather than giving up.
+        type Try<B, T> = for<'t> fn(&'t mut Tx, &'t [B], i64, bool) -> futures::future::BoxFuture<'t, Result<Attempt<T>, sqlx::Error>>;
+
+        /// Stores `batch` with `attempt` in one transaction, committed when it is done; when the
+        /// batch names accounts with no mailbox, creates them first (see [`create_mailboxes`]) and
+        /// tries again. On failure the transaction is dropped, which rolls it back: nothing
+        /// half-written.
+        async fn in_batch_transaction<B: Sync, T>(pool: &sqlx::Pool<$db>, batch: &[B], now_ms: i64, attempt: Try<B, T>) -> Result<T, sqlx::Error> {
+            let mut create_missing = false;
+            loop {
+                let mut tx = pool.begin_with($begin).await?;
+                match attempt(&mut tx, batch, now_ms, create_missing).await? {
+                    Attempt::Done(outcomes) => {
+                        tx.commit().await?;
+                        return Ok(outcomes);
+                    }
+                    Attempt::MissingMailboxes(missing) => {
+                        tx.rollback().await?;
+                        create_mailboxes(pool, &missing).await?;
+                        create_missing = true;
+                    }
+                }
+            }
+        }
+
+        /// Creates the mailboxes of `accounts`, committed on their own. A batch that names an
+        /// account with no mailbox gives up, creates it here and starts again, so its second try
+        /// finds every mailbox and locks them all in one statement, in account order: no batch
+        /// then holds one mailbox while it waits for another out of order (which could deadlock
+        /// with a batch locking the same two the other way round). The second try creates what
+        /// it still misses in its own transaction (an account deleted meanwhile).
+        async fn create_mailboxes(pool: &sqlx::Pool<$db>, accounts: &[i64]) -> Result<(), sqlx::Error> {
+            let mut tx = pool.begin_with($begin).await?;
+            insert_mailboxes(&mut tx, accounts).await?;
+            tx.commit().await
         }
 
         /// [`prepare`]'s lookups a statement each, for a dialect with nothing better: the
@@ -150,12 +208,16 @@ macro_rules! dm_store {
             sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(id).fetch_one(&mut **tx).await
         }
 
-        async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64) -> Result<Vec<SendOutcome>, sqlx::Error> {
+        async fn store_batch(tx: &mut Tx, batch: &[NewMessage], now_ms: i64, create_missing: bool) -> Result<Attempt<Vec<SendOutcome>>, sqlx::Error> {
             let accounts: BTreeSet<i64> =
                 batch.iter().flat_map(|message| [Some(message.sender_account_id), message.recipient.account_id()]).flatten().collect();
             let keys: Vec<(String, String)> =
                 batch.iter().map(|message| conversation_key(&Party::Account(message.sender_account_id), &message.recipient)).collect();
-            let (mut heads, ids, mut conversations) = prepare(tx, &accounts, batch.len(), &keys.iter().cloned().collect()).await?;
+            let (mut heads, ids, mut conversations) =
+                match prepare(tx, &accounts, batch.len(), &keys.iter().cloned().collect(), create_missing).await? {
+                    Attempt::Done(prepared) => prepared,
+                    Attempt::MissingMailboxes(missing) => return Ok(Attempt::MissingMailboxes(missing)),
+                };
             // The missing conversations of sends without an idempotency key are created at once; a
             // keyed send may be a repeat, so its conversation is only created when it is not.
             let unkeyed: BTreeSet<(String, String)> =
@@ -199,7 +261,7 @@ macro_rules! dm_store {
                 outcomes.push(SendOutcome::Stored { message: stored, previous });
             }
             $write(tx, &writes::Writes::plan(&new_messages, Vec::new(), moved_heads(heads, &touched))).await?;
-            Ok(outcomes)
+            Ok(Attempt::Done(outcomes))
         }
 
         /// Puts `message` at the head of its accounts' mailboxes (locked, in `heads`); per
@@ -241,7 +303,12 @@ macro_rules! dm_store {
             Ok(echo.is_some())
         }
 
-        async fn store_received(tx: &mut Tx, batch: &[InboundMessage], now_ms: i64) -> Result<Vec<ReceiveOutcome>, sqlx::Error> {
+        async fn store_received(
+            tx: &mut Tx,
+            batch: &[InboundMessage],
+            now_ms: i64,
+            create_missing: bool,
+        ) -> Result<Attempt<Vec<ReceiveOutcome>>, sqlx::Error> {
             let mut outcomes = vec![ReceiveOutcome::Known; batch.len()];
             let mut fresh = Vec::new();
             let mut seen = BTreeSet::new();
@@ -251,13 +318,16 @@ macro_rules! dm_store {
                 }
             }
             if fresh.is_empty() {
-                return Ok(outcomes);
+                return Ok(Attempt::Done(outcomes));
             }
             let accounts: BTreeSet<i64> =
                 fresh.iter().flat_map(|index| [Some(batch[*index].recipient_account_id), batch[*index].sender.account_id()]).flatten().collect();
             let keys: BTreeSet<(String, String)> =
                 fresh.iter().map(|index| conversation_key(&batch[*index].sender, &Party::Account(batch[*index].recipient_account_id))).collect();
-            let (mut heads, ids, mut conversations) = prepare(tx, &accounts, fresh.len(), &keys).await?;
+            let (mut heads, ids, mut conversations) = match prepare(tx, &accounts, fresh.len(), &keys, create_missing).await? {
+                Attempt::Done(prepared) => prepared,
+                Attempt::MissingMailboxes(missing) => return Ok(Attempt::MissingMailboxes(missing)),
+            };
             create_conversations(tx, &keys, now_ms, &mut conversations).await?;
             let mut new_messages = Vec::with_capacity(fresh.len());
             let mut network_ids = Vec::with_capacity(fresh.len());
@@ -284,7 +354,7 @@ macro_rules! dm_store {
                 outcomes[index] = ReceiveOutcome::Stored { message: stored, previous };
             }
             $write(tx, &writes::Writes::plan(&new_messages, network_ids, moved_heads(heads, &touched))).await?;
-            Ok(outcomes)
+            Ok(Attempt::Done(outcomes))
         }
 
         /// Claims the idempotency key for `message_id`; otherwise what the key already names,
@@ -335,18 +405,17 @@ macro_rules! dm_store {
         #[async_trait]
         impl DmStore for $name {
             async fn send_batch(&self, batch: &[NewMessage], now_ms: i64) -> StoreResult<Vec<SendOutcome>> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                // On failure the transaction is dropped, which rolls it back: nothing half-written.
-                let outcomes = store_batch(&mut tx, batch, now_ms).await?;
-                tx.commit().await?;
-                Ok(outcomes)
+                in_batch_transaction(&self.pool, batch, now_ms, |tx, batch, now_ms, create_missing| {
+                    Box::pin(store_batch(tx, batch, now_ms, create_missing))
+                })
+                .await
             }
 
             async fn receive_batch(&self, batch: &[InboundMessage], now_ms: i64) -> StoreResult<Vec<ReceiveOutcome>> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let outcomes = store_received(&mut tx, batch, now_ms).await?;
-                tx.commit().await?;
-                Ok(outcomes)
+                in_batch_transaction(&self.pool, batch, now_ms, |tx, batch, now_ms, create_missing| {
+                    Box::pin(store_received(tx, batch, now_ms, create_missing))
+                })
+                .await
             }
 
             async fn claim_outbox(&self, now_ms: i64, lease_until_ms: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>> {

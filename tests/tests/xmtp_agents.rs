@@ -7,20 +7,11 @@
 use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
-use clawx_messaging::{
-    agent::{network::XmtpNetwork, publish_external_inbox},
-    node::validate::{
-        sig::inbox_id_for,
-        text::{ActionText, Subject, signature_text},
-    },
-};
+use clawx_messaging::agent::{network::XmtpNetwork, publish_external_inbox};
 use clawx_proto::xmtp::{
     identity::{
-        api::v1::{GetIdentityUpdatesRequest, PublishIdentityUpdateRequest, get_identity_updates_request, identity_api_client::IdentityApiClient},
-        associations::{
-            CreateInbox, IdentifierKind, IdentityAction, IdentityUpdate, RecoverableEcdsaSignature, Signature, identity_action, member_identifier,
-            signature,
-        },
+        api::v1::{GetIdentityUpdatesRequest, get_identity_updates_request, identity_api_client::IdentityApiClient},
+        associations::{identity_action, member_identifier},
     },
     mls::{
         api::v1::{QueryWelcomeMessagesRequest, mls_api_client::MlsApiClient, welcome_message},
@@ -164,31 +155,21 @@ async fn sync_without_the_agent_engine_says_it_is_unavailable() {
     stack.stop().await;
 }
 
-/// Publishes an inbox for `wallet` with no installation: it exists on XMTP, yet no client can
-/// read what is sent to it.
-async fn publish_inbox_without_installations(stack: &TestStack, wallet: &PrivateKeySigner) {
-    let address = wallet.address().to_string().to_lowercase();
-    let inbox_id = inbox_id_for(&address, 0);
-    let timestamp_ns = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap();
-    let text = signature_text(&inbox_id, timestamp_ns, &[ActionText::CreateInbox(Subject::Ethereum(&address))]);
-    let mut bytes = alloy_signer::SignerSync::sign_message_sync(wallet, text.as_bytes()).unwrap().as_bytes().to_vec();
-    if bytes[64] < 27 {
-        bytes[64] += 27;
-    }
-    let create = CreateInbox {
-        initial_identifier: address,
-        nonce: 0,
-        initial_identifier_signature: Some(Signature { signature: Some(signature::Signature::Erc191(RecoverableEcdsaSignature { bytes })) }),
-        initial_identifier_kind: IdentifierKind::Ethereum as i32,
-        relying_party: None,
-    };
-    let update = IdentityUpdate {
-        actions: vec![IdentityAction { kind: Some(identity_action::Kind::CreateInbox(create)) }],
-        client_timestamp_ns: timestamp_ns,
-        inbox_id,
-    };
-    let mut node = IdentityApiClient::new(stack.channel().await);
-    node.publish_identity_update(PublishIdentityUpdateRequest { identity_update: Some(update) }).await.expect("inbox published");
+/// Publishes an XMTP inbox for `wallet` elsewhere (not an account here) with `installations`
+/// installations whose key packages ask for X-Wing welcomes and whose private keys are dropped:
+/// nobody reads what is sent to it. Its inbox id.
+async fn publish_inbox_elsewhere(stack: &TestStack, wallet: &PrivateKeySigner, installations: usize) -> String {
+    let network = XmtpNetwork::connect_lazy(&stack.base_url).expect("network");
+    let address = wallet.address().to_checksum(None);
+    publish_external_inbox(&network, &address, installations, |text| {
+        let mut bytes = alloy_signer::SignerSync::sign_message_sync(wallet, text.as_bytes()).unwrap().as_bytes().to_vec();
+        if bytes[64] < 27 {
+            bytes[64] += 27;
+        }
+        bytes
+    })
+    .await
+    .expect("inbox published")
 }
 
 #[tokio::test]
@@ -197,7 +178,7 @@ async fn a_message_to_an_inbox_no_installation_can_read_fails_with_its_reason() 
         let name = stack.name;
         let alice = stack.registered("alice").await;
         let wallet = PrivateKeySigner::random();
-        publish_inbox_without_installations(&stack, &wallet).await;
+        publish_inbox_elsewhere(&stack, &wallet, 0).await;
         let address = wallet.address().to_checksum(None);
         let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": address, "message": "anyone?"})).await;
         let sent = sent.expect_ok(name)["message"].clone();
@@ -228,30 +209,14 @@ async fn a_dm_to_an_inbox_with_ten_installations_welcomes_each_with_x_wing() {
         // X-Wing welcomes (the benchmark's peer).
         let wallet = PrivateKeySigner::random();
         let address = wallet.address().to_checksum(None);
-        let network = XmtpNetwork::connect_lazy(&stack.base_url).expect("network");
-        let inbox_id = publish_external_inbox(&network, &address, 10, |text| {
-            let mut bytes = alloy_signer::SignerSync::sign_message_sync(&wallet, text.as_bytes()).unwrap().as_bytes().to_vec();
-            if bytes[64] < 27 {
-                bytes[64] += 27;
-            }
-            bytes
-        })
-        .await
-        .expect("inbox published");
+        let inbox_id = publish_inbox_elsewhere(&stack, &wallet, 10).await;
         let sent = stack.post("/messages/dm/address", &Auth::Key(alice.clone()), json!({"wallet_address": address, "message": "to all ten"})).await;
         let sent = sent.expect_ok(name)["message"].clone();
-        let started = Instant::now();
-        loop {
-            let history = stack.get(&format!("/messages/address/{address}"), &Auth::Key(alice.clone())).await;
-            let message = history.expect_ok(name)["messages"][0].clone();
-            if message["delivery"] == "sent" {
-                assert_eq!(message["id"], sent["id"], "{name}");
-                break;
-            }
-            assert_eq!(message["delivery"], "stored", "{name}: {message}");
-            assert!(started.elapsed() < DELIVERY_WAIT, "{name}: still {message}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for(&stack, &alice, &format!("address/{address}"), "the message to all ten sent", |messages| {
+            assert!(messages.iter().all(|message| message["delivery"] != "failed"), "{name}: {messages:?}");
+            delivered(messages, &sent["id"])
+        })
+        .await;
         let welcomes = welcomes_of(&stack, &inbox_id).await;
         let mut installations: Vec<&[u8]> = welcomes.iter().map(|welcome| welcome.installation_key.as_slice()).collect();
         installations.dedup();

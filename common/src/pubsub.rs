@@ -153,8 +153,8 @@ impl PubSub {
         hub.channels.lock().expect("hub lock").len()
     }
 
-    /// Publishes `payload` to every subscriber of `channel` on every replica.
-    /// Publishes several messages at once: on Redis, one pipelined round trip.
+    /// Publishes several `(channel, payload)` messages at once, in order: on Redis, one
+    /// pipelined round trip.
     pub async fn publish_all(&self, messages: &[(String, Vec<u8>)]) -> Result<(), CacheError> {
         match self {
             PubSub::Memory(hub) => {
@@ -169,7 +169,7 @@ impl PubSub {
                 }
                 let mut pipeline = redis::pipe();
                 for (channel, payload) in messages {
-                    pipeline.cmd("PUBLISH").arg(format!("{}:ps:{channel}", redis.prefix)).arg(payload.as_slice()).ignore();
+                    pipeline.cmd("PUBLISH").arg(redis_channel(redis, channel)).arg(payload.as_slice()).ignore();
                 }
                 let mut connection = redis.connection.clone();
                 pipeline.query_async::<()>(&mut connection).await?;
@@ -178,6 +178,7 @@ impl PubSub {
         }
     }
 
+    /// Publishes `payload` to every subscriber of `channel` on every replica.
     pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), CacheError> {
         match self {
             PubSub::Memory(hub) => {
@@ -186,11 +187,16 @@ impl PubSub {
             }
             PubSub::Redis(_, redis) => {
                 let mut connection = redis.connection.clone();
-                redis::cmd("PUBLISH").arg(format!("{}:ps:{channel}", redis.prefix)).arg(payload).query_async::<()>(&mut connection).await?;
+                redis::cmd("PUBLISH").arg(redis_channel(redis, channel)).arg(payload).query_async::<()>(&mut connection).await?;
                 Ok(())
             }
         }
     }
+}
+
+/// The Redis channel of `channel`: under the deployment's prefix, which [`listen`] strips.
+fn redis_channel(redis: &RedisHandle, channel: &str) -> String {
+    format!("{}:ps:{channel}", redis.prefix)
 }
 
 async fn listen(redis: RedisHandle, hub: Arc<Hub>, shutdown: CancellationToken) {

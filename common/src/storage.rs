@@ -153,9 +153,10 @@ impl Database {
                 let options = PgConnectOptions::from_str(url)
                     .context("invalid PostgreSQL URL")?
                     .application_name(&format!("clawx-{service}"))
-                    // Multi-row statements have one text per row count (a batch of 1 to 256
-                    // messages, several statements each): keep them all prepared rather than
-                    // preparing again, one more round trip, when sqlx's default of 100 evicts them.
+                    // A multi-row statement has one text per row count (e.g. the mailboxes and
+                    // conversations a batch of up to 256 messages creates): keep them all prepared
+                    // rather than preparing again, one more round trip, when sqlx's default of 100
+                    // evicts them.
                     .statement_cache_capacity(STATEMENT_CACHE_CAPACITY)
                     .log_statements(tracing::log::LevelFilter::Trace);
                 // The schema must exist before pooled connections put it on their search path.

@@ -146,6 +146,29 @@ clawx_common::cache_backend_tests! {
     }
 }
 
+clawx_common::cache_backend_tests! {
+    async fn pubsub_publishes_several_messages_at_once_in_order(backend, backends) {
+        let pubsub = &backends.pubsub;
+        assert!(pubsub.wait_connected(Duration::from_secs(5)).await, "{backend}: connected");
+        let mut first = pubsub.subscribe("many:a");
+        let mut second = pubsub.subscribe("many:b");
+        let messages: Vec<(String, Vec<u8>)> =
+            vec![("many:a".into(), b"a1".to_vec()), ("many:b".into(), b"b1".to_vec()), ("many:a".into(), b"a2".to_vec())];
+        pubsub.publish_all(&messages).await.unwrap();
+        pubsub.publish_all(&[]).await.unwrap();
+        for (subscription, expected) in [(&mut first, vec![&b"a1"[..], b"a2"]), (&mut second, vec![b"b1"])] {
+            let mut received = Vec::new();
+            while received.len() < expected.len() {
+                match tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await.expect("delivered").unwrap() {
+                    Event::Gap => {}
+                    Event::Message(payload) => received.push(payload),
+                }
+            }
+            assert_eq!(received, expected.into_iter().map(Into::into).collect::<Vec<_>>(), "{backend}: each channel its own, in order");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_slow_subscriber_is_told_about_the_gap() {
     let pubsub = clawx_common::PubSub::memory();

@@ -4,8 +4,8 @@
 //! - id allocation: `async fn(&mut Transaction, count) -> Result<Vec<i64>, sqlx::Error>`, ids in
 //!   increasing order;
 //! - a batch's lookups: `async fn(&mut Transaction, accounts, count, conversation keys) ->
-//!   Result<writes::Found, sqlx::Error>` (`find_separately`, defined here, for a dialect with
-//!   nothing better);
+//!   Result<writes::Found, sqlx::Error>` (it may use `select_mailboxes` and
+//!   `select_conversations`, defined here);
 //! - a batch's writes: `async fn(&mut Transaction, &writes::Writes) -> Result<(), sqlx::Error>`.
 
 macro_rules! dm_store {
@@ -122,18 +122,6 @@ macro_rules! dm_store {
             let mut tx = pool.begin_with($begin).await?;
             insert_mailboxes(&mut tx, accounts).await?;
             tx.commit().await
-        }
-
-        /// [`prepare`]'s lookups a statement each, for a dialect with nothing better: the
-        /// mailboxes (locked), the ids when every mailbox exists, the conversations.
-        #[allow(dead_code)]
-        async fn find_separately(tx: &mut Tx, accounts: &[i64], count: i64, keys: &[&(String, String)]) -> Result<writes::Found, sqlx::Error> {
-            let mut heads = BTreeMap::new();
-            select_mailboxes(tx, accounts, &mut heads).await?;
-            let ids = if heads.len() == accounts.len() { Some($allocate_ids(tx, count).await?) } else { None };
-            let mut conversations = HashMap::with_capacity(keys.len());
-            select_conversations(tx, keys, &mut conversations).await?;
-            Ok(writes::Found { heads, ids, conversations })
         }
 
         /// Locks the existing mailbox rows of `accounts` (in id order) into `heads`.

@@ -1,7 +1,7 @@
 //! The SQLite direct-message store: writers are serialized by `BEGIN IMMEDIATE`; ids from a
 //! counter row; a batch's rows written a few multi-row statements at a time.
 
-use super::writes::{ROWS_PER_STATEMENT, Writes, values};
+use super::writes::{Found, ROWS_PER_STATEMENT, Writes, values};
 
 type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
@@ -12,6 +12,18 @@ async fn allocate_ids(tx: &mut SqliteTx, count: i64) -> Result<Vec<i64>, sqlx::E
         .fetch_one(&mut **tx)
         .await?;
     Ok((last - count + 1..=last).collect())
+}
+
+/// A batch's lookups a statement each (the writer lock makes them one step anyway): the
+/// mailboxes, the ids when every mailbox exists, the conversations. `select_mailboxes` and
+/// `select_conversations` are the shared SQL's (`dm_store!` below).
+async fn find(tx: &mut SqliteTx, accounts: &[i64], count: i64, keys: &[&(String, String)]) -> Result<Found, sqlx::Error> {
+    let mut heads = std::collections::BTreeMap::new();
+    select_mailboxes(tx, accounts, &mut heads).await?;
+    let ids = if heads.len() == accounts.len() { Some(allocate_ids(tx, count).await?) } else { None };
+    let mut conversations = std::collections::HashMap::with_capacity(keys.len());
+    select_conversations(tx, keys, &mut conversations).await?;
+    Ok(Found { heads, ids, conversations })
 }
 
 /// Writes a batch's messages, outbox rows, mailbox entries, memberships, notifications and
@@ -96,4 +108,4 @@ async fn insert_pairs(tx: &mut SqliteTx, insert: &str, rows: &[(i64, i64)], suff
     Ok(())
 }
 
-crate::dm::store::sql::dm_store!(SqliteDmStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "", allocate_ids, find_separately, write);
+crate::dm::store::sql::dm_store!(SqliteDmStore, sqlx::Sqlite, "BEGIN IMMEDIATE", "", "", allocate_ids, find, write);

@@ -54,7 +54,7 @@ use crate::{
         account::Profile,
         extract::body_from_value,
         groups::GroupMessage,
-        messages::Message,
+        messages::{Message, open_message_stream},
         types::{Handle, IdempotencyKey, PeerAddress},
     },
 };
@@ -546,13 +546,7 @@ impl ClawxTools {
             }
             let wait = Duration::from_secs(input.timeout_seconds.unwrap_or(25).clamp(1, MAX_WAIT_SECONDS));
             let limit = page(input.limit) as usize;
-            let client_ip = principal.client_ip.clone().unwrap_or_else(|| "unknown".to_string());
-            let Some(_slot) = gateway.streams.acquire(&client_ip) else {
-                let refusal = ApiError::new(ErrorCode::RateLimited, "too many open waits and streams from this address; close some first");
-                return Err(ApiError { retry_after: Some(1), ..refusal });
-            };
-            let mut upstream =
-                gateway.messaging(&principal).stream_messages(messaging_pb::StreamMessagesRequest { after_id: after }).await?.into_inner();
+            let (_slot, mut upstream) = open_message_stream(&gateway, &principal, after).await?;
             let mut waited = Waited { messages: Vec::new(), group_messages: Vec::new(), next_after: after };
             let deadline = tokio::time::Instant::now() + wait;
             let shutdown = gateway.shutdown.clone();

@@ -27,7 +27,10 @@ use serde_json::{Value, json};
 use super::{ClawxTools, DEFAULT_PAGE, MAX_OUTPUT_BYTES, STREAM_RPC, revoked};
 use crate::{
     error::ApiError,
-    rest::{account::Profile, messages::Message},
+    rest::{
+        account::Profile,
+        messages::{Message, open_message_stream},
+    },
 };
 
 const ME: &str = "clawx://me";
@@ -79,14 +82,8 @@ pub async fn listen(tools: &ClawxTools, context: SubscriptionContext) -> Result<
     let stream_gateway = Arc::clone(&gateway);
     let (account_id, _slot, mut upstream) = tools
         .admitted(&parts, STREAM_RPC, |principal| async move {
-            let client_ip = principal.client_ip.clone().unwrap_or_else(|| "unknown".to_string());
-            let Some(slot) = stream_gateway.streams.acquire(&client_ip) else {
-                let refusal = ApiError::new(ErrorCode::RateLimited, "too many open subscriptions and streams from this address; close some first");
-                return Err(ApiError { retry_after: Some(1), ..refusal });
-            };
             let account_id = principal.account_id.ok_or_else(|| ApiError::unauthorized("authentication required"))?;
-            let request = messaging_pb::StreamMessagesRequest { after_id: 0 };
-            let upstream = stream_gateway.messaging(&principal).stream_messages(request).await?.into_inner();
+            let (slot, upstream) = open_message_stream(&stream_gateway, &principal, 0).await?;
             Ok((account_id, slot, upstream))
         })
         .await

@@ -514,17 +514,29 @@ pub async fn stream_messages(
     QueryParams(query): QueryParams<StreamQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let after_id = stream_start(&headers, &query)?;
-    let client_ip = account.principal.client_ip.clone().unwrap_or_else(|| "unknown".to_string());
-    let Some(slot) = gateway.streams.acquire(&client_ip) else {
-        let refusal = ApiError::new(ErrorCode::RateLimited, "too many open streams from this address; close some first");
-        return Err(ApiError { retry_after: Some(1), ..refusal });
-    };
-    let upstream = gateway.messaging(&account.principal).stream_messages(pb::StreamMessagesRequest { after_id }).await?.into_inner();
+    let (slot, upstream) = open_message_stream(&gateway, &account.principal, after_id).await?;
     let events = relay(upstream, slot).take_until(gateway.shutdown.clone().cancelled_owned());
     let stream =
         Sse::new(events).keep_alive(KeepAlive::new().interval(gateway.config.sse_heartbeat.max(Duration::from_millis(10))).text("heartbeat"));
     // Buffering proxies (nginx) would hold events back.
     Ok(([(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))], stream))
+}
+
+/// One of the client address's stream slots and the caller's messages after `after_id`, live:
+/// what the event stream, MCP waits and MCP subscriptions hold open. 429 `RATE_LIMITED` when the
+/// address holds all its slots.
+pub(crate) async fn open_message_stream(
+    gateway: &Gateway,
+    principal: &clawx_common::Principal,
+    after_id: i64,
+) -> Result<(crate::limiter::StreamSlot, tonic::Streaming<pb::Message>), ApiError> {
+    let client_ip = principal.client_ip.as_deref().unwrap_or("unknown");
+    let Some(slot) = gateway.streams.acquire(client_ip) else {
+        let refusal = ApiError::new(ErrorCode::RateLimited, "too many open streams, waits and subscriptions from this address; close some first");
+        return Err(ApiError { retry_after: Some(1), ..refusal });
+    };
+    let upstream = gateway.messaging(principal).stream_messages(pb::StreamMessagesRequest { after_id }).await?.into_inner();
+    Ok((slot, upstream))
 }
 
 /// The upstream messages as events, holding the client's stream slot until the stream ends or

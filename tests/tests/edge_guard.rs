@@ -111,3 +111,37 @@ async fn every_mcp_request_of_an_account_counts_against_its_limit() {
         stack.stop().await;
     }
 }
+
+#[tokio::test]
+async fn mcp_waits_take_a_stream_slot_like_event_streams() {
+    for stack in TestStack::all_with(|config| config.limits.xmtp_streams_per_ip = 1).await {
+        let name = stack.name;
+        let key = stack.registered("alice").await;
+        // An event stream holds the address's only slot.
+        let events = stack.http.get(stack.url("/messages/stream")).header("x-api-key", &key).send().await.unwrap();
+        assert_eq!(events.status(), 200, "{name}");
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "wait_for_messages", "arguments": {"timeout_seconds": 1}}});
+        let answered = stack
+            .http
+            .post(stack.url("/mcp"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&call)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answered.status(), 200, "{name}");
+        let text = answered.text().await.unwrap();
+        let json_text = text.lines().find_map(|line| line.strip_prefix("data:")).map_or(text.as_str(), str::trim);
+        let reply: serde_json::Value = serde_json::from_str(json_text).unwrap_or_else(|error| panic!("{name}: {error}: {text}"));
+        let result = &reply["result"];
+        assert_eq!(result["isError"], true, "{name}: {reply}");
+        let error: serde_json::Value = serde_json::from_str(result["content"][0]["text"].as_str().expect("text content")).unwrap();
+        assert_eq!(error["code"], "RATE_LIMITED", "{name}: {error}");
+        assert_eq!(error["retry_after_seconds"], 1, "{name}: {error}");
+        drop(events);
+        stack.stop().await;
+    }
+}
